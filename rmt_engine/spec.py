@@ -1,0 +1,114 @@
+"""``TrialSpec``: everything that defines one grid point of a study (one trial = one draw of W0, V0)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+DTYPES = ("float64", "float32")
+#: Default bytes of one row block ``phi(W0_b X)`` (block_rows = this / (8 n), clamped).
+DEFAULT_BLOCK_BYTES = 32 * 2**20
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) or type(v).__name__ in ("int64", "int32")
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One grid point.
+
+    Shapes: X is ``d0 x n`` (unit columns), W0 ``d1 x d0`` with N(0, w1^2) entries, V0 ``d2 x d1``
+    with N(0, w2^2) entries (Eq. 17), Y ``d2 x n`` with ``||Y||_F = 1`` (Eq. 16).
+    ``t`` are the Khatri-Rao orders of Eq. 58/67. ``delta1``, ``delta2`` are the deviations at which
+    Eq. 67's bounds are reported; ``C`` is the user constant of Eq. 9 (margin = C alpha_f mu^6 /
+    (beta^2 nu^2 h)); ``chi_max`` bounds sigma_max(V_k) in beta (Eq. 18; default sigma_max(V0)).
+    ``block_rows`` rows of W0 are processed at once (``None``: about 32 MiB per block).
+    """
+
+    activation: str
+    n: int
+    d0: int
+    d1: int
+    d2: int = 1
+    w1: float = 1.0
+    w2: float = 1.0
+    t: tuple[int, ...] = (2,)
+    data: str = "sphere"
+    data_path: str | None = None
+    seed: int = 0
+    dtype: str = "float64"
+    block_rows: int | None = None
+    delta1: float = 0.2
+    delta2: float = 0.2
+    C: float = 1.0
+    chi_max: float | None = None
+    backend: str = "numpy"
+    extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def __post_init__(self):
+        t = self.t
+        if _is_int(t):
+            t = (int(t),)
+        object.__setattr__(self, "t", tuple(t))
+        object.__setattr__(self, "activation", str(self.activation).lower())
+        validate_spec(self)
+
+    @property
+    def rows_per_block(self) -> int:
+        if self.block_rows is not None:
+            return min(self.block_rows, self.d1)
+        return int(min(self.d1, max(64, DEFAULT_BLOCK_BYTES // (8 * self.n))))
+
+    def replace(self, **changes) -> "TrialSpec":
+        d = asdict(self)
+        d.update(changes)
+        return TrialSpec(**d)
+
+    def data_key(self) -> tuple:
+        """What X depends on (for caching per grid point)."""
+        return (self.data, self.data_path, self.d0, self.n, self.seed)
+
+
+def validate_spec(spec: TrialSpec) -> None:
+    """Raise ValueError naming the first bad field of ``spec``."""
+    from .activations import activation as _activation  # noqa: PLC0415 (avoid an import cycle)
+    from .data import DATA_KINDS  # noqa: PLC0415
+    from ._backend import BACKENDS  # noqa: PLC0415
+
+    for name in ("n", "d0", "d1", "d2"):
+        v = getattr(spec, name)
+        if not _is_int(v) or v < 1:
+            raise ValueError(f"TrialSpec.{name} must be a positive integer, got {v!r}")
+    for name in ("w1", "w2"):
+        v = getattr(spec, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"TrialSpec.{name} must be a finite number > 0, got {v!r}")
+    if not spec.t:
+        raise ValueError("TrialSpec.t must name at least one Khatri-Rao order t >= 1")
+    for t in spec.t:
+        if not _is_int(t) or t < 1:
+            raise ValueError(f"TrialSpec.t: every Khatri-Rao order must be an integer >= 1, got {t!r}")
+    if len(set(spec.t)) != len(spec.t):
+        raise ValueError(f"TrialSpec.t has repeated orders: {spec.t}")
+    _activation(spec.activation)  # raises with the list of valid names
+    if spec.data not in DATA_KINDS:
+        raise ValueError(f"TrialSpec.data: unknown data kind {spec.data!r}; expected one of {DATA_KINDS}")
+    if spec.data == "file" and not spec.data_path:
+        raise ValueError("TrialSpec.data = 'file' needs data_path (a .npy or .npz file)")
+    if not _is_int(spec.seed) or spec.seed < 0:
+        raise ValueError(f"TrialSpec.seed must be a non-negative integer, got {spec.seed!r}")
+    if spec.dtype not in DTYPES:
+        raise ValueError(f"TrialSpec.dtype: unknown dtype {spec.dtype!r}; expected one of {DTYPES}")
+    if spec.block_rows is not None and (not _is_int(spec.block_rows) or spec.block_rows < 1):
+        raise ValueError(f"TrialSpec.block_rows must be a positive integer or None, got {spec.block_rows!r}")
+    if not (0.0 <= spec.delta1 < 1.0):
+        raise ValueError(f"TrialSpec.delta1 must lie in [0, 1), got {spec.delta1!r}")
+    if not (spec.delta2 >= 0.0):
+        raise ValueError(f"TrialSpec.delta2 must be >= 0, got {spec.delta2!r}")
+    if not (spec.C > 0):
+        raise ValueError(f"TrialSpec.C must be > 0, got {spec.C!r}")
+    if spec.chi_max is not None and not (spec.chi_max > 0):
+        raise ValueError(f"TrialSpec.chi_max must be > 0 or None, got {spec.chi_max!r}")
+    if spec.backend not in BACKENDS:
+        raise ValueError(f"TrialSpec.backend: unknown backend {spec.backend!r}; expected one of {BACKENDS}")
