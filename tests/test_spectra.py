@@ -127,3 +127,17 @@ def test_extreme_singular_values_bad_input():
         extreme_singular_values(gram=A)
     with pytest.raises(ValueError, match="2-D"):
         extreme_singular_values(np.ones(3))
+
+
+def test_lanczos_falls_back_to_dense(monkeypatch):
+    import scipy.sparse.linalg as ssl
+
+    n = LANCZOS_MIN_N
+    assert spectral_norm_sym(np.zeros((n, n))) == 0.0  # ARPACK refuses a zero operator
+
+    def no_convergence(*args, **kwargs):
+        raise ssl.ArpackNoConvergence("no convergence", np.empty(0), np.empty((n, 0)))
+
+    monkeypatch.setattr(ssl, "eigsh", no_convergence)
+    M = np.diag(np.linspace(-4.0, 2.0, n))
+    assert spectral_norm_sym(M, method="lanczos") == pytest.approx(4.0, rel=1e-14)
