@@ -16,13 +16,18 @@ Two independent methods compute it:
     ``R_N``, e.g. near-duplicate columns at large ``w1``), N is capped, and the entries whose
     ``|rho|`` exceeds the level where the capped bound still meets the tolerance (and only those)
     are computed by the 2-D dual-kernel quadrature of :func:`rmt_engine.hermite.dual_kernel`.
-    Cost: ``O(N n^2)`` elementwise operations, N ~ 100 for sphere data with d0 ~ 45.
+    Cost: ``O(N n^2)`` elementwise operations. Measured (2 CPU cores, NumPy) for sphere data
+    n = 2000, d0 = 45 (max off-diagonal |rho| = 0.68): GeLU N = 24 / 0.14 s at w1 = 1,
+    N = 52 / 0.24 s at w1 = 4; tanh N = 35 / 0.18 s and N = 59 / 0.27 s (coefficients memoized;
+    the first call adds ~0.1 s).
 
 ``method="quadrature"`` (the independent cross-check; NumPy on the host)
     ``k(G_ab)`` by 2-D quadrature for each distinct value of the upper triangle (diagonal
     included, at ``rho = 1``): ``O(n^2 nodes^2)``, i.e. up to ``n(n+1)/2`` values at 2e4
     (``w1 <= 1``) to 3.2e5 (``w1 = 4``) evaluations of ``phi`` each; use it for small n only.
-    The two methods agree to ~1e-15 (tests/test_expected.py asks for 1e-10).
+    Measured agreement with the series, max entry difference on sphere data (n = 12, d0 = 5),
+    every built-in: <= 1e-13 for w1 <= 2, <= 4e-13 at w1 = 4 (GeLU, softplus: E[phi^2] ~ 8 there),
+    i.e. within the series' 1e-13 E[phi^2] tolerance; tests/test_expected.py asks for 1e-10.
 
 ``X`` (``d0 x n``) must be 2-D, real floating, finite, with unit columns (``|norm - 1| <= 1e-10``;
 :func:`rmt_engine.data.check_data`). Coefficients are computed on the host with NumPy and moved
@@ -71,7 +76,7 @@ def _series_plan(act, w1: float, rho_max: float, m2: float) -> tuple[np.ndarray,
         order *= 2
 
 
-def _as_float64(X):
+def _as_array(X):
     if not hasattr(X, "ndim"):
         X = np.asarray(X, dtype=np.float64)
     return X
@@ -110,7 +115,7 @@ def expected_gram(X, activation, w1: float = 1.0, method: str = "series"):
         raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
     act = _get_activation(activation)
     w1 = _check_w1(w1)
-    X = _as_float64(X)
+    X = _as_array(X)
     check_data(X)
     xp = array_namespace(X)
     G = _gram_of(X)

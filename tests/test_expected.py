@@ -159,9 +159,9 @@ def test_small_cases():
     assert np.abs(K[~np.eye(4, dtype=bool)] - a0**2).max() <= 1e-15
     # a list and a float32 array are accepted
     assert expected_gram(np.eye(3).tolist(), "tanh").shape == (3, 3)
-    X32 = sphere(4, 6, seed=1).astype(np.float32)
-    X32 /= np.linalg.norm(X32.astype(np.float64), axis=0).astype(np.float32)
-    assert expected_gram(X32, "tanh").dtype == np.float64
+    X32 = np.eye(4, dtype=np.float32)[:, [0, 1, 2, 3, 0]]  # exactly unit columns, a duplicate
+    K32 = expected_gram(X32, "tanh")
+    assert K32.dtype == np.float64 and K32[0, 4] == pytest.approx(second_moment("tanh", 1.0), rel=1e-13)
 
 
 @pytest.mark.parametrize("method", ["series", "quadrature"])
