@@ -115,6 +115,9 @@ def test_symmetries_zero_coefficients():
         a = normalized_hermite_coefficients("sigmoid", 200, w1)  # sigmoid - 1/2 is odd
         assert a[0] == pytest.approx(0.5, abs=1e-15)
         assert np.abs(a[2::2]).max() <= 1e-16
+        a = normalized_hermite_coefficients("gelu", 200, w1)  # gelu(x) - x/2 = x (Phi(x) - 1/2) is even
+        assert a[1] == pytest.approx(w1 / 2, rel=1e-15)
+        assert np.abs(a[3::2]).max() <= 1e-15
         a = normalized_hermite_coefficients("softplus", 200, w1)  # softplus(x) - x/2 is even
         assert a[1] == pytest.approx(w1 / 2, rel=1e-15)
         assert np.abs(a[3::2]).max() <= 1e-15
