@@ -1,0 +1,416 @@
+"""The result cube: one zarr store per study, written region by region, read with xarray.
+
+Rules of this module
+- Layout (``STORE_VERSION = 1``). Dimensions are *every* grid axis of ``GRID_AXES`` (also the
+  ones with a single value, so every cube has the same dims and ``ds.sel(w2=1.0)`` always works),
+  then ``trial``; variables of t-dependent fields get a trailing ``t`` dimension (the Khatri-Rao
+  orders of the study) instead of one variable per ``_t{t}`` suffix.
+  * per-trial fields: dims ``GRID_AXES + ("trial",) [+ ("t",)]``;
+  * per-grid-point fields (``FieldInfo.per_point``): dims ``GRID_AXES [+ ("t",)]``, no ``trial``;
+  * ``done``: bool, dims ``GRID_AXES + ("trial_block",)``: block ``b`` holds trials
+    ``[b * trials_per_task, min((b + 1) * trials_per_task, trials))``;
+  * spectra (``save_spectrum``): one variable ``spectrum_n{n}`` per value of n, dims
+    ``GRID_AXES without n + ("trial", "eig_n{n}")`` (ascending eigenvalues of M0), so different
+    n never share a padded axis.
+- Chunks: 1 along every grid axis, ``trials_per_task`` along ``trial``, whole along ``t`` and
+  ``eig_*``, 1 along ``trial_block``. One task = one (grid point, trial block) = exactly one
+  chunk of every variable it writes; per-point variables are written by the task of block 0
+  only. ``check_region_alignment`` verifies this against the arrays' real chunk (or shard) shape
+  before any write, because zarr/xarray do not check NumPy region writes.
+- A task writes its data first and marks ``done`` in a separate, later write. zarr's LocalStore
+  writes each chunk to a temporary file and renames it, so a killed task leaves whole old or new
+  chunks, and a region is complete exactly when its ``done`` flag is set.
+- Unwritten chunks read as the fill value (NaN for floats, False for ``done``).
+- Root attributes hold the provenance (``PROVENANCE_KEYS``) and ``rmt_engine_store_version``;
+  only the driver writes attributes, tasks never do.
+- The template is created with ``xarray.Dataset.to_zarr(compute=False)`` (metadata and
+  coordinates only, no consolidated metadata); tasks write with zarr directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .fields import FIELDS, record_fields
+
+#: Bumped whenever the layout changes incompatibly; ``open_results`` refuses other versions.
+STORE_VERSION = 1
+GRID_AXES = ("activation", "data", "n", "d0", "d1", "d2", "w1", "w2")
+STRING_AXES = ("activation", "data")
+FLOAT_AXES = ("w1", "w2")
+
+PROVENANCE_KEYS = (
+    "rmt_engine_store_version", "rmt_engine_version", "study_name", "study_toml", "study_source",
+    "config_hash", "config_canonical", "seed", "seed_entropy", "trials", "trials_per_task",
+    "versions", "backend", "device", "started", "finished", "runs",
+)
+
+
+class StoreError(RuntimeError):
+    """A store cannot be used as asked (not an rmt_engine store, another study, ...)."""
+
+
+class IncompleteStoreError(StoreError):
+    """Some regions of the store are not marked done (pass ``allow_partial=True`` to read anyway)."""
+
+
+class IncompatibleStoreError(StoreError):
+    """The store was written with another layout version."""
+
+
+class StoreLockedError(StoreError):
+    """Another driver holds the store's lock file."""
+
+
+# --------------------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One data variable of the cube: its dims, chunk shape and attributes."""
+
+    name: str
+    base: str  # field name (or "spectrum" / "done")
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    per_point: bool
+    per_t: bool
+    n: int | None = None  # for spectrum variables
+
+
+def n_blocks(trials: int, trials_per_task: int) -> int:
+    return math.ceil(trials / trials_per_task)
+
+
+def block_range(block: int, trials: int, trials_per_task: int) -> tuple[int, int]:
+    start = block * trials_per_task
+    return start, min(start + trials_per_task, trials)
+
+
+def layout(grid: dict, t_values, trials: int, trials_per_task: int, save_spectrum: bool) -> list[Variable]:
+    """Every variable of the cube (fields in record order, then spectra, then ``done``)."""
+    gshape = tuple(len(grid[a]) for a in GRID_AXES)
+    gchunks = (1,) * len(GRID_AXES)
+    nt = len(t_values)
+    out = []
+    for base, info in FIELDS.items():
+        dims, shape, chunks = GRID_AXES, gshape, gchunks
+        if not info.per_point:
+            dims, shape, chunks = dims + ("trial",), shape + (trials,), chunks + (trials_per_task,)
+        if info.per_t:
+            dims, shape, chunks = dims + ("t",), shape + (nt,), chunks + (nt,)
+        out.append(Variable(base, base, dims, shape, chunks, info.per_point, info.per_t))
+    if save_spectrum:
+        i_n = GRID_AXES.index("n")
+        for n in grid["n"]:
+            dims = GRID_AXES[:i_n] + GRID_AXES[i_n + 1:] + ("trial", f"eig_n{n}")
+            shape = gshape[:i_n] + gshape[i_n + 1:] + (trials, int(n))
+            chunks = (1,) * (len(GRID_AXES) - 1) + (trials_per_task, int(n))
+            out.append(Variable(spectrum_name(n), "spectrum", dims, shape, chunks, False, False, int(n)))
+    nb = n_blocks(trials, trials_per_task)
+    out.append(Variable("done", "done", GRID_AXES + ("trial_block",), gshape + (nb,), gchunks + (1,), False, False))
+    return out
+
+
+def spectrum_name(n: int) -> str:
+    return f"spectrum_n{int(n)}"
+
+
+def region(var: Variable, point: tuple[int, ...], block: int, trials: int, trials_per_task: int) -> tuple[slice, ...]:
+    """The index of ``var`` written by the task (``point``, ``block``) (a tuple of slices)."""
+    if var.base == "done":
+        return tuple(slice(i, i + 1) for i in point) + (slice(block, block + 1),)
+    if var.base == "spectrum":
+        i_n = GRID_AXES.index("n")
+        pt = point[:i_n] + point[i_n + 1:]
+    else:
+        pt = point
+    idx = tuple(slice(i, i + 1) for i in pt)
+    if var.base == "spectrum" or not var.per_point:
+        a, b = block_range(block, trials, trials_per_task)
+        idx = idx + (slice(a, b),)
+    return idx + tuple(slice(0, s) for s in var.shape[len(idx):])
+
+
+def check_region_alignment(idx: tuple[slice, ...], shape, chunks, name: str = "") -> None:
+    """Raise if ``idx`` does not cover whole chunks of an array of ``shape`` chunked by ``chunks``.
+
+    A region write that covers part of a chunk read-modify-writes it and races with any other
+    writer of the same chunk (zarr/xarray only check this for dask data): the engine never does it.
+    """
+    for d, (s, size, c) in enumerate(zip(idx, shape, chunks)):
+        start, stop = s.start or 0, size if s.stop is None else s.stop
+        if start % c or (stop % c and stop != size):
+            raise RuntimeError(
+                f"region {idx} of {name or 'array'} does not align with its chunks {tuple(chunks)} "
+                f"along axis {d} (start {start}, stop {stop}, size {size}): refusing a partial-chunk write")
+
+
+def write_chunk_shape(arr) -> tuple[int, ...]:
+    """The unit of an atomic write of a zarr array: its shard shape if sharded, else its chunks."""
+    shards = getattr(arr, "shards", None)
+    return tuple(shards) if shards else tuple(arr.chunks)
+
+
+# --------------------------------------------------------------------------- template
+
+
+def _coord_values(axis: str, values):
+    if axis in STRING_AXES:
+        return np.array([str(v) for v in values], dtype=object)
+    if axis in FLOAT_AXES:
+        return np.array([float(v) for v in values], dtype=np.float64)
+    return np.array([int(v) for v in values], dtype=np.int64)
+
+
+def _attrs_for(var: Variable) -> dict:
+    if var.base == "done":
+        return {"long_name": "1 where the trial block's region is written completely",
+                "description": "block b holds trials [b*trials_per_task, (b+1)*trials_per_task)"}
+    if var.base == "spectrum":
+        return {"long_name": f"eigenvalues of M0 = phi(W0 X)^T phi(W0 X), ascending (n = {var.n})",
+                "equation": "Eq. 59", "units": "1"}
+    info = FIELDS[var.base]
+    attrs = {"long_name": info.long_name, "equation": info.equation, "units": info.units,
+             "per_grid_point": int(info.per_point)}
+    if info.per_t:
+        attrs["long_name"] = info.long_name + " (per Khatri-Rao order t)"
+    return attrs
+
+
+def create_template(path, grid: dict, t_values, trials: int, trials_per_task: int,
+                    save_spectrum: bool, attrs: dict) -> None:
+    """Write the metadata, the coordinates and an all-False ``done`` mask; fails if ``path`` exists."""
+    import dask.array as da  # noqa: PLC0415
+    import xarray as xr  # noqa: PLC0415
+
+    variables = {}
+    encoding = {}
+    for var in layout(grid, t_values, trials, trials_per_task, save_spectrum):
+        if var.base == "done":
+            data = np.zeros(var.shape, dtype=bool)
+        else:
+            data = da.full(var.shape, np.nan, dtype=np.float64, chunks=var.chunks)
+        variables[var.name] = xr.Variable(var.dims, data, attrs=_attrs_for(var))
+        encoding[var.name] = {"chunks": var.chunks}
+    coords = {a: (a, _coord_values(a, grid[a])) for a in GRID_AXES}
+    coords["trial"] = ("trial", np.arange(trials, dtype=np.int64))
+    coords["t"] = ("t", np.array([int(t) for t in t_values], dtype=np.int64),
+                   {"long_name": "Khatri-Rao order t (Eq. 20, 58)"})
+    nb = n_blocks(trials, trials_per_task)
+    coords["trial_block"] = ("trial_block", np.arange(nb, dtype=np.int64),
+                             {"long_name": "block of trials_per_task trials (one task, one chunk)",
+                              "trials_per_task": int(trials_per_task)})
+    ds = xr.Dataset(variables, coords=coords, attrs=_jsonable_attrs(attrs))
+    ds.to_zarr(os.fspath(path), mode="w-", compute=False, consolidated=False, encoding=encoding)
+    # the numpy 'done' mask may or may not be written eagerly; make it explicit
+    g = _open_group(path, "r+")
+    g["done"][...] = np.zeros(g["done"].shape, dtype=bool)
+
+
+def _jsonable_attrs(attrs: dict) -> dict:
+    return json.loads(json.dumps(attrs, default=str))
+
+
+# --------------------------------------------------------------------------- reading / writing
+
+
+def _open_group(path, mode="r"):
+    import zarr  # noqa: PLC0415
+
+    return zarr.open_group(os.fspath(path), mode=mode)
+
+
+def store_attrs(path) -> dict | None:
+    """Root attributes of the zarr group at ``path``, or None if there is no zarr group there."""
+    p = Path(path)
+    if not p.exists():
+        return None
+    try:
+        return dict(_open_group(p, "r").attrs)
+    except Exception:
+        return None
+
+
+def is_rmt_store(path) -> bool:
+    attrs = store_attrs(path)
+    return attrs is not None and "rmt_engine_store_version" in attrs
+
+
+def update_attrs(path, **attrs) -> None:
+    """Driver-only: update root attributes."""
+    g = _open_group(path, "r+")
+    g.attrs.update(_jsonable_attrs(attrs))
+
+
+def read_done(path) -> np.ndarray:
+    """The ``done`` mask (grid dims x trial_block) as a NumPy bool array."""
+    return np.asarray(_open_group(path, "r")["done"][...], dtype=bool)
+
+
+def write_task(path, variables: list[Variable], point: tuple[int, ...], block: int, trials: int,
+               trials_per_task: int, values: dict[str, np.ndarray]) -> None:
+    """Write one task's region of every variable in ``values``, then mark it done.
+
+    ``values[name]`` has the shape of the region without the length-1 grid axes. Each write is
+    checked to cover whole chunks (or shards) of the target array first.
+    """
+    g = _open_group(path, "r+")
+    by_name = {v.name: v for v in variables}
+    for name, data in values.items():
+        var = by_name[name]
+        arr = g[name]
+        idx = region(var, point, block, trials, trials_per_task)
+        check_region_alignment(idx, arr.shape, write_chunk_shape(arr), name)
+        shape = tuple(s.stop - s.start for s in idx)
+        arr[idx] = np.asarray(data, dtype=arr.dtype).reshape(shape)
+    done = by_name["done"]
+    arr = g["done"]
+    idx = region(done, point, block, trials, trials_per_task)
+    check_region_alignment(idx, arr.shape, write_chunk_shape(arr), "done")
+    arr[idx] = np.ones(tuple(s.stop - s.start for s in idx), dtype=bool)
+
+
+def check_version(attrs: dict, path) -> None:
+    version = attrs.get("rmt_engine_store_version")
+    if version is None:
+        raise StoreError(f"{path} is a zarr store but not an rmt_engine result cube (no rmt_engine_store_version)")
+    if version != STORE_VERSION:
+        raise IncompatibleStoreError(
+            f"{path} was written with store layout version {version} (by rmt_engine "
+            f"{attrs.get('rmt_engine_version', '?')}); this rmt_engine reads version {STORE_VERSION} only")
+
+
+def open_results(path, *, allow_partial: bool = False, chunks="auto"):
+    """The study's cube as a lazy ``xarray.Dataset`` (dask arrays; ``chunks`` as in ``xarray.open_zarr``).
+
+    Refuses a store whose regions are not all done (``IncompleteStoreError``; pass
+    ``allow_partial=True`` to read it: not-done trials read as NaN and ``ds.done`` says which),
+    a store of another layout version (``IncompatibleStoreError``) and anything that is not an
+    rmt_engine cube (``StoreError``). The provenance is in ``ds.attrs``.
+    """
+    import xarray as xr  # noqa: PLC0415
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no result store at {p}")
+    attrs = store_attrs(p)
+    if attrs is None:
+        raise StoreError(f"{p} is not a zarr store")
+    check_version(attrs, p)
+    ds = xr.open_zarr(os.fspath(p), consolidated=False, chunks=chunks)
+    if not allow_partial:
+        done = np.asarray(ds["done"].values, dtype=bool)
+        if not done.all():
+            raise IncompleteStoreError(
+                f"{p} is incomplete: {int((~done).sum())} of {done.size} regions (grid point x trial "
+                f"block) are not done; resume the run (rmt-engine run STUDY.toml --store {p} --resume) "
+                "or pass allow_partial=True")
+    return ds
+
+
+# --------------------------------------------------------------------------- lock file
+
+
+def lock_path(path) -> Path:
+    p = Path(path)
+    return p.with_name(p.name + ".lock")
+
+
+def _process_start_time(pid: int) -> float | None:
+    try:
+        import psutil  # noqa: PLC0415
+
+        return psutil.Process(pid).create_time()
+    except Exception:
+        return None
+
+
+def _pid_alive(pid: int, start_time: float | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if start_time is not None:
+        now = _process_start_time(pid)
+        if now is not None and abs(now - start_time) > 1.0:
+            return False  # the PID was reused by another process
+    return True
+
+
+class StoreLock:
+    """``PATH.lock`` beside the store, created exclusively (O_EXCL) with the driver's PID and host.
+
+    A lock left by a dead driver on this host (a PID that no longer exists, or was reused) is
+    broken, and ``on_message`` is told so; a live one (or one from another host) raises
+    ``StoreLockedError``.
+    """
+
+    def __init__(self, path, on_message=None):
+        self.path = lock_path(path)
+        self.on_message = on_message or (lambda msg: None)
+        self.held = False
+
+    def _info(self) -> dict:
+        return {"pid": os.getpid(), "host": socket.gethostname(),
+                "process_start": _process_start_time(os.getpid()), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+    def acquire(self) -> "StoreLock":
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._handle_existing()
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(self._info(), f)
+            self.held = True
+            return self
+        raise StoreLockedError(f"could not acquire {self.path}")
+
+    def _handle_existing(self) -> None:
+        try:
+            info = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            info = {}
+        pid, host = info.get("pid"), info.get("host")
+        if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid, info.get("process_start")):
+            self.on_message(f"breaking stale lock {self.path} (driver PID {pid} on {host} is gone)")
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            return
+        who = f"PID {pid} on host {host}" if pid is not None else "an unknown process"
+        raise StoreLockedError(
+            f"the store is in use by another driver ({who}, since {info.get('since', '?')}): lock file "
+            f"{self.path}. If no driver is running, delete that file and rerun.")
+
+    def release(self) -> None:
+        if self.held:
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            self.held = False
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def all_record_keys(t_values) -> list[str]:
+    return list(record_fields(t_values))

@@ -1,0 +1,923 @@
+"""Studies: a grid of ``TrialSpec`` parameters times a number of trials, run on Dask into one cube.
+
+Rules of this module
+- A study is defined by a TOML file (``Study.from_toml``; stdlib ``tomllib``, nothing is
+  evaluated) or by ``Study(...)`` in Python. Everything is validated -- unknown keys, types,
+  every ``TrialSpec`` of the grid, data files, the store path -- *before* anything is created;
+  errors are ``StudySpecError`` naming the key and, for files, the line.
+- The *config hash* is the SHA-256 of the canonical JSON of the scientific definition (grid, t,
+  trials, seed, dtype, block_rows, deltas, C, chi_max, backend, save_spectrum, the data file's
+  SHA-256): comments, whitespace, key order, ``name``/``description`` and the ``[execution]`` /
+  ``[cluster]`` tables do not change it, because they do not change a single number of the cube.
+- One task = one trial block of one grid point = one chunk of every variable it writes (see
+  ``store``). Tasks write their region themselves and return only a small status dict; results
+  never travel through the scheduler. Dask is the only scheduler.
+- Trial ``i`` of a grid point depends only on ``(TrialSpec, i)`` (counter-based keys): the cube
+  is bitwise identical whatever the number of workers, trials per task, task order or number of
+  interruptions. BLAS runs single-threaded inside every task (``blas_threads = 1`` by default,
+  enforced with threadpoolctl where installed, and by OMP/OPENBLAS/MKL_NUM_THREADS in the
+  workers the engine starts), so a worker never splits a reduction differently from another.
+- Test-only hooks, read by the *driver* from its environment and passed to every task (so they
+  work on any cluster): ``RMT_ENGINE_TEST_TASK_DELAY=SECONDS`` sleeps at the start of each task;
+  ``RMT_ENGINE_TEST_FAIL="raise:AXIS=VALUE,..."`` makes the tasks of matching grid points raise,
+  ``"exit:AXIS=VALUE,..."`` makes them kill their worker process (``os._exit``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+
+from . import store as _store
+from ._version import __version__
+from .fields import FIELDS, field_name
+from .spec import DTYPES, TrialSpec
+from .store import GRID_AXES
+
+REQUIRED_AXES = ("activation", "n", "d0", "d1")
+AXIS_DEFAULTS = {"data": ("sphere",), "d2": (1,), "w1": (1.0,), "w2": (1.0,)}
+CLUSTER_KINDS = ("local", "slurm", "cuda")
+DEFAULT_TRIALS_PER_TASK = 10
+TOP_KEYS = ("name", "description", "study", "grid", "execution", "cluster")
+#: [study] keys: name -> (kind, default). kinds: see ``_check_value``.
+STUDY_KEYS = {
+    "trials": ("posint", None),
+    "seed": ("nonnegint", None),
+    "t": ("posint_list", (2,)),
+    "dtype": ("str", "float64"),
+    "block_rows": ("posint", None),
+    "save_spectrum": ("bool", False),
+    "allow_d1_below_n": ("bool", False),
+    "data_path": ("str", None),
+    "delta1": ("float", 0.2),
+    "delta2": ("float", 0.2),
+    "C": ("float", 1.0),
+    "chi_max": ("float", None),
+    "backend": ("str", "numpy"),
+}
+AXIS_KINDS = {"activation": "str", "data": "str", "n": "posint", "d0": "posint", "d1": "posint",
+              "d2": "posint", "w1": "float", "w2": "float"}
+EXECUTION_KEYS = {
+    "cluster": ("str", "local"),
+    "workers": ("posint", None),
+    "trials_per_task": ("posint", None),
+    "blas_threads": ("posint", 1),
+    "scheduler": ("str", None),
+    "scheduler_file": ("str", None),
+}
+#: [cluster.slurm] keys passed to dask_jobqueue.SLURMCluster, plus ``jobs`` (how many to start).
+SLURM_KEYS = {
+    "jobs": "posint", "queue": "str", "account": "str", "cores": "posint", "processes": "posint",
+    "memory": "str", "walltime": "str", "job_extra_directives": "str_list",
+    "job_script_prologue": "str_list", "job_directives_skip": "str_list", "local_directory": "str",
+    "log_directory": "str", "interface": "str", "name": "str", "python": "str", "shebang": "str",
+    "worker_extra_args": "str_list", "job_cpu": "posint", "job_mem": "str", "death_timeout": "float",
+    "job_name": "str",
+}
+TEST_DELAY_ENV = "RMT_ENGINE_TEST_TASK_DELAY"
+TEST_FAIL_ENV = "RMT_ENGINE_TEST_FAIL"
+
+
+class StudySpecError(ValueError):
+    """A malformed study definition. ``key`` is the dotted TOML key, ``line`` its line if known."""
+
+    def __init__(self, message: str, key: tuple | None = None, source: str | None = None,
+                 line: int | None = None):
+        self.message, self.key, self.source, self.line = message, key, source, line
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = self.source or ""
+        if self.line:
+            where += f":{self.line}" if where else f"line {self.line}"
+        key = ".".join(self.key) if self.key else ""
+        parts = [p for p in (where, key) if p]
+        return (": ".join(parts) + ": " if parts else "") + self.message
+
+    def located(self, source: str | None, lines: dict) -> "StudySpecError":
+        line = self.line
+        if line is None and self.key:
+            k = tuple(self.key)
+            while k and line is None:
+                line = lines.get(k)
+                k = k[:-1]
+        return StudySpecError(self.message, self.key, source, line)
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_num(v) -> bool:
+    return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+            and math.isfinite(float(v)))
+
+
+def _describe(v) -> str:
+    return f"{v!r} ({type(v).__name__})"
+
+
+def _check_value(kind: str, v, key: tuple):
+    """Check and normalize one value; raises StudySpecError naming ``key``."""
+    if kind == "posint":
+        if not _is_int(v) or v < 1:
+            raise StudySpecError(f"expected a positive integer, got {_describe(v)}", key)
+        return int(v)
+    if kind == "nonnegint":
+        if not _is_int(v) or v < 0:
+            raise StudySpecError(f"expected a non-negative integer, got {_describe(v)}", key)
+        return int(v)
+    if kind == "float":
+        if not _is_num(v):
+            raise StudySpecError(f"expected a finite number, got {_describe(v)}", key)
+        return float(v)
+    if kind == "str":
+        if not isinstance(v, str):
+            raise StudySpecError(f"expected a string, got {_describe(v)}", key)
+        return v
+    if kind == "bool":
+        if not isinstance(v, (bool, np.bool_)):
+            raise StudySpecError(f"expected true or false, got {_describe(v)}", key)
+        return bool(v)
+    if kind in ("posint_list", "str_list"):
+        item = kind[:-5]
+        vals = [v] if not isinstance(v, (list, tuple)) else list(v)
+        if kind == "str_list" and not isinstance(v, (list, tuple)):
+            raise StudySpecError(f"expected a list of strings, got {_describe(v)}", key)
+        if not vals:
+            raise StudySpecError("expected a non-empty list", key)
+        return tuple(_check_value(item, x, key) for x in vals)
+    raise AssertionError(kind)
+
+
+def _check_table(d, key: tuple) -> dict:
+    if not isinstance(d, dict):
+        raise StudySpecError(f"expected a table, got {_describe(d)}", key)
+    return d
+
+
+def _check_unknown(d: dict, allowed, key: tuple, what: str) -> None:
+    for k in d:
+        if k not in allowed:
+            raise StudySpecError(
+                f"unknown key {k!r} in {what}; allowed keys: {', '.join(allowed)}", key + (k,))
+
+
+# --------------------------------------------------------------------------- the study
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How to run (never part of the config hash): see the ``[execution]`` table."""
+
+    cluster: str = "local"
+    workers: int | None = None
+    trials_per_task: int | None = None
+    blas_threads: int = 1
+    scheduler: str | None = None
+    scheduler_file: str | None = None
+    slurm: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for k, (kind, _) in EXECUTION_KEYS.items():
+            v = getattr(self, k)
+            if v is not None:
+                object.__setattr__(self, k, _check_value(kind, v, ("execution", k)))
+        if self.cluster not in CLUSTER_KINDS:
+            raise StudySpecError(f"unknown cluster kind {self.cluster!r}; expected one of {CLUSTER_KINDS} "
+                                 "(use scheduler / scheduler_file for an existing cluster)", ("execution", "cluster"))
+        if self.scheduler and self.scheduler_file:
+            raise StudySpecError("give scheduler or scheduler_file, not both", ("execution", "scheduler"))
+        slurm = dict(_check_table(self.slurm, ("cluster", "slurm")))
+        _check_unknown(slurm, list(SLURM_KEYS), ("cluster", "slurm"), "[cluster.slurm]")
+        for k, v in slurm.items():
+            slurm[k] = _check_value(SLURM_KEYS[k], v, ("cluster", "slurm", k))
+            if SLURM_KEYS[k] == "str_list":
+                slurm[k] = list(slurm[k])
+        object.__setattr__(self, "slurm", slurm)
+
+
+@dataclass(frozen=True)
+class Study:
+    """A grid of parameters (``grid``: axis -> values, axes of ``GRID_AXES``) times ``trials``.
+
+    ``Study(grid={"activation": ["gelu"], "n": [50], "d0": [8], "d1": [500]}, trials=20, seed=1)``.
+    Missing optional axes take ``AXIS_DEFAULTS``. ``execution`` says how to run it.
+    """
+
+    grid: dict
+    trials: int
+    seed: int
+    t: tuple = (2,)
+    dtype: str = "float64"
+    block_rows: int | None = None
+    save_spectrum: bool = False
+    allow_d1_below_n: bool = False
+    data_path: str | None = None
+    delta1: float = 0.2
+    delta2: float = 0.2
+    C: float = 1.0
+    chi_max: float | None = None
+    backend: str = "numpy"
+    name: str = "study"
+    description: str = ""
+    execution: Execution = field(default_factory=Execution)
+    toml_text: str | None = field(default=None, compare=False, repr=False)
+    source: str | None = field(default=None, compare=False, repr=False)
+
+    # ------------------------------------------------------------------ construction
+    def __post_init__(self):
+        if self.trials is None:
+            raise StudySpecError("missing required key 'trials' (trials per grid point)", ("study", "trials"))
+        if self.seed is None:
+            raise StudySpecError("missing required key 'seed' (a non-negative integer; it makes the "
+                                 "study reproducible)", ("study", "seed"))
+        for k, (kind, _) in STUDY_KEYS.items():
+            v = getattr(self, k)
+            if v is not None:
+                object.__setattr__(self, k, _check_value(kind, v, ("study", k)))
+        for k in ("name", "description"):
+            _check_value("str", getattr(self, k), (k,))
+        if isinstance(self.execution, dict):
+            object.__setattr__(self, "execution", _execution_from_dict(self.execution, {}))
+        if not isinstance(self.execution, Execution):
+            raise StudySpecError(f"execution must be an Execution or a table, got {_describe(self.execution)}",
+                                 ("execution",))
+        object.__setattr__(self, "grid", _normalize_grid(self.grid))
+        if self.dtype not in DTYPES:
+            raise StudySpecError(f"unknown dtype {self.dtype!r}; expected one of {DTYPES}", ("study", "dtype"))
+        if "file" in self.grid["data"]:
+            if not self.data_path:
+                raise StudySpecError("grid.data includes 'file': set study.data_path to a .npy/.npz file "
+                                     "holding X (d0 x n)", ("study", "data_path"))
+            p = Path(self.data_path)
+            if not p.is_absolute() and self.source:
+                p = Path(self.source).parent / p
+            if not p.is_file():
+                raise StudySpecError(f"data file {str(p)!r} does not exist", ("study", "data_path"))
+            object.__setattr__(self, "data_path", str(p.absolute()))
+        elif self.data_path is not None:
+            raise StudySpecError("data_path is set but grid.data does not include 'file'", ("study", "data_path"))
+        self._check_points()
+
+    def _check_points(self) -> None:
+        """Build every TrialSpec of the grid (and load every file/digits data set once)."""
+        axes_of_field = {"activation": ("grid", "activation"), "data": ("grid", "data"), "n": ("grid", "n"),
+                         "d0": ("grid", "d0"), "d1": ("grid", "d1"), "d2": ("grid", "d2"),
+                         "w1": ("grid", "w1"), "w2": ("grid", "w2"), "data_path": ("study", "data_path")}
+        seen_data = set()
+        for labels in self.points():
+            where = ", ".join(f"{a}={labels[a]}" for a in GRID_AXES)
+            if labels["d1"] < labels["n"] and not self.allow_d1_below_n:
+                raise StudySpecError(
+                    f"grid point ({where}) has d1 < n, so sigma_min(phi(W0 X)) = 0 (Lemma 3); "
+                    "set allow_d1_below_n = true in [study] to run it anyway", ("grid", "d1"))
+            try:
+                spec = self.trial_spec(labels)
+            except ValueError as e:
+                m = re.match(r"TrialSpec\.(\w+)", str(e))
+                key = axes_of_field.get(m.group(1), ("study", m.group(1))) if m else ("grid",)
+                raise StudySpecError(f"{e} (grid point {where})", key) from None
+            dkey = (spec.data, spec.d0, spec.n)
+            if spec.data in ("file", "digits") and dkey not in seen_data:
+                seen_data.add(dkey)
+                from .data import make_data  # noqa: PLC0415
+
+                try:
+                    make_data(spec.data, spec.d0, spec.n, spec.seed, path=spec.data_path)
+                except (ValueError, OSError, ImportError) as e:
+                    key = ("study", "data_path") if spec.data == "file" else ("grid", "data")
+                    raise StudySpecError(f"data kind {spec.data!r} at d0={spec.d0}, n={spec.n}: {e}", key) from None
+
+    @classmethod
+    def from_toml(cls, path) -> "Study":
+        """Read and validate a study TOML file (errors name the key and the line)."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise StudySpecError(f"cannot read the study file: {e.strerror or e}", source=str(path)) from None
+        return cls.from_toml_text(text, source=str(path))
+
+    @classmethod
+    def from_toml_text(cls, text: str, source: str | None = None) -> "Study":
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            m = re.search(r"line (\d+)", str(e))
+            raise StudySpecError(f"not valid TOML: {e}", source=source, line=int(m.group(1)) if m else None) from None
+        lines = _key_lines(text)
+        try:
+            return cls.from_dict(raw, toml_text=text, source=source)
+        except StudySpecError as e:
+            raise e.located(source, lines) from None
+
+    @classmethod
+    def from_dict(cls, raw: dict, *, toml_text: str | None = None, source: str | None = None) -> "Study":
+        """A study from the TOML structure (top-level name/description, [study], [grid], ...)."""
+        _check_unknown(raw, TOP_KEYS, (), "the top level")
+        study = dict(_check_table(raw.get("study", {}), ("study",)))
+        _check_unknown(study, list(STUDY_KEYS), ("study",), "[study]")
+        if "grid" not in raw:
+            raise StudySpecError("missing the [grid] table (activation, n, d0, d1 lists at least)", ("grid",))
+        grid = _check_table(raw["grid"], ("grid",))
+        execution = _check_table(raw.get("execution", {}), ("execution",))
+        cluster = _check_table(raw.get("cluster", {}), ("cluster",))
+        _check_unknown(cluster, ["slurm"], ("cluster",), "[cluster]")
+        kwargs = {k: study[k] for k in STUDY_KEYS if k in study}
+        kwargs.setdefault("trials", None)
+        kwargs.setdefault("seed", None)
+        return cls(grid=grid, name=raw.get("name", "study"), description=raw.get("description", ""),
+                   execution=_execution_from_dict(execution, cluster), toml_text=toml_text, source=source,
+                   **kwargs)
+
+    # ------------------------------------------------------------------ derived
+    def points(self):
+        """Every grid point as a dict axis -> value, in cube order (C order over GRID_AXES)."""
+        for values in product(*(self.grid[a] for a in GRID_AXES)):
+            yield dict(zip(GRID_AXES, values))
+
+    def point_indices(self):
+        yield from product(*(range(len(self.grid[a])) for a in GRID_AXES))
+
+    @property
+    def n_points(self) -> int:
+        return math.prod(len(self.grid[a]) for a in GRID_AXES)
+
+    def trial_spec(self, labels: dict) -> TrialSpec:
+        return TrialSpec(**self.spec_kwargs(labels))
+
+    def spec_kwargs(self, labels: dict) -> dict:
+        return dict(
+            activation=labels["activation"], n=int(labels["n"]), d0=int(labels["d0"]), d1=int(labels["d1"]),
+            d2=int(labels["d2"]), w1=float(labels["w1"]), w2=float(labels["w2"]), t=tuple(self.t),
+            data=labels["data"], data_path=self.data_path if labels["data"] == "file" else None,
+            seed=self.seed, dtype=self.dtype, block_rows=self.block_rows, delta1=self.delta1,
+            delta2=self.delta2, C=self.C, chi_max=self.chi_max, backend=self.backend)
+
+    def canonical(self) -> dict:
+        """The scientific definition (what the config hash covers)."""
+        data_sha = None
+        if self.data_path:
+            data_sha = hashlib.sha256(Path(self.data_path).read_bytes()).hexdigest()
+        return {
+            "grid": {a: list(self.grid[a]) for a in GRID_AXES}, "t": list(self.t), "trials": self.trials,
+            "seed": self.seed, "dtype": self.dtype, "block_rows": self.block_rows,
+            "save_spectrum": self.save_spectrum, "allow_d1_below_n": self.allow_d1_below_n,
+            "delta1": self.delta1, "delta2": self.delta2, "C": self.C, "chi_max": self.chi_max,
+            "backend": self.backend, "data_file_sha256": data_sha,
+        }
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def trials_per_task(self) -> int:
+        tpt = self.execution.trials_per_task or DEFAULT_TRIALS_PER_TASK
+        return min(tpt, self.trials)
+
+    def to_toml(self) -> str:
+        """A TOML text equivalent to this study (used as provenance for studies built in Python)."""
+        out = [f"name = {_toml(self.name)}"]
+        if self.description:
+            out.append(f"description = {_toml(self.description)}")
+        out += ["", "[study]"]
+        for k, (_, default) in STUDY_KEYS.items():
+            v = getattr(self, k)
+            if v is not None and (k in ("trials", "seed", "t") or v != default):
+                out.append(f"{k} = {_toml(list(v) if isinstance(v, tuple) else v)}")
+        out += ["", "[grid]"] + [f"{a} = {_toml(list(self.grid[a]))}" for a in GRID_AXES]
+        ex = self.execution
+        out += ["", "[execution]", f"cluster = {_toml(ex.cluster)}"]
+        for k in ("workers", "trials_per_task", "blas_threads", "scheduler", "scheduler_file"):
+            if getattr(ex, k) is not None:
+                out.append(f"{k} = {_toml(getattr(ex, k))}")
+        if ex.slurm:
+            out += ["", "[cluster.slurm]"] + [f"{k} = {_toml(v)}" for k, v in ex.slurm.items()]
+        return "\n".join(out) + "\n"
+
+    # ------------------------------------------------------------------ running
+    def check_store(self, store, *, resume: bool = False) -> dict | None:
+        """Validate ``store`` for this study without writing; return its attrs if it exists."""
+        return check_store(self, store, resume=resume)
+
+    def run(self, store, client=None, *, resume: bool = False, progress: bool = True, workers: int | None = None,
+            cluster: str | None = None, scheduler: str | None = None, scheduler_file: str | None = None,
+            echo=None) -> "RunSummary":
+        """Compute every region of ``store`` not yet done and return a ``RunSummary``.
+
+        ``client``: an existing ``distributed.Client`` (else a cluster is started from
+        ``execution`` and the overrides ``workers``/``cluster``/``scheduler``/``scheduler_file``
+        and closed at the end). A store of the same config hash is resumed; ``resume=True``
+        additionally requires the store to exist. A store of another study is refused.
+        """
+        return run_study(self, store, client=client, resume=resume, progress=progress, workers=workers,
+                         cluster=cluster, scheduler=scheduler, scheduler_file=scheduler_file, echo=echo)
+
+
+def _execution_from_dict(execution: dict, cluster: dict) -> Execution:
+    execution = dict(execution)
+    _check_unknown(execution, list(EXECUTION_KEYS), ("execution",), "[execution]")
+    slurm = cluster.get("slurm", {})
+    return Execution(slurm=slurm, **execution)
+
+
+def _normalize_grid(grid) -> dict:
+    grid = _check_table(grid, ("grid",))
+    _check_unknown(grid, GRID_AXES, ("grid",), "[grid]")
+    out = {}
+    for a in GRID_AXES:
+        if a not in grid:
+            if a in REQUIRED_AXES:
+                raise StudySpecError(f"missing required grid axis {a!r} (a list of values)", ("grid", a))
+            out[a] = AXIS_DEFAULTS[a]
+            continue
+        v = grid[a]
+        vals = list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
+        if not vals:
+            raise StudySpecError("empty grid axis: give at least one value", ("grid", a))
+        kind = AXIS_KINDS[a]
+        norm = [_check_value(kind, x, ("grid", a)) for x in vals]
+        if kind == "str":
+            norm = [x.lower() for x in norm]
+        if kind == "float" and any(x <= 0 for x in norm):
+            raise StudySpecError(f"every value must be > 0, got {norm}", ("grid", a))
+        if len(set(norm)) != len(norm):
+            raise StudySpecError(f"repeated values in the grid axis: {norm}", ("grid", a))
+        if a == "activation":
+            from .activations import available_activations  # noqa: PLC0415
+
+            names = available_activations()
+            for x in norm:
+                if x not in names:
+                    raise StudySpecError(f"unknown activation {x!r}; available: {', '.join(names)}", ("grid", a))
+        if a == "data":
+            from .data import DATA_KINDS  # noqa: PLC0415
+
+            for x in norm:
+                if x not in DATA_KINDS:
+                    raise StudySpecError(f"unknown data kind {x!r}; expected one of {DATA_KINDS}", ("grid", a))
+        out[a] = tuple(norm)
+    return out
+
+
+def _toml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    raise TypeError(type(v))
+
+
+_HEADER = re.compile(r"^\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_ASSIGN = re.compile(r"^((?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_\-]+|\"[^\"]*\"|'[^']*'))*)\s*=")
+
+
+def _split_key(k: str) -> tuple:
+    return tuple(p.strip().strip("\"'") for p in re.findall(r"\"[^\"]*\"|'[^']*'|[^.]+", k))
+
+
+def _key_lines(text: str) -> dict:
+    """Best-effort map from dotted key paths to the line that defines them (for messages)."""
+    lines: dict = {}
+    table: tuple = ()
+    for no, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        m = _HEADER.match(s)
+        if m:
+            table = _split_key(m.group(1))
+            lines.setdefault(table, no)
+            continue
+        m = _ASSIGN.match(s)
+        if m:
+            lines.setdefault(table + _split_key(m.group(1)), no)
+    return lines
+
+
+# --------------------------------------------------------------------------- store checks
+
+
+def _check_parent_writable(store: Path) -> None:
+    parent = store.parent
+    if not parent.exists():
+        raise _store.StoreError(f"cannot create the store {store}: its directory {parent} does not exist")
+    if not parent.is_dir():
+        raise _store.StoreError(f"cannot create the store {store}: {parent} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rmt_engine_probe_", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise _store.StoreError(f"cannot create the store {store}: directory {parent} is not writable "
+                                f"({e.strerror or e})") from None
+
+
+def _diff(a, b, prefix="") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, prefix + k + ".")
+        elif va != vb:
+            out.append(f"{prefix}{k}: store has {va!r}, study has {vb!r}")
+    return out
+
+
+def check_store(study: Study, store, *, resume: bool = False) -> dict | None:
+    """Raise ``StoreError`` if ``study`` cannot write ``store``; return the store's attrs if it exists."""
+    store = Path(store).absolute()
+    if not store.exists():
+        if resume:
+            raise _store.StoreError(f"--resume: there is no store at {store} to resume")
+        _check_parent_writable(store)
+        return None
+    if not store.is_dir():
+        raise _store.StoreError(f"{store} exists and is not a zarr store (a file); choose another --store")
+    attrs = _store.store_attrs(store)
+    if attrs is None:
+        if store.is_dir() and not any(store.iterdir()):
+            raise _store.StoreError(f"{store} is an empty directory, not a result store; remove it or choose "
+                                    "another --store")
+        raise _store.StoreError(f"{store} exists and is not a zarr store; choose another --store")
+    _store.check_version(attrs, store)
+    if attrs.get("config_hash") != study.config_hash():
+        try:
+            diffs = _diff(json.loads(attrs.get("config_canonical", "{}")), study.canonical())
+        except ValueError:
+            diffs = []
+        detail = ("; differences: " + "; ".join(diffs)) if diffs else ""
+        raise _store.StoreError(
+            f"{store} holds another study (config hash {str(attrs.get('config_hash'))[:12]}, this study "
+            f"{study.config_hash()[:12]}){detail}. Use a new --store, or the study that wrote it.")
+    return attrs
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class Task:
+    point: tuple  # indices along GRID_AXES
+    labels: dict  # axis -> value
+    block: int
+    start: int
+    stop: int
+
+    def describe(self) -> str:
+        pt = ", ".join(f"{a}={self.labels[a]}" for a in GRID_AXES)
+        return f"({pt}) trials {self.start}-{self.stop - 1}"
+
+
+@dataclass
+class TaskFailure:
+    task: Task
+    error: str
+
+    def __str__(self):
+        return f"{self.task.describe()}: {self.error}"
+
+
+@dataclass
+class RunSummary:
+    """What ``Study.run`` did: regions are (grid point, trial block) pairs = tasks."""
+
+    store: str
+    regions_total: int
+    regions_computed: int
+    regions_skipped: int
+    failures: list
+    trials_computed: int
+    wall_s: float
+    workers: int | None = None
+    devices: list = field(default_factory=list)
+
+    @property
+    def regions_failed(self) -> int:
+        return len(self.failures)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def trials_per_s(self) -> float:
+        return self.trials_computed / self.wall_s if self.wall_s > 0 else float("nan")
+
+    def line(self) -> str:
+        return (f"{self.trials_computed} trials in {self.wall_s:.1f} s ({self.trials_per_s:.1f} trials/s) on "
+                f"{self.workers if self.workers is not None else '?'} workers; regions: "
+                f"{self.regions_computed} computed, {self.regions_skipped} skipped (already done), "
+                f"{self.regions_failed} failed, of {self.regions_total}")
+
+    def to_dict(self) -> dict:
+        return {"store": self.store, "regions_total": self.regions_total, "regions_computed": self.regions_computed,
+                "regions_skipped": self.regions_skipped, "regions_failed": self.regions_failed,
+                "failures": [str(f) for f in self.failures], "trials_computed": self.trials_computed,
+                "wall_s": self.wall_s, "trials_per_s": self.trials_per_s, "workers": self.workers,
+                "devices": self.devices}
+
+
+def plan_tasks(study: Study, trials_per_task: int, done: np.ndarray | None = None) -> tuple[list[Task], int]:
+    """The tasks whose region is not done (all if ``done`` is None) and the number of regions."""
+    nb = _store.n_blocks(study.trials, trials_per_task)
+    tasks = []
+    total = 0
+    for point, labels in zip(study.point_indices(), study.points()):
+        for b in range(nb):
+            total += 1
+            if done is not None and done[point + (b,)]:
+                continue
+            a, e = _store.block_range(b, study.trials, trials_per_task)
+            tasks.append(Task(point, labels, b, a, e))
+    return tasks, total
+
+
+def _test_hooks() -> dict:
+    hooks = {}
+    delay = os.environ.get(TEST_DELAY_ENV)
+    if delay:
+        hooks["delay"] = float(delay)
+    fail = os.environ.get(TEST_FAIL_ENV)
+    if fail:
+        mode, _, cond = fail.partition(":")
+        if mode not in ("raise", "exit"):
+            raise ValueError(f"{TEST_FAIL_ENV} must look like 'raise:AXIS=VALUE,...' or 'exit:...', got {fail!r}")
+        match = dict(kv.split("=", 1) for kv in cond.split(",") if kv)
+        hooks["fail"] = (mode, match)
+    return hooks
+
+
+def _matches(labels: dict, match: dict) -> bool:
+    for k, v in match.items():
+        x = labels.get(k)
+        if isinstance(x, str):
+            if x != v.lower():
+                return False
+        elif x is None or float(x) != float(v):
+            return False
+    return True
+
+
+def _blas_limit(n: int):
+    try:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+        return threadpool_limits(limits=n)
+    except ImportError:
+        import contextlib  # noqa: PLC0415
+
+        return contextlib.nullcontext()
+
+
+_DEVICE = {}
+
+
+def _device_of(backend: str) -> tuple[str, str]:
+    if backend not in _DEVICE:
+        from ._backend import backend_name, device_description, get_xp  # noqa: PLC0415
+
+        xp = get_xp(backend)
+        _DEVICE[backend] = (backend_name(xp), device_description(xp))
+    return _DEVICE[backend]
+
+
+def execute_task(job: dict) -> dict:
+    """Run one task on a worker: its trials, then write its region and mark it done.
+
+    Returns a small status dict; the data go to the store, never through the scheduler.
+    """
+    task: Task = job["task"]
+    hooks = job.get("hooks", {})
+    if hooks.get("delay"):
+        time.sleep(hooks["delay"])
+    if "fail" in hooks:
+        mode, match = hooks["fail"]
+        if _matches(task.labels, match):
+            if mode == "exit":
+                os._exit(13)
+            raise RuntimeError(f"{TEST_FAIL_ENV}: injected failure")
+    from .trial import run_trial  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    spec = TrialSpec(**job["spec"])
+    save = job["save_spectrum"]
+    records, eigs = [], []
+    cache: dict = {}
+    with _blas_limit(job["blas_threads"]):
+        for i in range(task.start, task.stop):
+            out = run_trial(spec, i, spectrum=save, cache=cache)
+            if save:
+                rec, eig = out
+                eigs.append(np.asarray(eig, dtype=np.float64))
+            else:
+                rec = out
+            records.append(rec)
+    values = {}
+    for var in job["variables"]:
+        if var.base == "done":
+            continue
+        if var.base == "spectrum":
+            if var.n == spec.n:
+                values[var.name] = np.stack(eigs)
+            continue
+        if var.per_point and task.block != 0:
+            continue  # exactly one writer per chunk: the task of block 0
+        keys = [field_name(var.base, t) for t in spec.t] if var.per_t else [var.base]
+        rows = records[:1] if var.per_point else records
+        arr = np.array([[float(r[k]) for k in keys] for r in rows], dtype=np.float64)
+        if var.per_point:
+            arr = arr[0]
+        if not var.per_t:
+            arr = arr[..., 0]
+        values[var.name] = arr
+    _store.write_task(job["store"], job["variables"], task.point, task.block, job["trials"],
+                      job["trials_per_task"], values)
+    backend, device = _device_of(spec.backend)
+    return {"point": task.point, "block": task.block, "trials": task.stop - task.start,
+            "seconds": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid(),
+            "backend": backend, "device": device}
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    out = {"python": sys.version.split()[0], "rmt_engine": __version__}
+    for pkg in ("numpy", "scipy", "dask", "distributed", "xarray", "zarr", "cupy-cuda12x", "dask-jobqueue",
+                "dask-cuda", "threadpoolctl"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance(study: Study, trials_per_task: int) -> dict:
+    return {
+        "rmt_engine_store_version": _store.STORE_VERSION,
+        "rmt_engine_version": __version__,
+        "study_name": study.name,
+        "study_description": study.description,
+        "study_toml": study.toml_text if study.toml_text is not None else study.to_toml(),
+        "study_source": str(Path(study.source).absolute()) if study.source else "",
+        "config_hash": study.config_hash(),
+        "config_canonical": json.dumps(study.canonical(), sort_keys=True),
+        "seed": study.seed,
+        "seed_entropy": str(np.random.SeedSequence(study.seed).entropy),
+        "trials": study.trials,
+        "trials_per_task": trials_per_task,
+        "t": list(study.t),
+        "layout": "dims = all grid axes (also length-1) + trial [+ t]; per-point fields without trial; "
+                  "spectrum_n{n} per n; done = grid x trial_block",
+        "versions": library_versions(),
+        "backend": study.backend,
+        "device": "",
+        "started": _now(),
+        "finished": "",
+        "complete": False,
+        "runs": [],
+    }
+
+
+def run_study(study: Study, store, *, client=None, resume: bool = False, progress: bool = True,
+              workers: int | None = None, cluster: str | None = None, scheduler: str | None = None,
+              scheduler_file: str | None = None, echo=None) -> RunSummary:
+    """See ``Study.run``."""
+    from . import cluster as _cluster  # noqa: PLC0415
+
+    echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    store = Path(store).absolute()
+    check_store(study, store, resume=resume)  # before the lock: never create anything for a bad store
+    hooks = _test_hooks()
+    with _store.StoreLock(store, on_message=echo):
+        attrs = check_store(study, store, resume=resume)  # again, now that we own the store
+        tpt = study.trials_per_task()
+        if attrs is None:
+            _store.create_template(store, study.grid, study.t, study.trials, tpt, study.save_spectrum,
+                                   provenance(study, tpt))
+            attrs = _store.store_attrs(store)
+        else:
+            stored_tpt = int(attrs["trials_per_task"])
+            if stored_tpt != tpt:
+                echo(f"note: the store is chunked by {stored_tpt} trials per task; using that (not {tpt})")
+            tpt = stored_tpt
+            echo(f"resuming {store} (same study, config hash {attrs['config_hash'][:12]})")
+        done = _store.read_done(store)
+        tasks, total = plan_tasks(study, tpt, done)
+        variables = _store.layout(study.grid, study.t, study.trials, tpt, study.save_spectrum)
+        # the alignment of every region with the real chunks is checked again in each write
+        run_started = _now()
+        t0 = time.perf_counter()
+        results, failures = [], []
+        n_workers = None
+        if tasks:
+            with _cluster.connect(study.execution, client=client, workers=workers, cluster=cluster,
+                                  scheduler=scheduler, scheduler_file=scheduler_file) as cl:
+                n_workers = len(cl.scheduler_info(n_workers=-1).get("workers", {})) if hasattr(cl, "scheduler_info") else None
+                results, failures = _submit_and_wait(cl, study, store, tasks, variables, tpt, hooks, progress)
+        wall = time.perf_counter() - t0
+        devices = sorted({f"{r['backend']}: {r['device']} @ {r['host']}" for r in results})
+        done_now = _store.read_done(store)
+        complete = bool(done_now.all())
+        runs = list(attrs.get("runs", []))
+        runs.append({"started": run_started, "finished": _now(), "driver": f"{socket.gethostname()}:{os.getpid()}",
+                     "workers": n_workers, "regions_computed": len(results), "regions_failed": len(failures),
+                     "regions_skipped": total - len(tasks), "wall_s": round(wall, 3), "devices": devices})
+        upd = {"runs": runs, "complete": complete}
+        if devices:
+            prev = [d for d in str(attrs.get("device", "")).split("; ") if d]
+            upd["device"] = "; ".join(sorted(set(prev) | set(devices)))
+            upd["backend"] = ", ".join(sorted({r["backend"] for r in results} |
+                                              set(filter(None, str(attrs.get("backend", "")).split(", ")))))
+        if complete:
+            upd["finished"] = _now()
+        _store.update_attrs(store, **upd)
+    return RunSummary(str(store), total, len(results), total - len(tasks), failures,
+                      sum(r["trials"] for r in results), wall, n_workers, devices)
+
+
+def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progress):
+    from distributed import as_completed  # noqa: PLC0415
+
+    token = uuid.uuid4().hex[:8]
+    futures = {}
+    for task in tasks:
+        job = {"task": task, "spec": study.spec_kwargs(task.labels), "store": str(store), "variables": variables,
+               "trials": study.trials, "trials_per_task": tpt, "save_spectrum": study.save_spectrum,
+               "blas_threads": study.execution.blas_threads, "hooks": hooks}
+        key = f"rmt-task-{token}-{'-'.join(map(str, task.point))}-b{task.block}"
+        futures[client.submit(execute_task, job, key=key, pure=False)] = task
+    results, failures = [], []
+    with _progress(progress, len(tasks), sum(t.stop - t.start for t in tasks)) as advance:
+        for fut in as_completed(list(futures)):
+            task = futures[fut]
+            try:
+                res = fut.result()
+            except Exception as e:  # task exception, KilledWorker, ...
+                failures.append(TaskFailure(task, f"{type(e).__name__}: {e}"))
+                advance(0, failed=True)
+            else:
+                results.append(res)
+                advance(res["trials"])
+            fut.release()
+    return results, failures
+
+
+class _progress:
+    """A rich progress bar over finished tasks on stderr (or nothing)."""
+
+    def __init__(self, enabled: bool, n_tasks: int, n_trials: int):
+        self.enabled, self.n_tasks, self.n_trials = enabled, n_tasks, n_trials
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda trials, failed=False: None
+        from rich.console import Console  # noqa: PLC0415
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # noqa: PLC0415
+
+        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("regions, {task.fields[trials]} trials, {task.fields[failed]} failed"),
+                          TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
+        self.p.__enter__()
+        self.id = self.p.add_task("trials", total=self.n_tasks, trials=0, failed=0)
+        self.trials = self.failed = 0
+
+        def advance(trials, failed=False):
+            self.trials += trials
+            self.failed += int(failed)
+            self.p.update(self.id, advance=1, trials=self.trials, failed=self.failed)
+
+        return advance
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.p.__exit__(*exc)
