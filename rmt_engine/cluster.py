@@ -146,3 +146,34 @@ def connect(execution=None, *, client=None, workers=None, cluster=None, schedule
             cl.close()
     finally:
         lc.close()
+
+
+def environment_info() -> dict:
+    """What ``rmt-engine info`` prints: versions, cores, BLAS, backends and GPU devices."""
+    import sys  # noqa: PLC0415
+    from importlib.util import find_spec  # noqa: PLC0415
+
+    from ._backend import _cupy_or_none  # noqa: PLC0415
+    from .study import library_versions  # noqa: PLC0415
+
+    info = {"versions": library_versions(), "python": sys.executable, "cores": available_cores(),
+            "backends": {"numpy": True, "cupy": False}, "gpus": [], "blas": [],
+            "cluster_kinds": {"local": True, "slurm": find_spec("dask_jobqueue") is not None,
+                              "cuda": find_spec("dask_cuda") is not None}}
+    cp = _cupy_or_none()
+    if cp is not None:
+        info["backends"]["cupy"] = True
+        for i in range(cp.cuda.runtime.getDeviceCount()):
+            p = cp.cuda.runtime.getDeviceProperties(i)
+            name = p["name"].decode() if isinstance(p["name"], bytes) else str(p["name"])
+            info["gpus"].append({"id": i, "name": name, "memory_GiB": round(p["totalGlobalMem"] / 2**30, 1)})
+    elif find_spec("cupy") is not None:
+        info["backends"]["cupy"] = "installed, but no usable CUDA device"
+    try:
+        from threadpoolctl import threadpool_info  # noqa: PLC0415
+
+        info["blas"] = [{k: d.get(k) for k in ("internal_api", "version", "num_threads", "threading_layer")}
+                        for d in threadpool_info()]
+    except ImportError:
+        pass
+    return info

@@ -414,3 +414,53 @@ class StoreLock:
 
 def all_record_keys(t_values) -> list[str]:
     return list(record_fields(t_values))
+
+
+# --------------------------------------------------------------------------- summaries
+
+#: Per-trial quantities summarized by ``summarize`` (median and 5%/95% quantiles over trials).
+SUMMARY_TRIAL_FIELDS = ("sigma_min_F", "sigma_max_F", "delta1", "delta2", "margin")
+#: Per-grid-point quantities shown beside them (t-dependent lower bounds: the largest over t).
+SUMMARY_POINT_FIELDS = ("lambda_min_EM0", "eq67_lower_sharp", "eq67_upper_sharp")
+
+
+def summarize(path, quantiles=(0.05, 0.5, 0.95)) -> dict:
+    """A plain-data summary of a cube (also a partial one) for ``rmt-engine show``.
+
+    Returns ``{"attrs", "grid", "varying", "regions_done", "regions_total", "trials_done",
+    "trials_total", "points": [{"labels", "trials_done", "stats": {field: (q...)},
+    "point": {field: value}}]}``; not-done trials are left out of the statistics.
+    """
+    ds = open_results(path, allow_partial=True)
+    attrs = dict(ds.attrs)
+    grid = {a: [v.item() if hasattr(v, "item") else v for v in ds[a].values] for a in GRID_AXES}
+    done = np.asarray(ds["done"].values, dtype=bool)
+    trials = ds.sizes["trial"]
+    tpt = int(attrs.get("trials_per_task", trials))
+    # trial-level mask from the block-level mask
+    blocks = np.arange(trials) // tpt
+    tmask = done[..., blocks]  # grid dims x trial
+    stats = {k: np.asarray(ds[k].values) for k in SUMMARY_TRIAL_FIELDS if k in ds}
+    point = {}
+    for k in SUMMARY_POINT_FIELDS:
+        if k in ds:
+            v = ds[k]
+            if "t" in v.dims:
+                point[f"{k}(max over t)"] = np.asarray(v.max("t", skipna=True).values)
+            else:
+                point[k] = np.asarray(v.values)
+    rows = []
+    for idx in np.ndindex(*tmask.shape[:-1]):
+        m = tmask[idx]
+        row = {"labels": {a: grid[a][i] for a, i in zip(GRID_AXES, idx)}, "trials_done": int(m.sum()),
+               "stats": {}, "point": {}}
+        for k, arr in stats.items():
+            vals = arr[idx][m]
+            vals = vals[~np.isnan(vals)]
+            row["stats"][k] = tuple(float(q) for q in np.quantile(vals, quantiles)) if vals.size else None
+        for k, arr in point.items():
+            row["point"][k] = float(arr[idx]) if done[idx][0] else None
+        rows.append(row)
+    return {"attrs": attrs, "grid": grid, "varying": [a for a in GRID_AXES if len(grid[a]) > 1],
+            "regions_done": int(done.sum()), "regions_total": int(done.size), "trials_done": int(tmask.sum()),
+            "trials_total": int(tmask.size), "quantiles": tuple(quantiles), "points": rows}

@@ -704,6 +704,13 @@ def _device_of(backend: str) -> tuple[str, str]:
     return _DEVICE[backend]
 
 
+def make_job(study: Study, store, task: Task, variables, trials_per_task: int, hooks: dict | None = None) -> dict:
+    """Everything ``execute_task`` needs (small and picklable: no data)."""
+    return {"task": task, "spec": study.spec_kwargs(task.labels), "store": str(store), "variables": variables,
+            "trials": study.trials, "trials_per_task": trials_per_task, "save_spectrum": study.save_spectrum,
+            "blas_threads": study.execution.blas_threads, "hooks": hooks or {}}
+
+
 def execute_task(job: dict) -> dict:
     """Run one task on a worker: its trials, then write its region and mark it done.
 
@@ -808,6 +815,16 @@ def provenance(study: Study, trials_per_task: int) -> dict:
     }
 
 
+def create_store(study: Study, store, trials_per_task: int | None = None) -> dict:
+    """Create the empty cube of ``study`` at ``store`` (metadata, coordinates, all-False ``done``).
+
+    Used by ``run`` before any task starts; returns the root attributes.
+    """
+    tpt = trials_per_task or study.trials_per_task()
+    _store.create_template(store, study.grid, study.t, study.trials, tpt, study.save_spectrum, provenance(study, tpt))
+    return _store.store_attrs(store)
+
+
 def run_study(study: Study, store, *, client=None, resume: bool = False, progress: bool = True,
               workers: int | None = None, cluster: str | None = None, scheduler: str | None = None,
               scheduler_file: str | None = None, echo=None) -> RunSummary:
@@ -822,9 +839,7 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
         attrs = check_store(study, store, resume=resume)  # again, now that we own the store
         tpt = study.trials_per_task()
         if attrs is None:
-            _store.create_template(store, study.grid, study.t, study.trials, tpt, study.save_spectrum,
-                                   provenance(study, tpt))
-            attrs = _store.store_attrs(store)
+            attrs = create_store(study, store, tpt)
         else:
             stored_tpt = int(attrs["trials_per_task"])
             if stored_tpt != tpt:
@@ -871,9 +886,7 @@ def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progres
     token = uuid.uuid4().hex[:8]
     futures = {}
     for task in tasks:
-        job = {"task": task, "spec": study.spec_kwargs(task.labels), "store": str(store), "variables": variables,
-               "trials": study.trials, "trials_per_task": tpt, "save_spectrum": study.save_spectrum,
-               "blas_threads": study.execution.blas_threads, "hooks": hooks}
+        job = make_job(study, store, task, variables, tpt, hooks)
         key = f"rmt-task-{token}-{'-'.join(map(str, task.point))}-b{task.block}"
         futures[client.submit(execute_task, job, key=key, pure=False)] = task
     results, failures = [], []

@@ -1,0 +1,313 @@
+"""The ``rmt-engine`` command line: argument parsing and printing only (logic lives in study/store/cluster).
+
+Exit codes: 0 success; 1 a run finished with failed tasks (listed; rerun to retry them);
+2 a bad study, store or argument (nothing was created or changed); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from ._version import __version__
+
+EXIT_OK, EXIT_FAILED_TASKS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _err(msg: str) -> None:
+    print(f"rmt-engine: error: {msg}", file=sys.stderr, flush=True)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console  # noqa: PLC0415
+
+    import os  # noqa: PLC0415
+
+    tty = (sys.stderr if stderr else sys.stdout).isatty()
+    width = None if tty else int(os.environ.get("COLUMNS", 200))
+    return Console(stderr=stderr, highlight=False, markup=False, soft_wrap=False, width=width)
+
+
+# --------------------------------------------------------------------------- run / check
+
+
+def _load_study(path):
+    from .study import Study  # noqa: PLC0415
+
+    return Study.from_toml(path)
+
+
+def cmd_run(args) -> int:
+    from .store import StoreError  # noqa: PLC0415
+    from .study import StudySpecError  # noqa: PLC0415
+
+    try:
+        study = _load_study(args.study)
+        if args.job_script:
+            from .cluster import slurm_job_script  # noqa: PLC0415
+
+            print(slurm_job_script(study.execution.slurm, study.execution.blas_threads))
+            return EXIT_OK
+        if args.store is None:
+            _err("run needs --store PATH")
+            return EXIT_BAD_INPUT
+        study.check_store(args.store, resume=args.resume)
+    except (StudySpecError, StoreError, RuntimeError) as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    try:
+        summary = study.run(args.store, resume=args.resume, progress=not args.no_progress, workers=args.workers,
+                            cluster=args.cluster, scheduler=args.scheduler, scheduler_file=args.scheduler_file)
+    except (StudySpecError, StoreError) as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        _err("interrupted; finished regions are kept: rerun with --resume to continue")
+        return EXIT_INTERRUPTED
+    print(f"rmt-engine: {summary.line()}", flush=True)
+    if args.summary_json:
+        with open(args.summary_json, "w") as f:
+            json.dump(summary.to_dict(), f, indent=2)
+    if summary.failures:
+        print(f"rmt-engine: {len(summary.failures)} task(s) failed; their regions are not done. Rerun the same "
+              "command to retry them:", file=sys.stderr)
+        for f in summary.failures:
+            print(f"  FAILED {f}", file=sys.stderr)
+        return EXIT_FAILED_TASKS
+    print(f"rmt-engine: complete cube at {summary.store} (open with rmt_engine.open_results)", flush=True)
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from .store import StoreError  # noqa: PLC0415
+    from .study import StudySpecError  # noqa: PLC0415
+
+    try:
+        study = _load_study(args.study)
+        if args.store:
+            study.check_store(args.store)
+    except (StudySpecError, StoreError) as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    tpt = study.trials_per_task()
+    from .store import n_blocks  # noqa: PLC0415
+
+    print(f"{args.study}: OK: {study.n_points} grid points x {study.trials} trials = "
+          f"{study.n_points * study.trials} trials in {study.n_points * n_blocks(study.trials, tpt)} tasks "
+          f"of <= {tpt} trials; config hash {study.config_hash()[:12]}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- info / show
+
+
+def cmd_info(args) -> int:
+    from .cluster import environment_info  # noqa: PLC0415
+
+    info = environment_info()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return EXIT_OK
+    from rich.table import Table  # noqa: PLC0415
+
+    con = _console()
+    con.print(f"rmt-engine {__version__}  ({info['python']})")
+    t = Table(title="versions", show_header=False)
+    for k, v in info["versions"].items():
+        t.add_row(k, str(v))
+    con.print(t)
+    con.print(f"CPU cores available: {info['cores']}")
+    for b in info["blas"]:
+        con.print(f"BLAS: {b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads here; "
+                  "study tasks use execution.blas_threads, default 1)")
+    con.print("backends: " + ", ".join(f"{k}: {'yes' if v is True else (v or 'no')}" for k, v in info["backends"].items()))
+    if info["gpus"]:
+        for g in info["gpus"]:
+            con.print(f"GPU {g['id']}: {g['name']} ({g['memory_GiB']} GiB)")
+    else:
+        con.print("GPU devices: none found")
+    con.print("cluster kinds: " + ", ".join(f"{k} ({'available' if v else 'needs rmt-engine[cluster]'})"
+                                           for k, v in info["cluster_kinds"].items()))
+    return EXIT_OK
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}g}"
+
+
+def cmd_show(args) -> int:
+    from .store import StoreError, summarize  # noqa: PLC0415
+
+    try:
+        s = summarize(args.store)
+    except (StoreError, FileNotFoundError) as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps(s, indent=2, default=str))
+        return EXIT_OK
+    from rich.table import Table  # noqa: PLC0415
+
+    a = s["attrs"]
+    con = _console()
+    con.print(f"{a.get('study_name', '?')}  {args.store}  (rmt_engine {a.get('rmt_engine_version')}, "
+              f"config {str(a.get('config_hash'))[:12]}, seed {a.get('seed')}, t = {a.get('t')})")
+    pct = 100.0 * s["regions_done"] / max(s["regions_total"], 1)
+    con.print(f"complete: {s['regions_done']}/{s['regions_total']} regions ({pct:.0f}%), "
+              f"{s['trials_done']}/{s['trials_total']} trials; started {a.get('started')}, "
+              f"finished {a.get('finished') or '-'}; device {a.get('device') or '-'}")
+    g = Table(title="grid", show_header=True)
+    g.add_column("axis")
+    g.add_column("values")
+    for ax, vals in s["grid"].items():
+        g.add_row(ax, ", ".join(map(str, vals)))
+    con.print(g)
+    q = s["quantiles"]
+    t = Table(title=f"per grid point: median (q{q[0]:g} .. q{q[-1]:g}) over done trials; bounds per point")
+    for ax in s["varying"]:
+        t.add_column(ax)
+    t.add_column("trials")
+    keys = list(s["points"][0]["stats"]) if s["points"] else []
+    pkeys = list(s["points"][0]["point"]) if s["points"] else []
+    for k in keys + pkeys:
+        t.add_column(k)
+    rows = s["points"][: args.max_rows] if args.max_rows else s["points"]
+    for p in rows:
+        cells = [str(p["labels"][ax]) for ax in s["varying"]] + [str(p["trials_done"])]
+        for k in keys:
+            st = p["stats"][k]
+            cells.append("-" if st is None else f"{_fmt(st[1])} ({_fmt(st[0], 3)}..{_fmt(st[-1], 3)})")
+        cells += [_fmt(p["point"][k]) for k in pkeys]
+        t.add_row(*cells)
+    con.print(t)
+    if args.max_rows and len(s["points"]) > args.max_rows:
+        con.print(f"... {len(s['points']) - args.max_rows} more grid points (--max-rows 0 shows all)")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- trial
+
+
+def cmd_trial(args) -> int:
+    from .fields import FIELDS  # noqa: PLC0415
+    from .spec import TrialSpec  # noqa: PLC0415
+
+    try:
+        spec = TrialSpec(activation=args.activation, n=args.n, d0=args.d0, d1=args.d1, d2=args.d2, w1=args.w1,
+                         w2=args.w2, t=tuple(args.t), data=args.data, data_path=args.data_path, seed=args.seed,
+                         dtype=args.dtype, block_rows=args.block_rows, backend=args.backend)
+    except ValueError as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    from .trial import run_trial  # noqa: PLC0415
+
+    try:
+        record = run_trial(spec, args.trial)
+    except (ValueError, OSError, ImportError) as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()},
+                         indent=2))
+        return EXIT_OK
+    from rich.table import Table  # noqa: PLC0415
+
+    t = Table(title=f"trial {args.trial} of {spec.activation}, n={spec.n}, d0={spec.d0}, d1={spec.d1}, "
+                    f"d2={spec.d2}, w1={spec.w1:g}, w2={spec.w2:g}, data={spec.data}, seed={spec.seed}")
+    for c in ("field", "value", "equation", "meaning"):
+        t.add_column(c)
+    for k, v in record.items():
+        base = k.rsplit("_t", 1)[0] if k not in FIELDS and "_t" in k else k
+        info = FIELDS.get(base)
+        t.add_row(k, f"{v:.6g}", info.equation if info else "", info.long_name if info else "")
+    _console().print(t)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rmt-engine", description="Random-matrix Monte Carlo for the bounds of "
+                                "'Subquadratic Overparameterization for Shallow Neural Networks'.")
+    p.add_argument("--version", action="version", version=f"rmt-engine {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run (or resume) a study into a zarr cube",
+                       description="Run a study TOML into a zarr result cube on Dask. An existing store of the "
+                                   "same study (same config hash) is resumed: only regions not marked done are "
+                                   "computed. Exit status 1 if some tasks failed (rerun to retry them), 2 for a "
+                                   "bad study or store.")
+    r.add_argument("study", metavar="STUDY.toml", help="study specification")
+    r.add_argument("--store", metavar="PATH", help="zarr store to create or resume (required unless --job-script)")
+    r.add_argument("--resume", action="store_true", help="require PATH to exist and continue it")
+    r.add_argument("--workers", type=int, metavar="N",
+                   help="worker processes of the embedded LocalCluster (default: execution.workers, else all cores; "
+                        "capped at the cores available), or GPUs of --cluster cuda")
+    r.add_argument("--cluster", choices=("local", "slurm", "cuda"),
+                   help="local: embedded LocalCluster (default); slurm: dask_jobqueue.SLURMCluster from "
+                        "[cluster.slurm]; cuda: dask_cuda.LocalCUDACluster, one worker per GPU")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--scheduler", metavar="ADDRESS", help="use an existing Dask scheduler (e.g. tcp://host:8786)")
+    g.add_argument("--scheduler-file", metavar="F", help="use an existing Dask scheduler described by file F")
+    r.add_argument("--job-script", action="store_true",
+                   help="print the SLURM job script built from [cluster.slurm] and exit (submits nothing)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--summary-json", metavar="FILE", help="also write the run summary as JSON to FILE")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check", help="validate a study TOML (and optionally a store path) without running",
+                       description="Validate a study: keys, types, every grid point, data files; with --store, "
+                                   "also that the store can be created or resumed. Creates nothing.")
+    c.add_argument("study", metavar="STUDY.toml")
+    c.add_argument("--store", metavar="PATH")
+    c.set_defaults(func=cmd_check)
+
+    i = sub.add_parser("info", help="versions, BLAS, backends and GPU devices found",
+                       description="Print versions, CPU cores, BLAS, array backends, GPU devices and cluster kinds.")
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    i.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("show", help="summary table of a result cube",
+                       description="Summarize a cube (also a partial one): grid, completeness, and per grid point "
+                                   "the median and 5%%/95%% quantiles of the main per-trial quantities, with the "
+                                   "per-point bounds beside them.")
+    s.add_argument("store", metavar="PATH")
+    s.add_argument("--max-rows", type=int, default=50, metavar="N", help="grid points shown (0: all; default 50)")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(func=cmd_show)
+
+    t = sub.add_parser("trial", help="run one trial of one grid point and print its record",
+                       description="Build a TrialSpec, run one trial (run_trial) and print every field of the "
+                                   "record with its equation number.")
+    t.add_argument("--activation", required=True, help="activation name (e.g. gelu, tanh, sigmoid)")
+    t.add_argument("--n", type=int, required=True, help="number of data points")
+    t.add_argument("--d0", type=int, required=True, help="input dimension")
+    t.add_argument("--d1", type=int, required=True, help="hidden width")
+    t.add_argument("--d2", type=int, default=1, help="output dimension (default 1)")
+    t.add_argument("--w1", type=float, default=1.0, help="std of W0 entries (default 1)")
+    t.add_argument("--w2", type=float, default=1.0, help="std of V0 entries (default 1)")
+    t.add_argument("--t", type=int, nargs="+", default=[2], metavar="T", help="Khatri-Rao orders (default 2)")
+    t.add_argument("--data", default="sphere", help="data kind: sphere, file or digits (default sphere)")
+    t.add_argument("--data-path", help="the .npy/.npz file of --data file")
+    t.add_argument("--seed", type=int, default=0, help="study seed (default 0)")
+    t.add_argument("--trial", type=int, default=0, help="trial index (default 0)")
+    t.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="block product dtype")
+    t.add_argument("--block-rows", type=int, help="rows of W0 per block (default about 32 MiB)")
+    t.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"), help="array backend")
+    t.add_argument("--json", action="store_true", help="print the record as JSON (NaN as null)")
+    t.set_defaults(func=cmd_trial)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
