@@ -109,6 +109,7 @@ __host__ __device__ __forceinline__ double rmt_erf_dd(double x) {
 
 // phi^(deriv)(x) of activation `act` (deriv in 0, 1, 2); NaN for an unknown id or order.
 __host__ __device__ __forceinline__ double rmt_activation(int act, int deriv, double x) {
+    if (deriv < 0 || deriv > 2) return nan("");
     switch (act * 3 + deriv) {
         case RMT_ACT_GELU * 3 + 0: return rmt_gelu(x);
         case RMT_ACT_GELU * 3 + 1: return rmt_gelu_d(x);
