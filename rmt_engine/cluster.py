@@ -44,7 +44,7 @@ def local_cluster(workers: int | None = None, blas_threads: int = 1, **kwargs):
 
     cores = available_cores()
     n = max(1, min(cores, workers or cores))
-    opts = dict(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+    opts = dict(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                 env=blas_env(blas_threads))
     opts.update(kwargs)
     return LocalCluster(**opts)
@@ -87,7 +87,7 @@ def cuda_cluster(workers: int | None = None, blas_threads: int = 1):
         from dask_cuda import LocalCUDACluster  # noqa: PLC0415
     except ImportError as e:
         raise RuntimeError("--cluster cuda needs dask-cuda: pip install 'rmt-engine[cluster]'") from e
-    opts = dict(threads_per_worker=1, dashboard_address=None, env=blas_env(blas_threads))
+    opts = dict(threads_per_worker=1, dashboard_address=":0", env=blas_env(blas_threads))
     if workers:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         ids = visible.split(",") if visible else [str(i) for i in range(_gpu_count())]

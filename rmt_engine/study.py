@@ -862,6 +862,9 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
         wall = time.perf_counter() - t0
         devices = sorted({f"{r['backend']}: {r['device']} @ {r['host']}" for r in results})
         done_now = _store.read_done(store)
+        # a task whose result was lost after it marked its region done (e.g. its worker died
+        # later and the recomputation failed) did its job: only not-done regions are failures
+        failures = [f for f in failures if not done_now[f.task.point + (f.task.block,)]]
         complete = bool(done_now.all())
         runs = list(attrs.get("runs", []))
         runs.append({"started": run_started, "finished": _now(), "driver": f"{socket.gethostname()}:{os.getpid()}",
