@@ -1,0 +1,269 @@
+"""``rmt_engine.gpu`` plumbing checked on the CPU with a fake ``cupy`` (no GPU needed).
+
+What a CPU can still catch before the first GPU session: each wrapper passes its kernel the
+right NUMBER, ORDER and C TYPES of arguments (a Python int where the kernel takes ``int`` or
+``unsigned long long`` would be read as garbage by the device), C-contiguous buffers of the right
+dtype, and sane launch shapes; the in-place / copy semantics; and the GPU test module itself
+runs (no typos waiting for the GPU). The fake ``cupy`` is NumPy with a ``RawModule`` whose
+kernels check their arguments against the ``extern "C"`` signatures parsed from the inlined
+source and then emulate the kernel with the NumPy reference. Agreement of the real kernels with
+the references is tests/test_kernels.py (host-compiled) and tests/test_gpu_kernels.py (device).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rmt_engine import _cuda, rng
+
+HERE = Path(__file__).resolve().parent
+
+_C_TYPES = {  # C parameter type -> ("ptr", dtype) or ("scalar", numpy scalar type)
+    "double*": ("ptr", np.float64), "const double*": ("ptr", np.float64),
+    "unsigned int*": ("ptr", np.uint32), "const unsigned int*": ("ptr", np.uint32),
+    "unsigned int": ("scalar", np.uint32), "unsigned long long": ("scalar", np.uint64),
+    "long long": ("scalar", np.int64), "int": ("scalar", np.int32), "double": ("scalar", np.float64),
+}
+
+
+def kernel_signatures(source: str) -> dict[str, list[tuple[str, str]]]:
+    """``{kernel: [(C type, name), ...]}`` of every ``extern "C" __global__`` function."""
+    sigs = {}
+    for m in re.finditer(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(([^)]*)\)', source):
+        params = []
+        for p in m.group(2).split(","):
+            p = re.sub(r"\s+", " ", p.replace("__restrict__", "")).strip()
+            pm = re.match(r"(.*?)\s*(\w+)$", p)
+            ctype = pm.group(1).replace(" *", "*").strip()
+            params.append((ctype, pm.group(2)))
+        sigs[m.group(1)] = params
+    return sigs
+
+
+class FakeArray(np.ndarray):
+    """A NumPy array that ``rmt_engine._backend.is_cupy_array`` takes for a CuPy one."""
+
+
+FakeArray.__module__ = "cupy"
+
+
+def _fake(a):
+    return a.view(FakeArray) if isinstance(a, np.ndarray) else a
+
+
+def _emulate(name, a):
+    """What each kernel does, in NumPy (arguments as the kernel receives them)."""
+    if name == "rmt_normal_rows":
+        out, k0, k1, r0, nrows, ncols, scale = a
+        key = np.array([k0, k1], dtype=np.uint32)
+        out[...] = rng.normal_rows(key, int(r0), int(r0) + int(nrows), int(ncols), float(scale))
+    elif name == "rmt_philox_words":
+        ctr, words, n, k0, k1 = a
+        words.reshape(-1)[: 4 * n] = rng.philox4x32(ctr.reshape(-1)[: 4 * n].reshape(-1, 4),
+                                                    np.array([k0, k1], np.uint32)).reshape(-1)
+    elif name == "rmt_box_muller":
+        words, out, n = a
+        out.reshape(-1)[: 2 * n] = rng.box_muller(words.reshape(-1)[: 4 * n].reshape(-1, 4)).reshape(-1)
+    elif name in ("rmt_activation_inplace", "rmt_activation_all"):
+        from rmt_engine.activations import activation  # noqa: PLC0415
+        from rmt_engine.gpu import ACTIVATION_IDS  # noqa: PLC0415
+
+        ids = {v: k for k, v in ACTIVATION_IDS.items()}
+        if name == "rmt_activation_inplace":
+            x, n, act, deriv = a
+            funcs = {int(deriv): x}
+        else:
+            x, d1, d2, n, act = a
+            funcs = {1: d1, 2: d2, 0: x}  # x last: the kernel reads it first
+        act = activation(ids[int(act)])
+        v = np.asarray(x).reshape(-1)[:n].copy()
+        for d, dst in funcs.items():
+            dst.reshape(-1)[:n] = (act.phi, act.dphi, act.ddphi)[d](v)
+    elif name == "rmt_khatri_rao":
+        X, out, d0, n, t, rows = a
+        Xm = np.asarray(X).reshape(int(d0), int(n))
+        K = np.ones((1, int(n)))
+        for _ in range(int(t)):
+            K = np.einsum("in,jn->ijn", K, Xm).reshape(-1, int(n))
+        out.reshape(int(rows), int(n))[...] = K
+    elif name == "rmt_hadamard_power":
+        G, out, n, t = a
+        out.reshape(-1)[:n] = np.asarray(G).reshape(-1)[:n] ** int(t)
+    else:  # pragma: no cover
+        raise AssertionError(f"no emulation for kernel {name}")
+
+
+class FakeFunction:
+    def __init__(self, name, params, log):
+        self.name, self.params, self.log = name, params, log
+
+    def __call__(self, grid, block, args):
+        assert isinstance(grid, tuple) and isinstance(block, tuple), "grid and block must be tuples"
+        assert all(isinstance(g, int) and 1 <= g < 2**31 for g in grid), grid
+        assert all(isinstance(b, int) and 1 <= b <= 1024 for b in block), block
+        assert len(args) == len(self.params), f"{self.name}: {len(args)} args for {len(self.params)} parameters"
+        for arg, (ctype, pname) in zip(args, self.params):
+            kind, dt = _C_TYPES[ctype]
+            if kind == "ptr":
+                assert isinstance(arg, FakeArray), f"{self.name}({pname}): expected a device array, got {type(arg)}"
+                assert arg.dtype == dt, f"{self.name}({pname}): {ctype} needs {np.dtype(dt)}, got {arg.dtype}"
+                assert arg.flags.c_contiguous, f"{self.name}({pname}): buffer not C-contiguous"
+            else:
+                assert type(arg) is dt, f"{self.name}({pname}): {ctype} needs {dt.__name__}, got {type(arg).__name__}"
+        self.log.append(self.name)
+        _emulate(self.name, args)
+
+
+def make_fake_cupy(log=None) -> types.ModuleType:
+    """A ``cupy`` stand-in: NumPy functions returning FakeArray, a checking RawModule, one device."""
+    log = [] if log is None else log
+    mod = types.ModuleType("cupy")
+
+    def wrap(f):
+        def g(*a, **k):
+            return _fake(f(*a, **k))
+        return g
+
+    for name in ("empty", "empty_like", "zeros", "ones", "vstack", "all", "allclose"):
+        setattr(mod, name, wrap(getattr(np, name)))
+
+    # like CuPy: a device array that needs no conversion is returned itself, not a new view
+    def asarray(a, dtype=None):
+        if isinstance(a, FakeArray) and (dtype is None or a.dtype == np.dtype(dtype)):
+            return a
+        return _fake(np.array(a, dtype=dtype))
+
+    def ascontiguousarray(a, dtype=None):
+        a = asarray(a, dtype)
+        return a if a.flags.c_contiguous else _fake(np.ascontiguousarray(a))
+
+    mod.asarray, mod.ascontiguousarray = asarray, ascontiguousarray
+    for name in ("float64", "float32", "uint32", "int64", "int32"):
+        setattr(mod, name, getattr(np, name))
+    mod.ndarray = FakeArray
+    mod.asnumpy = lambda a: np.array(a).view(np.ndarray)
+
+    class RawModule:
+        def __init__(self, code, options=()):
+            assert not re.search(r'^\s*#\s*include\s*"', code, re.MULTILINE), "headers must be inlined"
+            self.sigs = kernel_signatures(code)
+
+        def compile(self):
+            return None
+
+        def get_function(self, name):
+            assert name in self.sigs, f"no extern \"C\" kernel {name} in the module"
+            return FakeFunction(name, self.sigs[name], log)
+
+    class Device:
+        def __init__(self, i=0):
+            self.id = i
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    mod.RawModule = RawModule
+    mod.cuda = types.SimpleNamespace(Device=Device, runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+    mod.log = log
+    return mod
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    from rmt_engine import _backend
+
+    fake = make_fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    _backend._cupy_or_none.cache_clear()
+    _cuda.clear_cache()
+    yield fake
+    _backend._cupy_or_none.cache_clear()
+    _cuda.clear_cache()
+
+
+def test_signature_parser_sees_every_kernel():
+    sigs = {}
+    for f in _cuda.KERNEL_FILES:
+        sigs.update(kernel_signatures(_cuda.kernel_source(f)))
+    assert set(sigs) == {"rmt_normal_rows", "rmt_philox_words", "rmt_box_muller", "rmt_activation_inplace",
+                         "rmt_activation_all", "rmt_khatri_rao", "rmt_hadamard_power"}
+    for name, params in sigs.items():
+        for ctype, pname in params:
+            assert ctype in _C_TYPES, f"{name}({pname}): C type {ctype!r} unknown to this test; add it"
+
+
+def test_wrappers_pass_typed_arguments(fake_cupy):
+    from rmt_engine import gpu
+
+    key = rng.stream_key(1, "W0", 2)
+    z = gpu.normal_rows_gpu(key, 2**32 - 1, 2**32 + 2, 5, 0.5)
+    assert isinstance(z, FakeArray) and z.shape == (3, 5)
+    assert np.array_equal(np.asarray(z), rng.normal_rows(key, 2**32 - 1, 2**32 + 2, 5, 0.5))
+    assert gpu.normal_rows_gpu(key, np.int64(4), np.int64(4), np.int64(3)).shape == (0, 3)
+    w = gpu.philox_words_gpu(np.zeros((2, 3, 4), np.uint32), [0, 0])
+    assert w.shape == (2, 3, 4) and w.dtype == np.uint32 and int(w[0, 0, 0]) == 0x6627E8D5
+    assert gpu.box_muller_gpu(np.zeros((3, 4), np.uint32)).shape == (3, 2)
+    x = fake_cupy.asarray(np.linspace(-3, 3, 12).reshape(3, 4))
+    y = gpu.apply_activation_gpu("gelu", x, 1)
+    assert y is not x and not np.array_equal(np.asarray(y), np.asarray(x))
+    assert gpu.apply_activation_gpu("tanh", x, out=x) is x
+    phi, d1, d2 = gpu.activation_all_gpu("erf", x)
+    assert phi.shape == d1.shape == d2.shape == (3, 4)
+    K = gpu.khatri_rao_gpu(fake_cupy.asarray(np.arange(6.0).reshape(2, 3)), 2)
+    assert K.shape == (4, 3)
+    G = fake_cupy.asarray(np.linspace(-1, 1, 9).reshape(3, 3))
+    assert gpu.hadamard_power_gpu(G, 3, out=G) is G
+    assert set(fake_cupy.log) == {"rmt_normal_rows", "rmt_philox_words", "rmt_box_muller", "rmt_activation_inplace",
+                                  "rmt_activation_all", "rmt_khatri_rao", "rmt_hadamard_power"}
+
+
+def test_wrapper_argument_errors(fake_cupy):
+    from rmt_engine import gpu
+
+    with pytest.raises(ValueError, match="Philox key words must be in"):
+        gpu.normal_rows_gpu(np.array([-1, 0]), 0, 1, 1)
+    with pytest.raises(ValueError, match="derivative must be 0, 1 or 2"):
+        gpu.apply_activation_gpu("gelu", np.zeros(3), 3)
+    with pytest.raises(TypeError, match="real floating dtype"):
+        gpu.apply_activation_gpu("gelu", fake_cupy.asarray(np.zeros(3, np.int64)))
+    with pytest.raises(ValueError, match="Khatri-Rao order t must be an integer >= 0"):
+        gpu.khatri_rao_gpu(fake_cupy.asarray(np.zeros((2, 2))), -1)
+    with pytest.raises(ValueError, match="trailing axis of 4"):
+        gpu.philox_words_gpu(np.zeros((2, 3), np.uint32), [0, 0])
+
+
+def test_gpu_test_module_runs_on_the_fake():
+    """tests/test_gpu_kernels.py itself runs end to end (emulated kernels): no typos await the GPU."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import test_gpu_wrappers as w;"
+        "sys.modules['cupy'] = w.make_fake_cupy(); import pytest;"
+        "sys.exit(pytest.main(['-q', '-x', '-p', 'no:cacheprovider', '-p', 'no:randomly', '-k', 'not statistics', sys.argv[2]]))"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(HERE), str(HERE / "test_gpu_kernels.py")],
+                       capture_output=True, text=True, timeout=300, cwd=HERE.parent)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert "skipped" not in r.stdout.splitlines()[-1], r.stdout[-2000:]
+
+
+def test_the_fake_rejects_mistyped_arguments(fake_cupy):
+    """The checker itself: a Python int for ``unsigned int`` or a float32 buffer must be refused."""
+    fn = fake_cupy.RawModule(_cuda.kernel_source("sample.cu")).get_function("rmt_normal_rows")
+    out = fake_cupy.empty((2, 3), dtype=np.float64)
+    good = (out, np.uint32(1), np.uint32(2), np.uint64(0), np.int64(2), np.int64(3), np.float64(1.0))
+    fn((1,), (32,), good)
+    with pytest.raises(AssertionError, match=r"k0\): unsigned int needs uint32, got int"):
+        fn((1,), (32,), (out, 1, *good[2:]))
+    with pytest.raises(AssertionError, match="needs float64, got float32"):
+        fn((1,), (32,), (fake_cupy.empty((2, 3), dtype=np.float32), *good[1:]))
+    with pytest.raises(AssertionError, match="6 args for 7 parameters"):
+        fn((1,), (32,), good[:-1])
