@@ -21,6 +21,8 @@ Rules of this module
   writes each chunk to a temporary file and renames it, so a killed task leaves whole old or new
   chunks, and a region is complete exactly when its ``done`` flag is set.
 - Unwritten chunks read as the fill value (NaN for floats, False for ``done``).
+- The root attribute ``template_complete`` is set last when the template is created: a store
+  without it was interrupted before any task could run, and the next run recreates it.
 - Root attributes hold the provenance (``PROVENANCE_KEYS``) and ``rmt_engine_store_version``;
   only the driver writes attributes, tasks never do.
 - The template is created with ``xarray.Dataset.to_zarr(compute=False)`` (metadata and
@@ -215,6 +217,7 @@ def create_template(path, grid: dict, t_values, trials: int, trials_per_task: in
     # the numpy 'done' mask may or may not be written eagerly; make it explicit
     g = _open_group(path, "r+")
     g["done"][...] = np.zeros(g["done"].shape, dtype=bool)
+    g.attrs["template_complete"] = True  # last: a template interrupted before this is recreated
 
 
 def _jsonable_attrs(attrs: dict) -> dict:
@@ -307,6 +310,9 @@ def open_results(path, *, allow_partial: bool = False, chunks="auto"):
     if attrs is None:
         raise StoreError(f"{p} is not a zarr store")
     check_version(attrs, p)
+    if not attrs.get("template_complete"):
+        raise IncompleteStoreError(f"{p} was interrupted while its template was being created: no data in it; "
+                                   "rerun the study to recreate it")
     ds = xr.open_zarr(os.fspath(p), consolidated=False, chunks=chunks)
     if not allow_partial:
         done = np.asarray(ds["done"].values, dtype=bool)

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -627,8 +628,9 @@ class RunSummary:
         return self.trials_computed / self.wall_s if self.wall_s > 0 else float("nan")
 
     def line(self) -> str:
+        w = self.workers if self.workers is not None else "?"
         return (f"{self.trials_computed} trials in {self.wall_s:.1f} s ({self.trials_per_s:.1f} trials/s) on "
-                f"{self.workers if self.workers is not None else '?'} workers; regions: "
+                f"{w} worker{'' if w == 1 else 's'}; regions: "
                 f"{self.regions_computed} computed, {self.regions_skipped} skipped (already done), "
                 f"{self.regions_failed} failed, of {self.regions_total}")
 
@@ -831,12 +833,19 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
     """See ``Study.run``."""
     from . import cluster as _cluster  # noqa: PLC0415
 
+    from .trial import run_trial  # noqa: F401, PLC0415 - a broken install fails here, before any store exists
+
     echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
     store = Path(store).absolute()
     check_store(study, store, resume=resume)  # before the lock: never create anything for a bad store
     hooks = _test_hooks()
     with _store.StoreLock(store, on_message=echo):
         attrs = check_store(study, store, resume=resume)  # again, now that we own the store
+        if attrs is not None and not attrs.get("template_complete"):
+            # a driver died while creating the template: no task can have run, nothing is lost
+            echo(f"recreating {store}: its creation was interrupted before any task ran")
+            shutil.rmtree(store)
+            attrs = None
         tpt = study.trials_per_task()
         if attrs is None:
             attrs = create_store(study, store, tpt)
@@ -855,6 +864,9 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
         results, failures = [], []
         n_workers = None
         if tasks:
+            if (cluster or study.execution.cluster) == "cuda" and study.backend == "numpy":
+                echo("warning: --cluster cuda with backend = \"numpy\": the trials run on the CPU; set "
+                     "backend = \"cupy\" (or \"auto\") in [study] to use the GPUs")
             with _cluster.connect(study.execution, client=client, workers=workers, cluster=cluster,
                                   scheduler=scheduler, scheduler_file=scheduler_file) as cl:
                 n_workers = len(cl.scheduler_info(n_workers=-1).get("workers", {})) if hasattr(cl, "scheduler_info") else None
@@ -893,6 +905,15 @@ def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progres
         key = f"rmt-task-{token}-{'-'.join(map(str, task.point))}-b{task.block}"
         futures[client.submit(execute_task, job, key=key, pure=False)] = task
     results, failures = [], []
+    try:
+        _collect(futures, results, failures, progress, tasks, as_completed)
+    except BaseException:  # KeyboardInterrupt, lost scheduler: stop what still runs, keep what is done
+        client.cancel(list(futures))
+        raise
+    return results, failures
+
+
+def _collect(futures, results, failures, progress, tasks, as_completed):
     with _progress(progress, len(tasks), sum(t.stop - t.start for t in tasks)) as advance:
         for fut in as_completed(list(futures)):
             task = futures[fut]
@@ -905,7 +926,6 @@ def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progres
                 results.append(res)
                 advance(res["trials"])
             fut.release()
-    return results, failures
 
 
 class _progress:

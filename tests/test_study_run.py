@@ -205,3 +205,21 @@ def test_second_driver_on_the_same_store_is_refused(client, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "in use by another driver" in err and f"PID {os.getpid()}" in err
     assert not path.exists()
+
+
+def test_store_whose_template_creation_was_interrupted_is_recreated(reference, client, tmp_path):
+    import zarr
+
+    from rmt_engine.study import create_store
+
+    path = tmp_path / "tpl.zarr"
+    study = _study(3)
+    create_store(study, path)
+    zarr.open_group(str(path), mode="r+").attrs["template_complete"] = False  # as if killed mid-creation
+    with pytest.raises(st.IncompleteStoreError, match="interrupted"):
+        st.open_results(path)
+    msgs = []
+    summary = study.run(path, client=client, progress=False, echo=msgs.append)
+    assert summary.ok and summary.regions_computed == 16
+    assert any("recreating" in m for m in msgs)
+    assert_cubes_bitwise_equal(reference, st.open_results(path))
