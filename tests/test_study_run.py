@@ -156,15 +156,17 @@ def test_dying_worker_is_reported_and_rerun_completes(reference, client, tmp_pat
 def test_kill_minus_9_then_resume_is_bitwise_equal_and_computes_only_missing(reference, client, tmp_path, capsys):
     toml, path = _toml(tmp_path, 2), tmp_path / "kill.zarr"
     env = dict(os.environ, **{TEST_DELAY_ENV: "0.3"})
-    proc = subprocess.Popen([sys.executable, "-m", "rmt_engine.cli", "run", str(toml), "--store", str(path),
-                             "--workers", "2", "--no-progress"], env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "killed_run.log"
+    with open(log, "w") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "rmt_engine.cli", "run", str(toml), "--store", str(path),
+                                 "--workers", "2", "--no-progress"], env=env, start_new_session=True,
+                                stdout=logf, stderr=subprocess.STDOUT)
     total = 8 * 3
     done = None
     deadline = time.monotonic() + 90
     try:
         while time.monotonic() < deadline:
-            assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
+            assert proc.poll() is None, f"the run ended before it could be killed: {log.read_text()}"
             if (path / "done" / "zarr.json").exists():
                 try:
                     done = st.read_done(path)
