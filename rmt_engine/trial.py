@@ -1,0 +1,163 @@
+"""One Monte Carlo trial: draw W0, V0 for ``(spec, trial)``, measure everything of MATH.md.
+
+``run_trial(spec, trial)`` returns a flat record ``dict[str, float]`` whose keys are
+``fields.record_fields(spec.t)``. Per-grid-point work (data X and labels Y, E[M0]/d1 and its
+extreme eigenvalues, Khatri-Rao spectra, Hermite coefficients, the deterministic bounds) is
+done once per grid point when the caller passes the same ``cache`` dict to several trials.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import bounds, rng
+from ._backend import get_xp, to_numpy
+from .activations import activation as get_activation
+from .data import make_data
+from .expected import expected_gram
+from .fields import field_name, record_fields
+from .gram import accumulate
+from .hermite import hermite_coefficients, hermite_tail
+from .khatri_rao import RankDeficiencyWarning, data_extremes, khatri_rao_extremes, symmetric_tensor_dim
+from .spec import TrialSpec
+from .spectra import eigvalsh, extreme_eigenvalues, spectral_norm_sym
+
+
+@dataclass
+class PointData:
+    """Per-grid-point arrays on the trial's backend: X (d0 x n), Y (d2 x n, ||Y||_F = 1),
+    K = E[M0]/d1 (n x n)."""
+
+    X: object
+    Y: object
+    K: object
+
+
+def make_labels(spec: TrialSpec) -> np.ndarray:
+    """Labels ``Y`` (d2 x n) with i.i.d. Gaussian entries scaled to ``||Y||_F = 1`` (so ||Y||_2 <= 1, Eq. 16)."""
+    Z = rng.normal_rows(rng.stream_key(spec.seed, "labels"), 0, spec.n, spec.d2)
+    return np.ascontiguousarray(Z.T / np.linalg.norm(Z))
+
+
+def _cached(cache, key, compute):
+    if cache is None:
+        return compute()
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
+
+
+def point_data(spec: TrialSpec, cache: dict | None = None) -> PointData:
+    """X, Y and E[M0]/d1 of the grid point (cached by what each depends on)."""
+    xp = get_xp(spec.backend)
+
+    def data():
+        X = make_data(spec.data, spec.d0, spec.n, spec.seed, path=spec.data_path)
+        return xp.asarray(X), xp.asarray(make_labels(spec))
+
+    X, Y = _cached(cache, ("data", spec.data_key(), spec.d2, spec.backend), data)
+    K = _cached(cache, ("K", spec.data_key(), spec.activation, spec.w1, spec.backend),
+                lambda: expected_gram(X, spec.activation, w1=spec.w1))
+    return PointData(X, Y, K)
+
+
+def point_record(spec: TrialSpec, cache: dict | None = None) -> dict[str, float]:
+    """The per-grid-point fields of the record (no randomness beyond the data)."""
+    return dict(_cached(cache, ("point", spec), lambda: _point_record(spec, cache)))
+
+
+def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
+    act = get_activation(spec.activation)
+    pd = point_data(spec, cache)
+    n, d0, d1 = spec.n, spec.d0, spec.d1
+    order = max(max(spec.t), 1)
+    c = hermite_coefficients(act, order, 1.0)
+    cw = hermite_coefficients(act, order, spec.w1)
+    cinf2, cinf2_w = hermite_tail(act, 1.0), hermite_tail(act, spec.w1)
+    smin_X, smax_X = data_extremes(pd.X)
+    ext = extreme_eigenvalues(pd.K)
+    rec = {
+        "sigma_max_X": smax_X, "sigma_min_X": smin_X, "d1_below_n": float(d1 < n),
+        "c0": c[0], "c1": c[1], "cinf2": cinf2, "c0_w": cw[0], "c1_w": cw[1], "cinf2_w": cinf2_w,
+        "lambda_min_EM0": d1 * float(ext["lambda_min"]), "lambda_max_EM0": d1 * float(ext["lambda_max"]),
+        "eq58_upper": bounds.eq58_upper(d1, n, c[0], c[1], cinf2, smax_X, spec.w1, act.r2),
+        "eq58_upper_sharp": bounds.eq58_upper(d1, n, cw[0], cw[1], cinf2_w, smax_X),
+        "eq67_upper": bounds.eq67_upper(d1, n, c[0], c[1], cinf2, smax_X, spec.delta2, spec.w1, act.r2),
+        "eq19_scale": bounds.eq19_scale(spec.w1, spec.w2, d0, d1),
+    }
+    rec["eq67_upper_sharp"] = bounds.eq67_upper_sharp(rec["eq58_upper_sharp"], spec.delta2)
+    for t in spec.t:
+        deficient = n > symmetric_tensor_dim(d0, t)  # sigma_min(X^{*t}) = 0 whatever the data
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RankDeficiencyWarning)  # recorded as a field instead
+            smin_t, smax_t = khatri_rao_extremes(pd.X, t)
+        lower = bounds.eq58_lower(d1, c[t], t, smin_t, spec.w1, act.r1)
+        lower_sharp = bounds.eq58_lower(d1, cw[t], t, smin_t)
+        rec.update({
+            field_name("sigma_min_xkr", t): smin_t, field_name("sigma_max_xkr", t): smax_t,
+            field_name("xkr_rank_deficient", t): float(deficient),
+            field_name("ct", t): c[t], field_name("ct_w", t): cw[t],
+            field_name("eq58_lower", t): lower, field_name("eq58_lower_sharp", t): lower_sharp,
+            field_name("eq67_lower", t): bounds.eq67_lower(lower, spec.delta1),
+            field_name("eq67_lower_sharp", t): bounds.eq67_lower(lower_sharp, spec.delta1),
+            field_name("eq20_width", t): bounds.eq20_width(smax_X, n, smin_t),
+        })
+    return {k: float(v) for k, v in rec.items()}
+
+
+def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dict | None = None):
+    """Every per-trial quantity of MATH.md for trial ``trial`` of the grid point ``spec``.
+
+    Returns the record (``dict[str, float]``, keys ``record_fields(spec.t)``); with
+    ``spectrum=True`` returns ``(record, eigenvalues of M0 ascending, float64 (n,))``.
+    Cost: one streamed pass over W0 (2 d1 d0 n + d1 n^2 flops), one symmetric eigenvalue
+    reduction of M0 and one spectral norm of M0 - E[M0].
+    """
+    if not isinstance(spec, TrialSpec):
+        raise TypeError(f"spec must be a TrialSpec, got {type(spec).__name__}")
+    if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)) or trial < 0:
+        raise ValueError(f"trial must be a non-negative integer, got {trial!r}")
+    act = get_activation(spec.activation)
+    rec = point_record(spec, cache)
+    pd = point_data(spec, cache)
+    n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
+    sums = accumulate(pd.X, act, d1, w1=spec.w1, key_W=rng.stream_key(spec.seed, "W0", trial),
+                      d2=d2, w2=spec.w2, key_V=rng.stream_key(spec.seed, "V0", trial),
+                      block_rows=spec.rows_per_block, dtype=spec.dtype)
+    eig = eigvalsh(sums.M0)
+    lam_min, lam_max = float(eig[0]), float(eig[-1])
+    lam_2 = float(eig[-2]) if n >= 2 else math.nan
+    rank_deficient = d1 < n
+    sigma_min_F = 0.0 if rank_deficient else math.sqrt(max(lam_min, 0.0))
+    sigma_max_F = math.sqrt(max(lam_max, 0.0))
+    dev = float(spectral_norm_sym(sums.M0 - d1 * pd.K))
+    smax_X = rec["sigma_max_X"]
+    smax_V0 = math.sqrt(max(float(extreme_eigenvalues(sums.VVt)["lambda_max"]), 0.0))
+    k1 = bounds.eq60_k(sums.max_row_norm_W0, spec.w1, d0, d1)
+    k2 = bounds.eq60_k(sums.max_col_norm_V0, spec.w2, d2, d1)
+    resid = sums.VF - pd.Y
+    h0 = float((resid * resid).sum())
+    chi_max = spec.chi_max if spec.chi_max is not None else smax_V0
+    mu, nu, beta = bounds.lemma3(sigma_min_F, sigma_max_F, smax_X, smax_V0, act.dphi_max, act.ddphi_max, chi_max)
+    eta = bounds.eq13_step(mu, nu, beta, h0)
+    rec.update({
+        "sigma_min_F": sigma_min_F, "sigma_max_F": sigma_max_F,
+        "lambda_min_M0": lam_min, "lambda_max_M0": lam_max, "lambda_2_M0": lam_2,
+        "delta1": 1.0 - (0.0 if rank_deficient else lam_min) / rec["lambda_min_EM0"],
+        "delta2": lam_max / rec["lambda_max_EM0"] - 1.0,
+        "dev_M0": dev, "kappa": bounds.lemma6_kappa(act.dphi_max, smax_X, k1, spec.w1, d0, d1),
+        "k1": k1, "k2": k2, "sigma_max_V0": smax_V0,
+        "eq69_ratio": smax_V0 / bounds.eq69_bound(spec.w2, d1, d2),
+        "h0": h0, "mu": mu, "nu": nu, "beta": beta,
+        "margin": bounds.eq9_margin(mu, nu, beta, h0, spec.C), "eta_max": eta,
+        "rate": bounds.eq14_rate(eta, mu, spec.C), "rho": bounds.eq6_radius(mu, beta),
+        "lazy_ratio": bounds.lazy_ratio(beta, nu),
+    })
+    record = {k: float(rec[k]) for k in record_fields(spec.t)}
+    if spectrum:
+        return record, np.asarray(to_numpy(eig), dtype=np.float64)
+    return record

@@ -1,0 +1,86 @@
+"""Streamed Gram accumulation against dense products, SVDs and the exact expectation."""
+
+import numpy as np
+import pytest
+
+from rmt_engine import rng
+from rmt_engine.activations import activation
+from rmt_engine.data import make_data
+from rmt_engine.expected import expected_gram
+from rmt_engine.gram import accumulate, gram
+
+
+def dense_F(X, name, d1, w1, seed, trial):
+    W = rng.normal_rows(rng.stream_key(seed, "W0", trial), 0, d1, X.shape[0], w1)
+    return activation(name).phi(W @ X)
+
+
+@pytest.mark.parametrize("name", ["gelu", "tanh", "sigmoid"])
+def test_streamed_gram_equals_dense_product(name):
+    X = make_data("sphere", 6, 30, seed=1)
+    F = dense_F(X, name, 257, 1.5, 0, 4)
+    M = gram(X, name, 257, w1=1.5, seed=0, trial=4, block_rows=19)
+    np.testing.assert_allclose(M, F.T @ F, rtol=1e-12, atol=1e-12 * np.abs(F.T @ F).max())
+    assert np.array_equal(M, M.T)
+
+
+def test_block_size_changes_only_summation_order():
+    X = make_data("sphere", 5, 20, seed=2)
+    ref = gram(X, "gelu", 300, block_rows=300)
+    for b in (1, 7, 64):
+        np.testing.assert_allclose(gram(X, "gelu", 300, block_rows=b), ref, rtol=1e-13, atol=1e-12)
+
+
+def test_sigma_min_via_gram_matches_dense_svd():
+    X = make_data("sphere", 8, 40, seed=3)
+    F = dense_F(X, "tanh", 120, 1.0, 5, 0)
+    s = np.linalg.svd(F, compute_uv=False)
+    lam = np.linalg.eigvalsh(gram(X, "tanh", 120, seed=5, trial=0, block_rows=33))
+    assert np.sqrt(lam[0]) == pytest.approx(s[-1], rel=1e-9)
+    assert np.sqrt(lam[-1]) == pytest.approx(s[0], rel=1e-12)
+
+
+def test_v0_sums_match_dense_matrices():
+    X = make_data("sphere", 4, 15, seed=0)
+    kW, kV = rng.stream_key(0, "W0", 2), rng.stream_key(0, "V0", 2)
+    s = accumulate(X, "sigmoid", 90, w1=0.7, key_W=kW, d2=3, w2=0.4, key_V=kV, block_rows=16)
+    W = rng.normal_rows(kW, 0, 90, 4, 0.7)
+    V = rng.normal_rows(kV, 0, 90, 3, 0.4).T  # d2 x d1: column i of V0 is row i of the stream
+    F = activation("sigmoid").phi(W @ X)
+    np.testing.assert_allclose(s.VF, V @ F, rtol=1e-12)
+    np.testing.assert_allclose(s.VVt, V @ V.T, rtol=1e-12)
+    assert s.max_row_norm_W0 == pytest.approx(np.linalg.norm(W, axis=1).max(), rel=1e-14)
+    assert s.max_col_norm_V0 == pytest.approx(np.linalg.norm(V, axis=0).max(), rel=1e-14)
+
+
+def test_float32_blocks_are_close_but_not_float64():
+    X = make_data("sphere", 6, 25, seed=4)
+    M64 = gram(X, "gelu", 200)
+    M32 = gram(X, "gelu", 200, dtype="float32")
+    np.testing.assert_allclose(M32, M64, rtol=1e-4, atol=1e-4 * np.abs(M64).max())
+    assert not np.array_equal(M32, M64)
+
+
+@pytest.mark.parametrize("name,w1", [("gelu", 1.0), ("tanh", 2.0), ("sigmoid", 0.5)])
+def test_monte_carlo_mean_matches_expected_gram(name, w1):
+    """mean over trials of M0/d1 -> E[M0]/d1 (Eq. 56), within 4 standard errors entrywise."""
+    X = make_data("sphere", 5, 12, seed=9)
+    d1, trials = 400, 40
+    samples = np.stack([gram(X, name, d1, w1=w1, seed=1, trial=k) / d1 for k in range(trials)])
+    mean = samples.mean(axis=0)
+    se = samples.std(axis=0, ddof=1) / np.sqrt(trials)
+    K = expected_gram(X, name, w1=w1)
+    z = np.abs(mean - K) / np.maximum(se, 1e-15)
+    assert z.max() < 4.0, f"max z-score {z.max():.2f}"
+
+
+def test_gram_rejects_bad_input():
+    X = make_data("sphere", 4, 10, seed=0)
+    with pytest.raises(ValueError, match="d1 must be a positive integer"):
+        gram(X, "gelu", 0)
+    with pytest.raises(ValueError, match="w1 must be a finite number > 0"):
+        gram(X, "gelu", 10, w1=-1.0)
+    with pytest.raises(ValueError, match="unit"):
+        gram(2 * X, "gelu", 10)
+    with pytest.raises(ValueError, match="relu"):
+        gram(X, "relu", 10)
