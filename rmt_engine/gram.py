@@ -64,6 +64,17 @@ def _syrk_update(M, F) -> None:
         M += F.T @ F
 
 
+def _apply_phi(act: Activation, Z):
+    """``phi(Z)``; on CuPy the built-ins use the exact CUDA kernel in place (the only GPU-specific branch)."""
+    xp = array_namespace(Z)
+    if backend_name(xp) == "cupy" and act.builtin and Z.dtype == xp.float64:
+        from .gpu import ACTIVATION_IDS, apply_activation_gpu  # noqa: PLC0415
+
+        if act.name in ACTIVATION_IDS:
+            return apply_activation_gpu(act.name, Z, out=Z)
+    return act.phi(Z)
+
+
 def _symmetrize_from_upper(M):
     xp = array_namespace(M)
     if backend_name(xp) == "numpy":
@@ -98,7 +109,7 @@ def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
     for r0, r1 in rng.row_blocks(d1, block_rows):
         W = normal_block(xp, key_W, r0, r1, d0, w1)
         max_w = max(max_w, float(xp.sqrt(xp.max(xp.sum(W * W, axis=1)))))
-        F = act.phi(W.astype(work) @ Xw)
+        F = _apply_phi(act, W.astype(work) @ Xw)
         if F.dtype != xp.float64:
             F = F.astype(xp.float64)
         _syrk_update(M, F)
