@@ -17,22 +17,7 @@
 // default FMA contraction cannot fuse them: the device then rounds exactly as NumPy does.
 #pragma once
 
-#if defined(__CUDACC_RTC__)
-// NVRTC: no system headers; erf, erfc, exp, log1p, tanh, fmax are built in.
-#elif defined(__CUDACC__)
-#include <math.h>
-#else
-#include <math.h>
-#ifndef __host__
-#define __host__
-#endif
-#ifndef __device__
-#define __device__
-#endif
-#ifndef __forceinline__
-#define __forceinline__ inline
-#endif
-#endif
+#include "rmt_compat.cuh"
 
 // ---- id table (never renumber without changing rmt_engine/gpu.py::ACTIVATION_IDS) ----
 #define RMT_ACT_GELU 0

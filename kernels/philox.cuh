@@ -16,22 +16,7 @@
 // is no a * b + c anywhere below), so -fmad does not change a bit; usable from plain C++ too.
 #pragma once
 
-#if defined(__CUDACC_RTC__)
-// NVRTC: no system headers; log, sqrt, sin, cos are built in.
-#elif defined(__CUDACC__)
-#include <math.h>
-#else  // a plain C++ compiler (host-only tools)
-#include <math.h>
-#ifndef __host__
-#define __host__
-#endif
-#ifndef __device__
-#define __device__
-#endif
-#ifndef __forceinline__
-#define __forceinline__ inline
-#endif
-#endif
+#include "rmt_compat.cuh"
 
 typedef unsigned int rmt_u32;
 typedef unsigned long long rmt_u64;
