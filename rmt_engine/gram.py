@@ -17,6 +17,8 @@ do not use it near d1 ~ n.
 
 from __future__ import annotations
 
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,15 +66,49 @@ def _syrk_update(M, F) -> None:
         M += F.T @ F
 
 
-def _apply_phi(act: Activation, Z):
-    """``phi(Z)``; on CuPy the built-ins use the exact CUDA kernel in place (the only GPU-specific branch)."""
-    xp = array_namespace(Z)
-    if backend_name(xp) == "cupy" and act.builtin and Z.dtype == xp.float64:
-        from .gpu import ACTIVATION_IDS, apply_activation_gpu  # noqa: PLC0415
+def blas_threads() -> int:
+    """Threads of the BLAS pool of this process (1 inside study workers, which pin it)."""
+    try:
+        from threadpoolctl import threadpool_info  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return 1
+    counts = [p.get("num_threads", 1) for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max(1, min(counts)) if counts else 1
 
-        if act.name in ACTIVATION_IDS:
-            return apply_activation_gpu(act.name, Z, out=Z)
-    return act.phi(Z)
+
+@functools.lru_cache(maxsize=4)
+def _phi_pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rmt-phi")
+
+
+def _apply_phi(act: Activation, Z, threads: int = 1):
+    """``phi(Z)`` in place where possible.
+
+    On CuPy the built-ins use the exact CUDA kernel in place (the only GPU-specific branch).
+    On NumPy, ``threads > 1`` splits the rows over a thread pool: NumPy/SciPy ufuncs release the
+    GIL, and the activation (not BLAS) is the largest cost above the flop limit. The result is
+    elementwise, hence bitwise independent of ``threads``.
+    """
+    xp = array_namespace(Z)
+    if backend_name(xp) == "cupy":
+        if act.builtin and Z.dtype == xp.float64:
+            from .gpu import ACTIVATION_IDS, apply_activation_gpu  # noqa: PLC0415
+
+            if act.name in ACTIVATION_IDS:
+                return apply_activation_gpu(act.name, Z, out=Z)
+        return act.phi(Z)
+    rows = Z.shape[0]
+    if threads <= 1 or rows < 2 * threads or Z.size < 2**16:
+        Z[...] = act.phi(Z)
+        return Z
+    bounds_ = np.linspace(0, rows, threads + 1).astype(int)
+
+    def work(i):
+        a, b = bounds_[i], bounds_[i + 1]
+        Z[a:b] = act.phi(Z[a:b])
+
+    list(_phi_pool(threads).map(work, range(threads)))
+    return Z
 
 
 def _symmetrize_from_upper(M):
@@ -106,10 +142,11 @@ def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
     VVt = xp.zeros((d2, d2), dtype=xp.float64) if d2 else None
     max_w = 0.0
     max_v = 0.0
+    threads = blas_threads()
     for r0, r1 in rng.row_blocks(d1, block_rows):
         W = normal_block(xp, key_W, r0, r1, d0, w1)
         max_w = max(max_w, float(xp.sqrt(xp.max(xp.sum(W * W, axis=1)))))
-        F = _apply_phi(act, W.astype(work) @ Xw)
+        F = _apply_phi(act, W.astype(work) @ Xw, threads)
         if F.dtype != xp.float64:
             F = F.astype(xp.float64)
         _syrk_update(M, F)

@@ -84,3 +84,13 @@ def test_gram_rejects_bad_input():
         gram(2 * X, "gelu", 10)
     with pytest.raises(ValueError, match="relu"):
         gram(X, "relu", 10)
+
+
+@pytest.mark.parametrize("name", ["gelu", "softplus"])
+def test_threaded_activation_is_bitwise_independent_of_threads(name):
+    from rmt_engine.gram import _apply_phi
+
+    Z = np.random.default_rng(0).standard_normal((301, 400))
+    ref = activation(name).phi(Z)
+    for threads in (1, 2, 3):
+        assert np.array_equal(_apply_phi(activation(name), Z.copy(), threads), ref)

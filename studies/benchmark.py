@@ -1,0 +1,153 @@
+"""Benchmark: rmt_engine against the naive script and the machine's BLAS limit, in one run.
+
+    python studies/benchmark.py                 # the four sizes of the performance issue, 3 repetitions
+    python studies/benchmark.py --quick         # smaller sizes, for a smoke run
+    python studies/benchmark.py --json out.json
+
+For each (n, d0, d1), gelu, sphere data, it reports medians over repetitions of
+- naive: ``W = rng.standard_normal((d1, d0)); F = gelu(W @ X); svd(F, compute_uv=False)``;
+- extremes: ``rmt_engine.gram`` + one symmetric eigenvalue reduction (sigma_min, sigma_max of F);
+- full: ``run_trial`` (per-grid-point work cached, as in a study);
+- limits: flops / the float64 GEMM rate measured in the same run: ``2 d1 d0 n`` (W X) +
+  ``d1 n^2`` (syrk) + ``4/3 n^3`` per eigenvalue reduction (one for the extremes, two for the full
+  record, which also needs ||M0 - E[M0]||_2);
+- peak memory (tracemalloc: NumPy reports its buffers to it) and the share of time per stage.
+All ratios are measured against baselines of the same run; nothing is compared with absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import tracemalloc
+
+import numpy as np
+import scipy.special as sp
+
+import rmt_engine as rmt
+from rmt_engine import rng
+from rmt_engine.gram import _syrk_update
+from rmt_engine.spectra import eigvalsh
+
+SIZES = [(1000, 32, 4000), (2000, 45, 8000), (4000, 64, 16000), (1000, 32, 64000)]
+QUICK = [(500, 16, 2000), (1000, 32, 4000), (500, 16, 32000)]
+
+
+def gelu(z):
+    return z * sp.ndtr(z)
+
+
+def timed(fn, reps):
+    times, peaks, out = [], [], None
+    for _ in range(reps):
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    return statistics.median(times), max(peaks), out
+
+
+def gemm_rate(n=2000, reps=3):
+    a = np.random.default_rng(0).standard_normal((n, n))
+    best = min(_t(lambda: a @ a) for _ in range(reps))
+    return 2 * n**3 / best
+
+
+def _t(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def stage_shares(X, d1, block_rows):
+    """Seconds per stage of the extremes path, replaying gram's loop stage by stage."""
+    d0, n = X.shape
+    key = rng.stream_key(0, "W0", 0)
+    M = np.zeros((n, n), order="F")
+    s = dict(sampling=0.0, WX=0.0, phi=0.0, gram=0.0)
+    for r0, r1 in rng.row_blocks(d1, block_rows):
+        t0 = time.perf_counter()
+        W = rng.normal_rows(key, r0, r1, d0)
+        t1 = time.perf_counter()
+        Z = W @ X
+        t2 = time.perf_counter()
+        F = gelu(Z)
+        t3 = time.perf_counter()
+        _syrk_update(M, F)
+        t4 = time.perf_counter()
+        s["sampling"] += t1 - t0
+        s["WX"] += t2 - t1
+        s["phi"] += t3 - t2
+        s["gram"] += t4 - t3
+    t0 = time.perf_counter()
+    eigvalsh(M)
+    s["eigenvalues"] = time.perf_counter() - t0
+    return s
+
+
+def bench(n, d0, d1, reps, rate):
+    X = rmt.make_data("sphere", d0, n, seed=0)
+    spec = rmt.TrialSpec(activation="gelu", n=n, d0=d0, d1=d1)
+    r = np.random.default_rng(0)
+
+    def naive():
+        W = r.standard_normal((d1, d0))
+        s = np.linalg.svd(gelu(W @ X), compute_uv=False)
+        return s[-1], s[0]
+
+    def extremes():
+        lam = eigvalsh(rmt.gram(X, "gelu", d1, block_rows=spec.rows_per_block))
+        return np.sqrt(lam[0]), np.sqrt(lam[-1])
+
+    cache = {}
+    rmt.run_trial(spec, 0, cache=cache)  # per-grid-point work (E[M0], data) is done once per study point
+    trial = iter(range(1, 10**6))
+
+    t_naive, m_naive, _ = timed(naive, reps)
+    t_ext, m_ext, _ = timed(extremes, reps)
+    t_full, m_full, _ = timed(lambda: rmt.run_trial(spec, next(trial), cache=cache), reps)
+    flops_ext = 2 * d1 * d0 * n + d1 * n**2 + 4 / 3 * n**3
+    flops_full = flops_ext + 4 / 3 * n**3
+    shares = stage_shares(X, d1, spec.rows_per_block)
+    return dict(
+        n=n, d0=d0, d1=d1, naive_s=t_naive, extremes_s=t_ext, full_s=t_full,
+        limit_extremes_s=flops_ext / rate, limit_full_s=flops_full / rate,
+        extremes_over_limit=t_ext * rate / flops_ext, full_over_limit=t_full * rate / flops_full,
+        naive_over_extremes=t_naive / t_ext,
+        peak_naive_MB=m_naive / 2**20, peak_extremes_MB=m_ext / 2**20, peak_full_MB=m_full / 2**20,
+        peak_extremes_over_n2=m_ext / (8 * n * n),
+        stage_s={k: round(v, 4) for k, v in shares.items()},
+    )
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes for a smoke run")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--json", help="write the results to this file")
+    args = ap.parse_args(argv)
+    rate = gemm_rate()
+    print(f"float64 GEMM rate measured now: {rate / 1e9:.1f} GFLOP/s")
+    hdr = ("n", "d0", "d1", "naive s", "extremes s", "full s", "ext/limit", "full/limit",
+           "naive/ext", "peak naive MB", "peak ext MB", "ext peak/(n^2 doubles)")
+    print(" | ".join(hdr))
+    rows = []
+    for n, d0, d1 in (QUICK if args.quick else SIZES):
+        row = bench(n, d0, d1, args.reps, rate)
+        rows.append(row)
+        print(" | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in (
+            row["n"], row["d0"], row["d1"], row["naive_s"], row["extremes_s"], row["full_s"],
+            row["extremes_over_limit"], row["full_over_limit"], row["naive_over_extremes"],
+            row["peak_naive_MB"], row["peak_extremes_MB"], row["peak_extremes_over_n2"])))
+        print("   stage seconds (extremes path):", row["stage_s"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(gemm_flops=rate, rows=rows), f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
