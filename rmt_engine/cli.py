@@ -228,6 +228,19 @@ def cmd_trial(args) -> int:
     return EXIT_OK
 
 
+def cmd_report(args) -> int:
+    from .report import write_report  # noqa: PLC0415
+    from .store import StoreError  # noqa: PLC0415
+
+    try:
+        path = write_report(args.store, args.out, delta=args.delta, level=args.level)
+    except (StoreError, FileNotFoundError) as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    print(path)
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -301,6 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"), help="array backend")
     t.add_argument("--json", action="store_true", help="print the record as JSON (NaN as null)")
     t.set_defaults(func=cmd_trial)
+    rp = sub.add_parser("report", help="figures and a Markdown report of a result cube",
+                        description="Write report.md (Eq. 67 ratios, violation rates with confidence intervals, "
+                                    "power-law fits, width threshold vs n^{3/2}, c_0 spike) and PNG figures into "
+                                    "--out. Needs matplotlib (the 'plot' extra).")
+    rp.add_argument("store", metavar="STORE")
+    rp.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
+    rp.add_argument("--delta", type=float, default=None, help="deviation delta of the bound events (default 0.2)")
+    rp.add_argument("--level", type=float, default=0.95, help="trial fraction of the width threshold (default 0.95)")
+    rp.set_defaults(func=cmd_report)
     return p
 
 

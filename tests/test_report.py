@@ -1,0 +1,69 @@
+"""report on a tiny real study; plots; the four study TOMLs load."""
+
+from pathlib import Path
+
+import pytest
+
+from rmt_engine.study import Study
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = """
+name = "tiny_report"
+[study]
+trials = 6
+seed = 3
+t = [2]
+[grid]
+activation = ["gelu", "tanh"]
+n = [12, 24]
+d0 = [8]
+d1 = [60, 240]
+[execution]
+trials_per_task = 6
+workers = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_store(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rep")
+    (d / "tiny.toml").write_text(TINY)
+    s = Study.from_toml(d / "tiny.toml")
+    summary = s.run(d / "tiny.zarr", workers=1, progress=False)
+    assert summary.ok
+    return d / "tiny.zarr"
+
+
+@pytest.mark.parametrize("name", ["concentration", "khatri_rao", "width_law", "lazy_ratio"])
+def test_study_tomls_are_valid(name):
+    s = Study.from_toml(ROOT / "studies" / f"{name}.toml")
+    assert s.n_points >= 1
+
+
+def test_report_cli_writes_files(tiny_store, tmp_path):
+    pytest.importorskip("matplotlib")
+    from rmt_engine.cli import main
+
+    out = tmp_path / "out"
+    assert main(["report", str(tiny_store), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    for png in ("bounds_vs_width", "delta_distributions", "violations_eq67_lower", "width_threshold", "c0_spike"):
+        assert (out / f"{png}.png").stat().st_size > 1000, png
+        assert f"({png}.png)" in md
+    assert "failed" not in md
+    assert "Violation rates" in md and "lambda_min_M0" in md and "3/2" in md
+
+
+def test_report_cli_bad_store(tmp_path):
+    from rmt_engine.cli import main
+
+    assert main(["report", str(tmp_path / "nope.zarr"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_plots_module_does_not_import_matplotlib_at_import():
+    import subprocess
+    import sys
+
+    code = "import sys, rmt_engine.plots, rmt_engine.report, rmt_engine.analysis; print('matplotlib' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"
