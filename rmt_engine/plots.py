@@ -177,6 +177,8 @@ def plot_threshold_fit(thr, fit=None, path=None):
         else:
             ax.text(0.5, 0.5, f"threshold not reached\n(level {thr.attrs.get('level', 0.95):g})",
                     transform=ax.transAxes, ha="center", va="center")
+            ax.set_xticks([])
+            ax.set_yticks([])
         if ok.any():
             ax.set_xscale("log")
             ax.set_yscale("log")
@@ -207,6 +209,8 @@ def plot_c0_spike(ds, path=None):
             ax.plot(x, s.sel(quantile=0.5), "o-", ms=4, color=c, label=label or None)
         if not drew:
             ax.text(0.5, 0.5, "$c_0(w_1) = 0$: no spike", transform=ax.transAxes, ha="center", va="center")
+            ax.set_xticks([])
+            ax.set_yticks([])
         ax.axhline(1, color="k", lw=0.8, ls="--")
         ax.set_xscale("log")
         ax.set_xlabel(r"width $d_1$")
