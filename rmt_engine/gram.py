@@ -81,13 +81,18 @@ def _phi_pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rmt-phi")
 
 
+#: Elements of one piece of a block in ``_apply_phi`` (2 MiB of float64).
+_PHI_CHUNK_ELEMS = 2**18
+
+
 def _apply_phi(act: Activation, Z, threads: int = 1):
     """``phi(Z)`` in place where possible.
 
     On CuPy the built-ins use the exact CUDA kernel in place (the only GPU-specific branch).
-    On NumPy, ``threads > 1`` splits the rows over a thread pool: NumPy/SciPy ufuncs release the
-    GIL, and the activation (not BLAS) is the largest cost above the flop limit. The result is
-    elementwise, hence bitwise independent of ``threads``.
+    On NumPy the rows are processed in pieces of about 2 MiB (so the activation's temporaries
+    stay small: peak memory is M0 plus one block) and, with ``threads > 1``, over a thread pool:
+    NumPy/SciPy ufuncs release the GIL, and the activation (not BLAS) is the largest cost above
+    the flop limit. The result is elementwise, hence bitwise independent of ``threads``.
     """
     xp = array_namespace(Z)
     if backend_name(xp) == "cupy":
@@ -98,16 +103,18 @@ def _apply_phi(act: Activation, Z, threads: int = 1):
                 return apply_activation_gpu(act.name, Z, out=Z)
         return act.phi(Z)
     rows = Z.shape[0]
-    if threads <= 1 or rows < 2 * threads or Z.size < 2**16:
-        Z[...] = act.phi(Z)
-        return Z
-    bounds_ = np.linspace(0, rows, threads + 1).astype(int)
+    step = max(1, _PHI_CHUNK_ELEMS // max(1, Z.shape[1]))  # small pieces: temporaries stay small
+    pieces = [(a, min(a + step, rows)) for a in range(0, rows, step)]
 
-    def work(i):
-        a, b = bounds_[i], bounds_[i + 1]
+    def work(piece):
+        a, b = piece
         Z[a:b] = act.phi(Z[a:b])
 
-    list(_phi_pool(threads).map(work, range(threads)))
+    if threads <= 1 or len(pieces) == 1:
+        for piece in pieces:
+            work(piece)
+    else:
+        list(_phi_pool(threads).map(work, pieces))
     return Z
 
 
@@ -155,6 +162,7 @@ def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
             max_v = max(max_v, float(xp.sqrt(xp.max(xp.sum(Vt * Vt, axis=1)))))
             VF += Vt.T @ F
             VVt += Vt.T @ Vt
+        del W, F  # free this block before the next one is allocated: peak = M0 + one block
     M = _symmetrize_from_upper(M)
     return TrialSums(M, VF, VVt, max_w, max_v)
 
