@@ -127,6 +127,7 @@ def bench(n, d0, d1, reps, rate):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smaller sizes for a smoke run")
+    ap.add_argument("--size", action="append", metavar="N,D0,D1", help="run only these sizes (repeatable)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", help="write the results to this file")
     args = ap.parse_args(argv)
@@ -136,7 +137,8 @@ def main(argv=None):
            "naive/ext", "peak naive MB", "peak ext MB", "ext peak/(n^2 doubles)")
     print(" | ".join(hdr))
     rows = []
-    for n, d0, d1 in (QUICK if args.quick else SIZES):
+    sizes = [tuple(int(v) for v in s.split(",")) for s in args.size] if args.size else (QUICK if args.quick else SIZES)
+    for n, d0, d1 in sizes:
         row = bench(n, d0, d1, args.reps, rate)
         rows.append(row)
         print(" | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in (
