@@ -24,6 +24,11 @@ def _figure(ncols, width=4.6, height=3.6):
 
 
 def _save(fig, path):
+    from matplotlib.ticker import NullFormatter  # noqa: PLC0415
+
+    for ax in fig.axes:  # minor-tick labels of short log axes overlap ("3x10^1 4x10^1"): drop them
+        if ax.get_xscale() == "log":
+            ax.xaxis.set_minor_formatter(NullFormatter())
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
