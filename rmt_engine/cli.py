@@ -80,7 +80,7 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
-def cmd_check(args) -> int:
+def cmd_validate(args) -> int:
     from .store import StoreError  # noqa: PLC0415
     from .study import StudySpecError  # noqa: PLC0415
 
@@ -98,6 +98,54 @@ def cmd_check(args) -> int:
           f"{study.n_points * study.trials} trials in {study.n_points * n_blocks(study.trials, tpt)} tasks "
           f"of <= {tpt} trials; config hash {study.config_hash()[:12]}")
     return EXIT_OK
+
+
+def _parse_value(v: str):
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
+
+
+def cmd_check(args) -> int:
+    """``check STORE --bound B``: exit 0 holds, 1 violated/undefined, 2 inconclusive, 3 bad input."""
+    from .store import StoreError, open_results  # noqa: PLC0415
+    from .testing import check_bound  # noqa: PLC0415
+
+    where = {}
+    for item in args.where:
+        if "=" not in item:
+            _err(f"--where {item!r}: expected KEY=VALUE")
+            return 3
+        k, v = item.split("=", 1)
+        vals = [_parse_value(x) for x in v.split(",")]
+        where[k] = vals if len(vals) > 1 else vals[0]
+    try:
+        ds = open_results(args.store)
+        res = check_bound(ds, args.bound, delta=args.delta, min_rate=args.min_rate, confidence=args.confidence,
+                          where=where or None, t=args.t)
+    except (StoreError, FileNotFoundError, ValueError, KeyError) as e:
+        _err(str(e))
+        return 3
+    from rich.table import Table  # noqa: PLC0415
+
+    con = _console()
+    t = Table(title=res.header())
+    for ax in res.axes:
+        t.add_column(ax)
+    for col in ("holds/trials", "rate", "interval", "status"):
+        t.add_column(col)
+    for p in res.points:
+        rate = "nan" if math.isnan(p.rate) else f"{p.rate:.4f}"
+        t.add_row(*[str(p.coords[a]) for a in res.axes], f"{p.holds}/{p.trials}", rate,
+                  f"[{p.lo:.4f}, {p.hi:.4f}]", p.status)
+    con.print(t)
+    status = res.status
+    if status == "inconclusive":
+        con.print("inconclusive: add trials")
+    return {"holds": 0, "violated": 1, "undefined": 1, "inconclusive": 2}[status]
 
 
 # --------------------------------------------------------------------------- info / show
@@ -273,12 +321,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--summary-json", metavar="FILE", help="also write the run summary as JSON to FILE")
     r.set_defaults(func=cmd_run)
 
-    c = sub.add_parser("check", help="validate a study TOML (and optionally a store path) without running",
+    c = sub.add_parser("validate", help="validate a study TOML (and optionally a store path) without running",
                        description="Validate a study: keys, types, every grid point, data files; with --store, "
                                    "also that the store can be created or resumed. Creates nothing.")
     c.add_argument("study", metavar="STUDY.toml")
     c.add_argument("--store", metavar="PATH")
-    c.set_defaults(func=cmd_check)
+    c.set_defaults(func=cmd_validate)
+
+    from .testing import BOUNDS  # noqa: PLC0415
+
+    ck = sub.add_parser("check", help="test a bound's holding rate per grid point of a result cube",
+                        description="For every grid point (and t) of STORE, the fraction of trials in which the "
+                                    "bound holds, with its Clopper-Pearson interval (rmt_engine.testing). Exit "
+                                    "status 0: holds everywhere (interval above --min-rate); 1: violated somewhere "
+                                    "(interval below) or undefined (NaN); 2: inconclusive somewhere (add trials); "
+                                    "3: bad store or argument. Bounds: " + ", ".join(BOUNDS) + ".")
+    ck.add_argument("store", metavar="STORE")
+    ck.add_argument("--bound", required=True, help="bound name: " + ", ".join(BOUNDS))
+    ck.add_argument("--delta", type=float, help="deviation delta (eq67_*, delta1, delta2)")
+    ck.add_argument("--min-rate", type=float, default=0.95, help="required holding rate (default 0.95)")
+    ck.add_argument("--confidence", type=float, default=0.99, help="confidence of the intervals (default 0.99)")
+    ck.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="select grid points (ds.sel); VALUE may be a comma-separated list")
+    ck.add_argument("--t", type=int, nargs="+", metavar="T", help="Khatri-Rao orders (default: all)")
+    ck.set_defaults(func=cmd_check)
 
     i = sub.add_parser("info", help="versions, BLAS, backends and GPU devices found",
                        description="Print versions, CPU cores, BLAS, array backends, GPU devices and cluster kinds.")

@@ -1,4 +1,4 @@
-"""The ``rmt-engine`` command line: help, info, trial, check, show, and the SLURM job script."""
+"""The ``rmt-engine`` command line: help, info, trial, validate, check, show, and the SLURM job script."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ trials_per_task = 2
 """
 
 
-@pytest.mark.parametrize("sub", ["run", "check", "info", "show", "trial"])
+@pytest.mark.parametrize("sub", ["run", "validate", "check", "info", "show", "trial"])
 def test_help_of_every_subcommand(sub, capsys):
     with pytest.raises(SystemExit) as e:
         main([sub, "--help"])
@@ -87,15 +87,15 @@ def test_trial_table_and_bad_input(capsys):
     assert "nope" in capsys.readouterr().err
 
 
-def test_check(tmp_path, capsys):
+def test_validate(tmp_path, capsys):
     toml = tmp_path / "s.toml"
     toml.write_text(TOML)
-    assert main(["check", str(toml), "--store", str(tmp_path / "x.zarr")]) == 0
+    assert main(["validate", str(toml), "--store", str(tmp_path / "x.zarr")]) == 0
     out = capsys.readouterr().out
     assert "OK: 4 grid points x 4 trials = 16 trials in 8 tasks" in out
     assert not (tmp_path / "x.zarr").exists()
     toml.write_text(TOML.replace("trials = 4", "trials = 0"))
-    assert main(["check", str(toml)]) == 2
+    assert main(["validate", str(toml)]) == 2
     assert "study.trials" in capsys.readouterr().err
 
 
