@@ -1,0 +1,64 @@
+"""Bound regression tests on the fixed regression study (40 trials per grid point), written as a user would.
+
+With 40 trials and 99% confidence, 40/40 holding gives a Clopper-Pearson lower end of 0.876, so
+these tests ask for min_rate 0.8 (0.95 would need ~100 trials to be conclusive). Holding counts
+of the golden cube (out of 40; d1 = 60 / 240):
+
+  bound (delta)        gelu     tanh     sigmoid
+  eq67_lower (0.2)     40/40    40/40    40/40      (also eq67_lower_paper)
+  eq67_upper (0.2)     40/40    35/40    40/40      (also eq67_upper_paper)
+  eq69                 40/40    40/40    40/40
+  delta2 (0.2)         34/39    32/40    40/40
+  delta1 (0.2)         0/19     0/21     0/16
+  delta1 (0.6)         8/40     5/40     2/40
+  eq9_margin           0/0      0/0      0/0        (d1 is far below the Eq. 9 width)
+"""
+
+from pathlib import Path
+
+import pytest
+
+from rmt_engine.testing import BoundInconclusive, BoundViolated, assert_bound_holds, assert_exact_bounds
+
+TOML = Path(__file__).resolve().parents[2] / "studies" / "regression.toml"
+ACTIVATIONS = ["gelu", "tanh", "sigmoid"]
+
+
+@pytest.fixture
+def ds(rmt_study):
+    return rmt_study(TOML)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_eq67_lower_and_eq69_hold(ds, activation):
+    where = {"activation": activation}
+    assert_bound_holds(ds, "eq67_lower", delta=0.2, min_rate=0.8, where=where)
+    assert_bound_holds(ds, "eq67_lower_paper", delta=0.2, min_rate=0.8, where=where)
+    assert_bound_holds(ds, "eq69", min_rate=0.8, where=where)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_eq67_upper_and_delta2_hold_at_the_wide_layer(ds, activation):
+    where = {"activation": activation, "d1": 240}
+    assert_bound_holds(ds, "eq67_upper", delta=0.2, min_rate=0.8, where=where)
+    assert_bound_holds(ds, "eq67_upper_paper", delta=0.2, min_rate=0.8, where=where)
+    assert_bound_holds(ds, "delta2", delta=0.2, min_rate=0.8, where=where)
+    assert_bound_holds(ds, "delta1", delta=0.6, min_rate=0.8, where=where)
+
+
+def test_eq67_upper_for_tanh_at_d1_60_needs_more_trials(ds):
+    with pytest.raises(BoundInconclusive, match=r"35/40 trials"):
+        assert_bound_holds(ds, "eq67_upper", delta=0.2, min_rate=0.8, where={"activation": "tanh", "d1": 60})
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_lambda_min_does_not_concentrate(ds, activation):
+    """lambda_min(M0) stays far below lambda_min(E[M0]) at these widths: empirical delta1 <= 0.2 fails."""
+    with pytest.raises(BoundViolated):
+        assert_bound_holds(ds, "delta1", delta=0.2, min_rate=0.8, where={"activation": activation})
+    with pytest.raises(BoundViolated):
+        assert_bound_holds(ds, "eq9_margin", min_rate=0.8, where={"activation": activation})
+
+
+def test_sharp_eq58_exact(ds):
+    assert_exact_bounds(ds)

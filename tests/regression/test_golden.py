@@ -1,0 +1,44 @@
+"""The regression suite: recompute studies/regression.toml and compare with the committed golden cube.
+
+An intended numerics change regenerates the cube on purpose:  python -m tests.regression.regenerate
+"""
+
+from pathlib import Path
+
+from rmt_engine.store import open_results
+from rmt_engine.testing import assert_cubes_close, assert_exact_bounds
+
+HERE = Path(__file__).resolve().parent
+TOML = HERE.parents[1] / "studies" / "regression.toml"
+GOLDEN = HERE / "golden_cube"
+
+# Tolerances. On one machine with blas_threads = 1 the cube is bitwise reproducible; across
+# machines BLAS kernels (blocking, FMA, SIMD width) change rounding. Quantities computed from
+# well-conditioned operations (largest eigen/singular values, norms, Hermite coefficients by
+# quadrature, Gram products) then move by a few ulp times the dimension: rtol 1e-9 leaves a
+# margin of ~1e4 over 30 * eps but catches any real change (a 1e-6 perturbation, a changed
+# constant). Smallest eigenvalues (and everything derived from them) carry an absolute error of
+# ~ n * eps * lambda_max, i.e. a relative error of ~ n * eps * cond; the regression cube has
+# cond(M0) up to 7e5 (sigmoid's c_0 spike), so ~ 30 * 2.2e-16 * 7e5 = 5e-9: rtol 1e-7 for those.
+LAMBDA_MIN_DERIVED = (
+    "lambda_min_M0", "sigma_min_F", "mu", "delta1", "margin", "eta_max", "rate", "rho", "lambda_min_EM0",
+    "sigma_min_X", "sigma_min_xkr", "eq58_lower", "eq58_lower_sharp", "eq67_lower", "eq67_lower_sharp",
+    "eq20_width", "lazy_ratio",
+)
+RTOL = {"*": 1e-9, **{v: 1e-7 for v in LAMBDA_MIN_DERIVED}}
+ATOL = {"*": 1e-300, "c0": 1e-15, "c0_w": 1e-15}  # c0 of tanh is 0 up to quadrature rounding
+
+
+def test_golden_cube_is_small_and_committed():
+    size = sum(f.stat().st_size for f in GOLDEN.rglob("*") if f.is_file())
+    assert 0 < size < 1_000_000, size
+
+
+def test_recomputed_cube_matches_golden(rmt_study):
+    new = rmt_study(TOML).load()
+    golden = open_results(GOLDEN).load()
+    assert_cubes_close(new, golden, rtol=RTOL, atol=ATOL)
+
+
+def test_exact_bounds_on_golden():
+    assert_exact_bounds(open_results(GOLDEN))
