@@ -2,6 +2,8 @@
 
 Exit codes: 0 success; 1 a run finished with failed tasks (listed; rerun to retry them);
 2 a bad study, store or argument (nothing was created or changed); 130 interrupted.
+``check STORE --bound B`` (rmt_engine.testing) instead: 0 the bound holds, 1 violated or undefined (NaN),
+2 inconclusive (add trials), 3 a bad store or argument.
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ An intended numerics change regenerates the cube on purpose:  python -m tests.re
 
 from pathlib import Path
 
+import pytest
+
 from rmt_engine.store import open_results
-from rmt_engine.testing import assert_cubes_close, assert_exact_bounds
+from rmt_engine.testing import CubesDiffer, assert_cubes_close, assert_exact_bounds
 
 HERE = Path(__file__).resolve().parent
 TOML = HERE.parents[1] / "studies" / "regression.toml"
@@ -42,3 +44,14 @@ def test_recomputed_cube_matches_golden(rmt_study):
 
 def test_exact_bounds_on_golden():
     assert_exact_bounds(open_results(GOLDEN))
+
+
+@pytest.mark.parametrize("var", ["sigma_max_F", "lambda_min_M0", "eq58_lower_sharp", "c1"])
+def test_planted_1e6_change_in_golden_is_caught(var):
+    golden = open_results(GOLDEN).load()
+    new = golden.copy(deep=True)
+    idx = (0,) * new[var].ndim
+    new[var][idx] = new[var][idx] * (1 + 1e-6)
+    assert_cubes_close(golden.copy(deep=True), golden, rtol=RTOL, atol=ATOL)
+    with pytest.raises(CubesDiffer, match=var):
+        assert_cubes_close(new, golden, rtol=RTOL, atol=ATOL)
