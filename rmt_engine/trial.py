@@ -122,6 +122,8 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
     if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)) or trial < 0:
         raise ValueError(f"trial must be a non-negative integer, got {trial!r}")
     act = get_activation(spec.activation)
+    if cache is None:
+        cache = {}  # point_record and point_data below share X, Y and E[M0]: compute them once
     rec = point_record(spec, cache)
     pd = point_data(spec, cache)
     n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
