@@ -18,12 +18,14 @@ do not use it near d1 ~ n.
 from __future__ import annotations
 
 import functools
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import rng
+from ._blas import syrk_upper_update
 from ._backend import array_namespace, backend_name
 from .activations import Activation, activation as _activation
 
@@ -33,7 +35,8 @@ class TrialSums:
     """What one pass over the row blocks of W0 (and the columns of V0) produces.
 
     ``M0`` (n x n, float64, symmetric), ``VF = V0 phi(W0 X)`` (d2 x n) or None,
-    ``VVt = V0 V0^T`` (d2 x d2) or None, ``max_row_norm_W0`` and ``max_col_norm_V0`` (floats).
+    ``VVt = V0 V0^T`` (d2 x d2) or None, ``max_row_norm_W0`` and ``max_col_norm_V0`` (floats),
+    ``stage_seconds``: thread-seconds spent per stage (sampling, WX, phi, gram, V0), summed over lanes.
     """
 
     M0: object
@@ -41,6 +44,16 @@ class TrialSums:
     VVt: object | None
     max_row_norm_W0: float
     max_col_norm_V0: float
+    stage_seconds: dict = field(default_factory=dict)
+
+
+#: Independent partial sums of the Gram matrix. Lane ``l`` accumulates row blocks
+#: ``l, l + LANES, ...`` and ``M0 = lane_0 + lane_1``. The number is fixed, so the summation
+#: order (hence every bit of M0) does not depend on how many threads run the lanes.
+LANES = 2
+
+#: Elements of one piece of a block in ``_apply_phi`` (2 MiB of float64).
+_PHI_CHUNK_ELEMS = 2**18
 
 
 def normal_block(xp, key, row_start: int, row_stop: int, ncols: int, scale: float = 1.0):
@@ -53,69 +66,75 @@ def normal_block(xp, key, row_start: int, row_stop: int, ncols: int, scale: floa
 
 
 def _syrk_update(M, F) -> None:
-    """``M += F^T F`` (upper triangle only on NumPy: dsyrk in place; full product elsewhere)."""
+    """``M += F^T F`` (upper triangle only on NumPy: dsyrk in place, GIL released; full product elsewhere)."""
     xp = array_namespace(M)
     if backend_name(xp) == "numpy":
-        from scipy.linalg.blas import dsyrk  # noqa: PLC0415
-
-        # F is C-contiguous (b x n) so F.T is Fortran-contiguous (n x b): no copy. C = A A^T.
-        out = dsyrk(1.0, F.T, beta=1.0, c=M, trans=0, lower=0, overwrite_c=1)
-        if out is not M:  # pragma: no cover - scipy copied (should not happen for F-ordered M)
-            M[...] = out
+        syrk_upper_update(M, np.ascontiguousarray(F))
     else:
         M += F.T @ F
 
 
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """One threadpoolctl controller for the process (building one scans the loaded libraries)."""
+    from scipy.linalg import cython_blas  # noqa: F401, PLC0415 - load SciPy's BLAS before the scan
+    from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+
+    return ThreadpoolController()
+
+
 def blas_threads() -> int:
-    """Threads of the BLAS pool of this process (1 inside study workers, which pin it)."""
-    try:
-        from threadpoolctl import threadpool_info  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        return 1
-    counts = [p.get("num_threads", 1) for p in threadpool_info() if p.get("user_api") == "blas"]
+    """Threads of the BLAS pools of this process now (1 inside study workers, which pin them)."""
+    counts = [c.num_threads for c in _blas_controller().lib_controllers if c.user_api == "blas"]
     return max(1, min(counts)) if counts else 1
 
 
 @functools.lru_cache(maxsize=4)
-def _phi_pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rmt-phi")
+def _lane_pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rmt-lane")
 
 
-#: Elements of one piece of a block in ``_apply_phi`` (2 MiB of float64).
-_PHI_CHUNK_ELEMS = 2**18
-
-
-def _apply_phi(act: Activation, Z, threads: int = 1):
-    """``phi(Z)`` in place where possible.
-
-    On CuPy the built-ins use the exact CUDA kernel in place (the only GPU-specific branch).
-    On NumPy the rows are processed in pieces of about 2 MiB (so the activation's temporaries
-    stay small: peak memory is M0 plus one block) and, with ``threads > 1``, over a thread pool:
-    NumPy/SciPy ufuncs release the GIL, and the activation (not BLAS) is the largest cost above
-    the flop limit. The result is elementwise, hence bitwise independent of ``threads``.
-    """
+def _apply_phi(act: Activation, Z):
+    """``phi(Z)``, in place where possible. On CuPy the built-ins use the exact CUDA kernel in place
+    (the only GPU-specific branch)."""
     xp = array_namespace(Z)
-    if backend_name(xp) == "cupy":
-        if act.builtin and Z.dtype == xp.float64:
-            from .gpu import ACTIVATION_IDS, apply_activation_gpu  # noqa: PLC0415
+    if backend_name(xp) == "cupy" and act.builtin and Z.dtype == xp.float64:
+        from .gpu import ACTIVATION_IDS, apply_activation_gpu  # noqa: PLC0415
 
-            if act.name in ACTIVATION_IDS:
-                return apply_activation_gpu(act.name, Z, out=Z)
-        return act.phi(Z)
-    rows = Z.shape[0]
-    step = max(1, _PHI_CHUNK_ELEMS // max(1, Z.shape[1]))  # small pieces: temporaries stay small
-    pieces = [(a, min(a + step, rows)) for a in range(0, rows, step)]
+        if act.name in ACTIVATION_IDS:
+            return apply_activation_gpu(act.name, Z, out=Z)
+    return act.phi(Z)
 
-    def work(piece):
-        a, b = piece
-        Z[a:b] = act.phi(Z[a:b])
 
-    if threads <= 1 or len(pieces) == 1:
-        for piece in pieces:
-            work(piece)
-    else:
-        list(_phi_pool(threads).map(work, pieces))
-    return Z
+def _phi_of_product(act: Activation, W, Xw, seconds: dict):
+    """``F = phi(W Xw)`` (rows x n) for a block of rows W (rows x d0).
+
+    On NumPy the block is formed in pieces of about 2 MiB: each piece of ``W Xw`` is still in
+    cache when ``phi`` reads it, and the activation's temporaries stay small. Elementwise, so
+    the result does not depend on the pieces. Adds the seconds of the product and of phi to
+    ``seconds["WX"]`` and ``seconds["phi"]``.
+    """
+    xp = array_namespace(W)
+    clock = time.perf_counter
+    if backend_name(xp) != "numpy":
+        t0 = clock()
+        Z = W @ Xw
+        t1 = clock()
+        Z = _apply_phi(act, Z)
+        seconds["WX"] += t1 - t0
+        seconds["phi"] += clock() - t1
+        return Z
+    rows, n = W.shape[0], Xw.shape[1]
+    F = np.empty((rows, n), dtype=Xw.dtype)
+    step = max(1, _PHI_CHUNK_ELEMS // max(1, n))
+    for a in range(0, rows, step):
+        t0 = clock()
+        piece = np.matmul(W[a:a + step], Xw, out=F[a:a + step])
+        t1 = clock()
+        F[a:a + step] = act.phi(piece)
+        seconds["WX"] += t1 - t0
+        seconds["phi"] += clock() - t1
+    return F
 
 
 def _symmetrize_from_upper(M):
@@ -127,12 +146,72 @@ def _symmetrize_from_upper(M):
     return M  # the full product was accumulated
 
 
+class _Lane:
+    """One partial sum of the pass: its own M0 (and V0 products), fed whole row blocks."""
+
+    def __init__(self, xp, n: int, d2: int):
+        self.xp = xp
+        if backend_name(xp) == "numpy":
+            self.M = np.zeros((n, n), dtype=np.float64, order="F")  # dsyrk updates it in place
+        else:
+            self.M = xp.zeros((n, n), dtype=xp.float64)
+        self.VF = xp.zeros((d2, n), dtype=xp.float64) if d2 else None
+        self.VVt = xp.zeros((d2, d2), dtype=xp.float64) if d2 else None
+        self.max_w = 0.0
+        self.max_v = 0.0
+        self.seconds = dict(sampling=0.0, WX=0.0, phi=0.0, gram=0.0, V0=0.0)
+
+    def add_block(self, p, r0: int, r1: int) -> None:
+        """Rows ``r0:r1`` of W0 (and columns of V0): sample, ``F = phi(W X)``, ``M += F^T F``."""
+        xp, clock, sec = self.xp, time.perf_counter, self.seconds
+        t0 = clock()
+        W = normal_block(xp, p.key_W, r0, r1, p.d0, p.w1)
+        self.max_w = max(self.max_w, float(xp.sqrt(xp.max(xp.sum(W * W, axis=1)))))
+        W = W.astype(p.work, copy=False)
+        sec["sampling"] += clock() - t0
+        F = _phi_of_product(p.act, W, p.Xw, sec)
+        if F.dtype != xp.float64:
+            F = F.astype(xp.float64)
+        t3 = clock()
+        _syrk_update(self.M, F)
+        t4 = clock()
+        sec["gram"] += t4 - t3
+        if p.d2:
+            Vt = normal_block(xp, p.key_V, r0, r1, p.d2, p.w2)  # rows r0:r1 of V0^T = columns of V0
+            self.max_v = max(self.max_v, float(xp.sqrt(xp.max(xp.sum(Vt * Vt, axis=1)))))
+            self.VF += Vt.T @ F
+            self.VVt += Vt.T @ Vt
+            sec["V0"] += clock() - t4
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """The fixed inputs of one pass (shared read-only by the lanes)."""
+
+    act: Activation
+    Xw: object
+    d0: int
+    w1: float
+    key_W: object
+    d2: int
+    w2: float
+    key_V: object
+    work: object
+
+
 def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None,
                d2: int = 0, w2: float = 1.0, key_V=None, block_rows: int = 4096,
                dtype: str = "float64") -> TrialSums:
     """One pass over the row blocks of W0 (and the matching columns of V0 when ``d2 > 0``).
 
     X: ``d0 x n`` (NumPy or CuPy, float64). Returns :class:`TrialSums`.
+
+    The rows are cut into blocks of at most ``ceil(block_rows / LANES)`` rows (and at least
+    ``LANES`` blocks when d1 allows); the blocks are dealt round-robin to ``LANES`` partial sums.
+    On NumPy the lanes run on up to ``LANES`` threads, each with a single-threaded BLAS (with
+    more BLAS threads than lanes, the surplus goes to each lane's BLAS): no thread ever waits
+    for, or spins beside, another pool. The numbers depend on ``block_rows`` (summation order),
+    never on the thread count.
     """
     act = _activation(act)
     xp = array_namespace(X)
@@ -140,31 +219,37 @@ def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
     if block_rows < 1:
         raise ValueError(f"block_rows must be >= 1, got {block_rows}")
     work = xp.float32 if dtype == "float32" else xp.float64
-    Xw = X.astype(work)
-    if backend_name(xp) == "numpy":
-        M = np.zeros((n, n), dtype=np.float64, order="F")
+    p = _Pass(act, X.astype(work), d0, w1, key_W, d2, w2, key_V, work)
+    lane_rows = max(1, min(-(-block_rows // LANES), -(-d1 // LANES)))
+    blocks = list(rng.row_blocks(d1, lane_rows))
+    lanes = [_Lane(xp, n, d2) for _ in range(LANES)]
+
+    def run(lane_index: int) -> None:
+        for r0, r1 in blocks[lane_index::LANES]:
+            lanes[lane_index].add_block(p, r0, r1)
+
+    threads = blas_threads() if backend_name(xp) == "numpy" else 1
+    if threads > 1:
+        parallel = min(LANES, threads)
+        with _blas_controller().limit(limits=max(1, threads // parallel), user_api="blas"):
+            list(_lane_pool(parallel).map(run, range(LANES)))
     else:
-        M = xp.zeros((n, n), dtype=xp.float64)
-    VF = xp.zeros((d2, n), dtype=xp.float64) if d2 else None
-    VVt = xp.zeros((d2, d2), dtype=xp.float64) if d2 else None
-    max_w = 0.0
-    max_v = 0.0
-    threads = blas_threads()
-    for r0, r1 in rng.row_blocks(d1, block_rows):
-        W = normal_block(xp, key_W, r0, r1, d0, w1)
-        max_w = max(max_w, float(xp.sqrt(xp.max(xp.sum(W * W, axis=1)))))
-        F = _apply_phi(act, W.astype(work) @ Xw, threads)
-        if F.dtype != xp.float64:
-            F = F.astype(xp.float64)
-        _syrk_update(M, F)
-        if d2:
-            Vt = normal_block(xp, key_V, r0, r1, d2, w2)  # rows r0:r1 of V0^T = columns of V0
-            max_v = max(max_v, float(xp.sqrt(xp.max(xp.sum(Vt * Vt, axis=1)))))
-            VF += Vt.T @ F
-            VVt += Vt.T @ Vt
-        del W, F  # free this block before the next one is allocated: peak = M0 + one block
+        for lane_index in range(LANES):
+            run(lane_index)
+
+    M = lanes[0].M
+    for lane in lanes[1:]:
+        M += lane.M
     M = _symmetrize_from_upper(M)
-    return TrialSums(M, VF, VVt, max_w, max_v)
+    VF = VVt = None
+    if d2:
+        VF, VVt = lanes[0].VF, lanes[0].VVt
+        for lane in lanes[1:]:
+            VF += lane.VF
+            VVt += lane.VVt
+    seconds = {k: sum(lane.seconds[k] for lane in lanes) for k in lanes[0].seconds}
+    return TrialSums(M, VF, VVt, max(lane.max_w for lane in lanes), max(lane.max_v for lane in lanes),
+                     seconds)
 
 
 def gram(X, activation, d1: int, *, w1: float = 1.0, seed: int = 0, trial: int = 0,

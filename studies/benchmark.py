@@ -11,7 +11,11 @@ For each (n, d0, d1), gelu, sphere data, it reports medians over repetitions of
 - limits: flops / the float64 GEMM rate measured in the same run: ``2 d1 d0 n`` (W X) +
   ``d1 n^2`` (syrk) + ``4/3 n^3`` per eigenvalue reduction (one for the extremes, two for the full
   record, which also needs ||M0 - E[M0]||_2);
-- peak memory (tracemalloc: NumPy reports its buffers to it) and the share of time per stage.
+- peak memory (tracemalloc: NumPy reports its buffers to it) and the time per stage of the
+  extremes path, measured inside the engine's own loop (``TrialSums.stage_seconds``: thread-seconds
+  of sampling, W X, phi and the Gram update, summed over the lanes) plus the eigenvalue reduction;
+- trials/s of a study (embedded below) on a LocalCluster of 1 and of 2 workers, started before
+  the clock and warmed up by one run, so only the study's own work is timed.
 All ratios are measured against baselines of the same run; nothing is compared with absolute times.
 """
 
@@ -20,15 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import scipy.special as sp
 
 import rmt_engine as rmt
 from rmt_engine import rng
-from rmt_engine.gram import _syrk_update
+from rmt_engine.gram import accumulate
 from rmt_engine.spectra import eigvalsh
 
 SIZES = [(1000, 32, 4000), (2000, 45, 8000), (4000, 64, 16000), (1000, 32, 64000)]
@@ -63,32 +69,6 @@ def _t(fn):
     return time.perf_counter() - t0
 
 
-def stage_shares(X, d1, block_rows):
-    """Seconds per stage of the extremes path, replaying gram's loop stage by stage."""
-    d0, n = X.shape
-    key = rng.stream_key(0, "W0", 0)
-    M = np.zeros((n, n), order="F")
-    s = dict(sampling=0.0, WX=0.0, phi=0.0, gram=0.0)
-    for r0, r1 in rng.row_blocks(d1, block_rows):
-        t0 = time.perf_counter()
-        W = rng.normal_rows(key, r0, r1, d0)
-        t1 = time.perf_counter()
-        Z = W @ X
-        t2 = time.perf_counter()
-        F = gelu(Z)
-        t3 = time.perf_counter()
-        _syrk_update(M, F)
-        t4 = time.perf_counter()
-        s["sampling"] += t1 - t0
-        s["WX"] += t2 - t1
-        s["phi"] += t3 - t2
-        s["gram"] += t4 - t3
-    t0 = time.perf_counter()
-    eigvalsh(M)
-    s["eigenvalues"] = time.perf_counter() - t0
-    return s
-
-
 def bench(n, d0, d1, reps, rate):
     X = rmt.make_data("sphere", d0, n, seed=0)
     spec = rmt.TrialSpec(activation="gelu", n=n, d0=d0, d1=d1)
@@ -99,8 +79,16 @@ def bench(n, d0, d1, reps, rate):
         s = np.linalg.svd(gelu(W @ X), compute_uv=False)
         return s[-1], s[0]
 
+    key = rng.stream_key(0, "W0", 0)
+    stages = {}
+
     def extremes():
-        lam = eigvalsh(rmt.gram(X, "gelu", d1, block_rows=spec.rows_per_block))
+        t0 = time.perf_counter()
+        sums = accumulate(X, "gelu", d1, key_W=key, block_rows=spec.rows_per_block)
+        t1 = time.perf_counter()
+        lam = eigvalsh(sums.M0)
+        stages.update({k: round(v, 4) for k, v in sums.stage_seconds.items() if v},
+                      accumulate_wall=round(t1 - t0, 4), eigenvalues=round(time.perf_counter() - t1, 4))
         return np.sqrt(lam[0]), np.sqrt(lam[-1])
 
     cache = {}
@@ -112,7 +100,6 @@ def bench(n, d0, d1, reps, rate):
     t_full, m_full, _ = timed(lambda: rmt.run_trial(spec, next(trial), cache=cache), reps)
     flops_ext = 2 * d1 * d0 * n + d1 * n**2 + 4 / 3 * n**3
     flops_full = flops_ext + 4 / 3 * n**3
-    shares = stage_shares(X, d1, spec.rows_per_block)
     return dict(
         n=n, d0=d0, d1=d1, naive_s=t_naive, extremes_s=t_ext, full_s=t_full,
         limit_extremes_s=flops_ext / rate, limit_full_s=flops_full / rate,
@@ -120,8 +107,41 @@ def bench(n, d0, d1, reps, rate):
         naive_over_extremes=t_naive / t_ext,
         peak_naive_MB=m_naive / 2**20, peak_extremes_MB=m_ext / 2**20, peak_full_MB=m_full / 2**20,
         peak_extremes_over_n2=m_ext / (8 * n * n),
-        stage_s={k: round(v, 4) for k, v in shares.items()},
+        stage_s=dict(stages),
     )
+
+
+WORKER_STUDY = """
+name = "benchmark-workers"
+[study]
+trials = 48
+seed = 5
+t = [2]
+[grid]
+activation = ["gelu", "tanh"]
+n = [200]
+d0 = [16]
+d1 = [2000]
+[execution]
+trials_per_task = 4
+"""
+
+
+def worker_scaling(counts=(1, 2)) -> dict:
+    """Trials/s of the embedded study on a LocalCluster of each size (startup not timed)."""
+    from distributed import Client
+
+    from rmt_engine.cluster import local_cluster
+    from rmt_engine.study import Study
+
+    study = Study.from_toml_text(WORKER_STUDY)
+    out = {}
+    for workers in counts:
+        with tempfile.TemporaryDirectory() as tmp, local_cluster(workers) as cluster, Client(cluster) as client:
+            study.run(Path(tmp) / "warmup.zarr", client=client, progress=False)  # imports, caches
+            summary = study.run(Path(tmp) / "timed.zarr", client=client, progress=False)
+            out[workers] = summary.trials_per_s
+    return out
 
 
 def main(argv=None):
@@ -130,6 +150,7 @@ def main(argv=None):
     ap.add_argument("--size", action="append", metavar="N,D0,D1", help="run only these sizes (repeatable)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", help="write the results to this file")
+    ap.add_argument("--no-workers", action="store_true", help="skip the 1 vs 2 worker study")
     args = ap.parse_args(argv)
     rate = gemm_rate()
     print(f"float64 GEMM rate measured now: {rate / 1e9:.1f} GFLOP/s")
@@ -145,10 +166,15 @@ def main(argv=None):
             row["n"], row["d0"], row["d1"], row["naive_s"], row["extremes_s"], row["full_s"],
             row["extremes_over_limit"], row["full_over_limit"], row["naive_over_extremes"],
             row["peak_naive_MB"], row["peak_extremes_MB"], row["peak_extremes_over_n2"])))
-        print("   stage seconds (extremes path):", row["stage_s"])
+        print("   stage seconds (extremes path; thread-seconds inside accumulate):", row["stage_s"])
+    scaling = {}
+    if not args.no_workers:
+        scaling = worker_scaling()
+        print("study trials/s: " + ", ".join(f"{k} worker{'s' * (k > 1)} {v:.1f}" for k, v in scaling.items())
+              + (f"; 2 vs 1: {scaling[2] / scaling[1]:.2f}x" if 1 in scaling and 2 in scaling else ""))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(gemm_flops=rate, rows=rows), f, indent=2)
+            json.dump(dict(gemm_flops=rate, rows=rows, study_trials_per_s=scaling), f, indent=2)
 
 
 if __name__ == "__main__":

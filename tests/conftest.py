@@ -2,8 +2,15 @@
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from rmt_engine._backend import gpu_available
+
+# Property tests draw the same examples on every run (CI must not pass or fail by chance);
+# `pytest --hypothesis-profile=explore` draws fresh ones when hunting for counterexamples.
+settings.register_profile("default", derandomize=True)
+settings.register_profile("explore", derandomize=False, max_examples=1000)
+settings.load_profile("default")
 
 
 def _xp_params():

@@ -27,14 +27,16 @@ def test_eq67_lower_is_paper_formula(w1, ct, smin, d1, t, delta):
 
 
 @settings(max_examples=50, deadline=None)
-@given(c0=st.floats(-3, 3), c1=st.floats(-3, 3), cinf2=st.floats(0, 5), smax=pos,
+@given(c0=st.floats(-3, 3, allow_subnormal=False), c1=st.floats(-3, 3, allow_subnormal=False),
+       cinf2=st.floats(0, 5, allow_subnormal=False), smax=pos,
        d1=st.integers(1, 10**6), n=st.integers(1, 10**4), delta=st.floats(0, 3))
 def test_eq67_upper_dominates_sqrt_of_eq58_upper(c0, c1, cinf2, smax, d1, n, delta):
     # sqrt(a + b) <= sqrt(a) + sqrt(b): the paper's Eq. 67 upper bound is never tighter than
     # sqrt((1 + delta2) * Eq. 58 upper), which is what lambda_max(M0) <= (1+delta2) lambda_max(E[M0]) gives.
     paper = bounds.eq67_upper(d1, n, c0, c1, cinf2, smax, delta)
     sharp = bounds.eq67_upper_sharp(bounds.eq58_upper(d1, n, c0, c1, cinf2, smax), delta)
-    assert sharp <= paper * (1 + 1e-12)
+    # (below 1e-150 the square roots of subnormal sums have lost their relative accuracy)
+    assert sharp <= paper * (1 + 1e-12) + 1e-150
 
 
 def test_eq60_k_and_kappa_by_hand():

@@ -87,10 +87,75 @@ def test_gram_rejects_bad_input():
 
 
 @pytest.mark.parametrize("name", ["gelu", "softplus"])
-def test_threaded_activation_is_bitwise_independent_of_threads(name):
-    from rmt_engine.gram import _apply_phi
+def test_lanes_give_the_same_bits_on_one_or_two_threads(name):
+    """The lanes' summation order is fixed: the thread count cannot change any number."""
+    from threadpoolctl import threadpool_limits
 
-    Z = np.random.default_rng(0).standard_normal((301, 400))
-    ref = activation(name).phi(Z)
+    X = make_data("sphere", 7, 60, seed=5)
+    kW, kV = rng.stream_key(3, "W0", 1), rng.stream_key(3, "V0", 1)
+    runs = []
     for threads in (1, 2, 3):
-        assert np.array_equal(_apply_phi(activation(name), Z.copy(), threads), ref)
+        with threadpool_limits(threads, user_api="blas"):
+            runs.append(accumulate(X, name, 1001, w1=1.3, key_W=kW, d2=2, w2=0.5, key_V=kV, block_rows=64))
+    for other in runs[1:]:
+        for field in ("M0", "VF", "VVt"):
+            assert np.array_equal(getattr(other, field), getattr(runs[0], field))
+        assert other.max_row_norm_W0 == runs[0].max_row_norm_W0
+        assert other.max_col_norm_V0 == runs[0].max_col_norm_V0
+    assert set(runs[0].stage_seconds) == {"sampling", "WX", "phi", "gram", "V0"}
+    assert all(v > 0 for v in runs[0].stage_seconds.values())
+
+
+def test_blocks_are_dealt_to_lanes_and_summed_in_lane_order():
+    """M0 = (sum of the even blocks) + (sum of the odd blocks), each summed in block order."""
+    from rmt_engine.gram import LANES
+
+    X = make_data("sphere", 5, 40, seed=6)
+    key = rng.stream_key(0, "W0", 0)
+    F = dense_F(X, "tanh", 100, 1.0, 0, 0)
+    s = accumulate(X, "tanh", 100, key_W=key, block_rows=2 * LANES * 10)  # lane blocks of 20 rows
+    lanes = [sum(F[r:r + 20].T @ F[r:r + 20] for r in range(lane * 20, 100, 20 * LANES)) for lane in range(LANES)]
+    np.testing.assert_allclose(s.M0, sum(lanes), rtol=1e-13, atol=1e-13 * np.abs(s.M0).max())
+
+
+def test_one_row_block_is_still_split_over_the_lanes():
+    """d1 <= block_rows: the rows are cut into LANES blocks, so both lanes get work."""
+    X = make_data("sphere", 4, 10, seed=7)
+    key = rng.stream_key(0, "W0", 0)
+    s = accumulate(X, "gelu", 9, key_W=key, block_rows=4096)
+    F = dense_F(X, "gelu", 9, 1.0, 0, 0)
+    np.testing.assert_allclose(s.M0, F[:5].T @ F[:5] + F[5:].T @ F[5:], rtol=1e-14, atol=1e-14)
+
+
+def test_product_and_activation_in_pieces_match_the_whole_block():
+    from rmt_engine.gram import _phi_of_product
+
+    X = make_data("sphere", 9, 400, seed=8)  # 655 rows per 2 MiB piece: three pieces below
+    W = rng.normal_rows(rng.stream_key(1, "W0", 0), 0, 1500, 9)
+    seconds = dict(WX=0.0, phi=0.0)
+    F = _phi_of_product(activation("gelu"), W, X, seconds)
+    ref = activation("gelu").phi(W @ X)
+    np.testing.assert_allclose(F, ref, rtol=1e-14, atol=1e-15)
+    assert seconds["WX"] > 0 and seconds["phi"] > 0
+
+
+def test_gil_free_syrk_is_scipy_dsyrk_bit_for_bit():
+    from scipy.linalg.blas import dsyrk
+
+    from rmt_engine._blas import syrk_upper_update
+
+    A = np.random.default_rng(0).standard_normal((301, 123))
+    C0 = np.asfortranarray(np.random.default_rng(1).standard_normal((123, 123)))
+    C = C0.copy(order="F")
+    syrk_upper_update(C, A)
+    ref = dsyrk(1.0, A.T, beta=1.0, c=C0, trans=0, lower=0)
+    assert np.array_equal(np.triu(C), np.triu(ref))
+    assert np.array_equal(np.tril(C, -1), np.tril(C0, -1))  # the lower triangle is not touched
+    with pytest.raises(ValueError, match="Fortran-ordered"):
+        syrk_upper_update(np.ascontiguousarray(C0), A)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        syrk_upper_update(C, np.asfortranarray(A))
+    with pytest.raises(ValueError, match=r"\(k, 123\)"):
+        syrk_upper_update(C, A[:, :100].copy())
+
+
