@@ -136,7 +136,10 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
     rank_deficient = d1 < n
     sigma_min_F = 0.0 if rank_deficient else math.sqrt(max(lam_min, 0.0))
     sigma_max_F = math.sqrt(max(lam_max, 0.0))
-    dev = float(spectral_norm_sym(sums.M0 - d1 * pd.K))
+    deviation = pd.K * (-d1)  # M0 - E[M0] with one n x n temporary
+    deviation += sums.M0
+    dev = float(spectral_norm_sym(deviation))
+    del deviation
     smax_X = rec["sigma_max_X"]
     smax_V0 = math.sqrt(max(float(extreme_eigenvalues(sums.VVt)["lambda_max"]), 0.0))
     k1 = bounds.eq60_k(sums.max_row_norm_W0, spec.w1, d0, d1)

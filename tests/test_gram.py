@@ -159,3 +159,13 @@ def test_gil_free_syrk_is_scipy_dsyrk_bit_for_bit():
         syrk_upper_update(C, A[:, :100].copy())
 
 
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 255, 256, 257, 600])
+def test_symmetrize_copies_the_upper_triangle_down(n):
+    from rmt_engine.gram import _symmetrize_from_upper
+
+    A = np.asfortranarray(np.random.default_rng(n).standard_normal((n, n)))
+    expected = np.triu(A) + np.triu(A, 1).T
+    out = _symmetrize_from_upper(A.copy(order="F"))
+    assert np.array_equal(out, expected)
