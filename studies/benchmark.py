@@ -6,7 +6,8 @@
 
 For each (n, d0, d1), gelu, sphere data, it reports medians over repetitions of
 - naive: ``W = rng.standard_normal((d1, d0)); F = gelu(W @ X); svd(F, compute_uv=False)``;
-- extremes: ``rmt_engine.gram`` + one symmetric eigenvalue reduction (sigma_min, sigma_max of F);
+- extremes: ``rmt_engine.gram.accumulate`` (what ``rmt_engine.gram`` runs) + one symmetric eigenvalue
+  reduction (sigma_min, sigma_max of F);
 - full: ``run_trial`` (per-grid-point work cached, as in a study);
 - limits: flops / the float64 GEMM rate measured in the same run: ``2 d1 d0 n`` (W X) +
   ``d1 n^2`` (syrk) + ``4/3 n^3`` per eigenvalue reduction (one for the extremes, two for the full
