@@ -37,6 +37,7 @@ import tempfile
 import time
 import tomllib
 import uuid
+import dataclasses
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -49,8 +50,10 @@ from .fields import FIELDS, field_name
 from .spec import DTYPES, TrialSpec
 from .store import GRID_AXES
 
+#: The defaults of every per-point quantity live in one place: the fields of ``TrialSpec``.
+_SPEC_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialSpec) if f.default is not dataclasses.MISSING}
 REQUIRED_AXES = ("activation", "n", "d0", "d1")
-AXIS_DEFAULTS = {"data": ("sphere",), "d2": (1,), "w1": (1.0,), "w2": (1.0,)}
+AXIS_DEFAULTS = {a: (_SPEC_DEFAULTS[a],) for a in ("data", "d2", "w1", "w2")}
 CLUSTER_KINDS = ("local", "slurm", "cuda")
 DEFAULT_TRIALS_PER_TASK = 10
 TOP_KEYS = ("name", "description", "study", "grid", "execution", "cluster")
@@ -58,17 +61,17 @@ TOP_KEYS = ("name", "description", "study", "grid", "execution", "cluster")
 STUDY_KEYS = {
     "trials": ("posint", None),
     "seed": ("nonnegint", None),
-    "t": ("posint_list", (2,)),
-    "dtype": ("str", "float64"),
-    "block_rows": ("posint", None),
+    "t": ("posint_list", _SPEC_DEFAULTS["t"]),
+    "dtype": ("str", _SPEC_DEFAULTS["dtype"]),
+    "block_rows": ("posint", _SPEC_DEFAULTS["block_rows"]),
     "save_spectrum": ("bool", False),
     "allow_d1_below_n": ("bool", False),
-    "data_path": ("str", None),
-    "delta1": ("float", 0.2),
-    "delta2": ("float", 0.2),
-    "C": ("float", 1.0),
-    "chi_max": ("float", None),
-    "backend": ("str", "numpy"),
+    "data_path": ("str", _SPEC_DEFAULTS["data_path"]),
+    "delta1": ("float", _SPEC_DEFAULTS["delta1"]),
+    "delta2": ("float", _SPEC_DEFAULTS["delta2"]),
+    "C": ("float", _SPEC_DEFAULTS["C"]),
+    "chi_max": ("float", _SPEC_DEFAULTS["chi_max"]),
+    "backend": ("str", _SPEC_DEFAULTS["backend"]),
 }
 AXIS_KINDS = {"activation": "str", "data": "str", "n": "posint", "d0": "posint", "d1": "posint",
               "d2": "posint", "w1": "float", "w2": "float"}
@@ -226,17 +229,17 @@ class Study:
     grid: dict
     trials: int
     seed: int
-    t: tuple = (2,)
-    dtype: str = "float64"
-    block_rows: int | None = None
+    t: tuple = _SPEC_DEFAULTS["t"]
+    dtype: str = _SPEC_DEFAULTS["dtype"]
+    block_rows: int | None = _SPEC_DEFAULTS["block_rows"]
     save_spectrum: bool = False
     allow_d1_below_n: bool = False
-    data_path: str | None = None
-    delta1: float = 0.2
-    delta2: float = 0.2
-    C: float = 1.0
-    chi_max: float | None = None
-    backend: str = "numpy"
+    data_path: str | None = _SPEC_DEFAULTS["data_path"]
+    delta1: float = _SPEC_DEFAULTS["delta1"]
+    delta2: float = _SPEC_DEFAULTS["delta2"]
+    C: float = _SPEC_DEFAULTS["C"]
+    chi_max: float | None = _SPEC_DEFAULTS["chi_max"]
+    backend: str = _SPEC_DEFAULTS["backend"]
     name: str = "study"
     description: str = ""
     execution: Execution = field(default_factory=Execution)

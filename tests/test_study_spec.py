@@ -245,3 +245,11 @@ def test_quickstart_study_is_valid():
     assert len(s.grid["n"]) == 2 and len(s.grid["d1"]) == 2
     assert 10 <= s.trials <= 50
     assert re.fullmatch(r"[0-9a-f]{64}", s.config_hash())
+
+
+def test_a_minimal_study_gives_the_trial_spec_defaults():
+    from rmt_engine.spec import TrialSpec
+
+    study = Study(grid={"activation": ["gelu"], "n": [10], "d0": [4], "d1": [40]}, trials=2, seed=3)
+    (labels,) = list(study.points())
+    assert study.trial_spec(labels) == TrialSpec(activation="gelu", n=10, d0=4, d1=40, seed=3)
