@@ -56,17 +56,28 @@ def _select_t(ds, t):
 
 
 def _stats(da, quantiles, dim="trial"):
-    """mean, std, quantiles of ``da`` over ``dim`` (NaN ignored), as a Dataset."""
+    """mean, std, quantiles of ``da`` over ``dim`` (NaN and inf ignored), as a Dataset.
+
+    A slice with no finite value gives NaN (std: fewer than two), computed without dividing by
+    zero, so no RuntimeWarning is raised from inside dask.
+    """
     xr = _xr()
     da = _single_chunk(da, [dim])
     finite = da.where(np.isfinite(da))
-    out = xr.Dataset({
-        "mean": finite.mean(dim),
-        "std": finite.std(dim, ddof=1),
-        "q": finite.quantile(list(quantiles), dim=dim).rename(quantile="quantile"),
-        "count": finite.count(dim),
-    })
-    return out
+    count = finite.count(dim)
+    mean = finite.sum(dim) / count.where(count > 0)
+    var = ((finite - mean) ** 2).sum(dim) / (count - 1).where(count > 1)
+    return xr.Dataset({"mean": mean, "std": np.sqrt(var), "q": _quantiles(finite, quantiles, dim), "count": count})
+
+
+def _quantiles(da, quantiles, dim):
+    """NaN-skipping quantiles of ``da`` over ``dim`` (a ``quantile`` dim); NaN for all-NaN slices.
+
+    Such a slice is filled with zeros for the computation and masked after it, so NumPy's
+    "All-NaN slice" warning is not raised.
+    """
+    some = da.count(dim) > 0
+    return da.where(some, 0.0).quantile(list(quantiles), dim=dim).where(some)
 
 
 # --------------------------------------------------------------------------- concentration
@@ -77,7 +88,8 @@ def concentration_summary(ds, quantiles=DEFAULT_QUANTILES, *, t=None, dim="trial
 
     Returns a Dataset with, for each quantity ``Q`` in
     ``lower_ratio = sigma_min_F / eq67_lower_sharp`` (Eq. 67 lower bound, sharp form; the
-    bound holds in a trial when the ratio is >= 1), ``upper_ratio = sigma_max_F /
+    bound holds in a trial when the ratio is >= 1; NaN where the bound is 0, e.g. c_t = 0 or
+    n > C(d0+t-1, t): there is nothing to compare with), ``upper_ratio = sigma_max_F /
     eq67_upper_sharp`` (Eq. 67 upper bound; holds when <= 1), ``delta1``, ``delta2`` (the
     empirical deviations of Eq. 67: ``1 - lambda_min(M0)/lambda_min(E[M0])`` and
     ``lambda_max(M0)/lambda_max(E[M0]) - 1``): ``Q_mean``, ``Q_std``, ``Q_q`` (along a
@@ -87,7 +99,7 @@ def concentration_summary(ds, quantiles=DEFAULT_QUANTILES, *, t=None, dim="trial
     xr = _xr()
     ds = _select_t(ds, t)
     quantities = {
-        "lower_ratio": ds["sigma_min_F"] / ds["eq67_lower_sharp"],
+        "lower_ratio": ds["sigma_min_F"] / ds["eq67_lower_sharp"].where(ds["eq67_lower_sharp"] > 0),
         "upper_ratio": ds["sigma_max_F"] / ds["eq67_upper_sharp"],
         "delta1": ds["delta1"],
         "delta2": ds["delta2"],
@@ -404,7 +416,7 @@ def c0_spike(ds, quantiles=(0.05, 0.5, 0.95), *, min_c0=1e-8):
     pred = (ds["d1"] * c0 ** 2 * ds["n"]).where(abs(c0) >= min_c0)
     ratio = _single_chunk(ds["lambda_max_M0"] / pred, ["trial"])
     return xr.Dataset({
-        "spike_ratio_q": ratio.quantile(list(quantiles), dim="trial"),
+        "spike_ratio_q": _quantiles(ratio, quantiles, "trial"),
         "prediction": pred,
         "spike_fraction": pred / ds["eq58_upper_sharp"],
     })

@@ -83,7 +83,7 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
     md += ["## Eq. 67: empirical singular values against the sharp bounds", "",
            "`lower_ratio` = sigma_min(phi(W0 X)) / eq67_lower_sharp (bound holds if >= 1), "
            "`upper_ratio` = sigma_max(phi(W0 X)) / eq67_upper_sharp (holds if <= 1); empirical delta1, delta2 "
-           "of Eq. 67. Mean and 5%/95% quantiles over trials. A NaN/inf lower ratio means the Eq. 58 lower "
+           "of Eq. 67. Mean and 5%/95% quantiles over trials. A NaN lower ratio means the Eq. 58 lower "
            "bound is 0 (c_t = 0 or n > C(d0+t-1, t)).", "",
            _table(tab, ["lower_ratio_q05", "lower_ratio_mean", "lower_ratio_q95", "upper_ratio_mean",
                         "upper_ratio_q95", "delta1_mean", "delta1_q95", "delta2_mean", "delta2_q95"]), ""]

@@ -67,3 +67,28 @@ def test_plots_module_does_not_import_matplotlib_at_import():
     code = "import sys, rmt_engine.plots, rmt_engine.report, rmt_engine.analysis; print('matplotlib' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"
+
+
+def test_zero_bounds_and_empty_slices_give_nan_without_warnings(tiny_store):
+    """tanh has c_2 = 0, so its Eq. 58 lower bound at t = 2 is 0 and it has no c0 spike."""
+    import warnings
+
+    import numpy as np
+
+    from rmt_engine import analysis as A
+    from rmt_engine.store import open_results
+
+    ds = open_results(tiny_store)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        conc = A.concentration_summary(ds, t=2).compute()
+        spike = A.c0_spike(ds).compute()
+    tanh, gelu = dict(activation="tanh"), dict(activation="gelu")
+    assert np.isnan(conc["lower_ratio_mean"].sel(tanh)).all()
+    assert np.isnan(conc["lower_ratio_q"].sel(tanh)).all() and (conc["lower_ratio_count"].sel(tanh) == 0).all()
+    assert np.isfinite(conc["lower_ratio_mean"].sel(gelu)).all()
+    g = ds.sel(gelu).sel(t=2, drop=True)
+    ratio = (g["sigma_min_F"] / g["eq67_lower_sharp"]).compute()
+    np.testing.assert_allclose(conc["lower_ratio_mean"].sel(gelu), ratio.mean("trial"), rtol=1e-12)
+    np.testing.assert_allclose(conc["lower_ratio_std"].sel(gelu), ratio.std("trial", ddof=1), rtol=1e-10)
+    assert np.isnan(spike["spike_ratio_q"].sel(tanh)).all() and np.isfinite(spike["spike_ratio_q"].sel(gelu)).all()
