@@ -101,9 +101,15 @@ def khatri_rao(X, t: int, *, max_bytes: int = DEFAULT_MAX_BYTES):
 
 
 def khatri_rao_gram(X, t: int):
-    """``G^{o t} = (X^T X)^{o t}`` (n x n), equal to ``(X^{*t})^T X^{*t}`` exactly; t >= 1."""
+    """``G^{o t} = (X^T X)^{o t}`` (n x n), equal to ``(X^{*t})^T X^{*t}`` exactly; t >= 0.
+
+    ``t = 0`` gives the all-ones matrix ``11^T``, the Gram matrix of ``khatri_rao(X, 0)``.
+    """
     _matrix(X)
-    t = _order(t, 1)
+    t = _order(t, 0)
+    if t == 0:
+        xp = array_namespace(X)
+        return xp.ones((X.shape[1], X.shape[1]), dtype=X.dtype)
     G = X.T @ X
     return G if t == 1 else G**t
 
@@ -117,7 +123,7 @@ def khatri_rao_extremes(X, t: int) -> tuple[float, float]:
     ``khatri_rao_rank_deficient(d0, t, n)`` to record it instead); then only sigma_max is computed.
     """
     _matrix(X)
-    t = _order(t, 1)
+    t = _order(t, 0)
     d0, n = X.shape
     dim = symmetric_tensor_dim(d0, t)
     Gt = khatri_rao_gram(X, t)

@@ -108,13 +108,23 @@ def test_data_extremes():
     assert khatri_rao_extremes(X, 1) == (pytest.approx(smin, abs=1e-10), pytest.approx(smax, abs=1e-10))
 
 
-@pytest.mark.parametrize("t", [0, -1, 2.0, 1.5, True, "2"])
+@pytest.mark.parametrize("t", [-1, 2.0, 1.5, True, "2"])
 def test_bad_order(t):
     X = _random_X(3, 4)
-    with pytest.raises(ValueError, match=r"order t must be an integer >= 1, got t="):
+    with pytest.raises(ValueError, match=r"order t must be an integer >= 0, got t="):
         khatri_rao_gram(X, t)
-    with pytest.raises(ValueError, match=r"order t must be an integer >= 1, got t="):
+    with pytest.raises(ValueError, match=r"order t must be an integer >= 0, got t="):
         khatri_rao_extremes(X, t)
+
+
+def test_order_zero_agrees_across_the_three_functions():
+    X = _random_X(3, 4)
+    K = khatri_rao(X, 0)
+    np.testing.assert_array_equal(khatri_rao_gram(X, 0), K.T @ K)
+    with pytest.warns(RankDeficiencyWarning, match=r"C\(2, 0\) = 1"):
+        smin, smax = khatri_rao_extremes(X, 0)  # the 1 x n row of ones: rank 1 < n
+    assert smin == 0.0 and smax == pytest.approx(np.linalg.norm(K, 2), rel=1e-14)
+    assert khatri_rao_extremes(X[:, :1], 0) == (pytest.approx(1.0), pytest.approx(1.0))
 
 
 def test_bad_inputs():
