@@ -164,15 +164,9 @@ def _softplus(x):
     return xp.maximum(x, 0.0) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
-def _softplus_d(x):
-    xp = array_namespace(x)
-    return special(xp).expit(x)
-
-
-def _softplus_dd(x):
-    xp = array_namespace(x)
-    sp = special(xp)
-    return sp.expit(x) * sp.expit(-x)
+# softplus' = sigmoid, so softplus'' = sigmoid'
+_softplus_d = _sigmoid
+_softplus_dd = _sigmoid_d
 
 
 def _erf(x):

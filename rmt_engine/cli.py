@@ -14,6 +14,7 @@ import math
 import sys
 
 from ._version import __version__
+from .spec import DTYPES, TRIAL_SPEC_DEFAULTS
 
 EXIT_OK, EXIT_FAILED_TASKS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -369,17 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--n", type=int, required=True, help="number of data points")
     t.add_argument("--d0", type=int, required=True, help="input dimension")
     t.add_argument("--d1", type=int, required=True, help="hidden width")
-    t.add_argument("--d2", type=int, default=1, help="output dimension (default 1)")
-    t.add_argument("--w1", type=float, default=1.0, help="std of W0 entries (default 1)")
-    t.add_argument("--w2", type=float, default=1.0, help="std of V0 entries (default 1)")
-    t.add_argument("--t", type=int, nargs="+", default=[2], metavar="T", help="Khatri-Rao orders (default 2)")
-    t.add_argument("--data", default="sphere", help="data kind: sphere, file or digits (default sphere)")
+    D = TRIAL_SPEC_DEFAULTS
+    t.add_argument("--d2", type=int, default=D["d2"], help=f"output dimension (default {D['d2']})")
+    t.add_argument("--w1", type=float, default=D["w1"], help=f"std of W0 entries (default {D['w1']})")
+    t.add_argument("--w2", type=float, default=D["w2"], help=f"std of V0 entries (default {D['w2']})")
+    t.add_argument("--t", type=int, nargs="+", default=list(D["t"]), metavar="T",
+                   help=f"Khatri-Rao orders (default {' '.join(map(str, D['t']))})")
+    t.add_argument("--data", default=D["data"], help=f"data kind: sphere, file or digits (default {D['data']})")
     t.add_argument("--data-path", help="the .npy/.npz file of --data file")
-    t.add_argument("--seed", type=int, default=0, help="study seed (default 0)")
+    t.add_argument("--seed", type=int, default=D["seed"], help=f"study seed (default {D['seed']})")
     t.add_argument("--trial", type=int, default=0, help="trial index (default 0)")
-    t.add_argument("--dtype", default="float64", choices=("float64", "float32"), help="block product dtype")
+    t.add_argument("--dtype", default=D["dtype"], choices=DTYPES, help="block product dtype")
     t.add_argument("--block-rows", type=int, help="rows of W0 per block (default about 32 MiB)")
-    t.add_argument("--backend", default="numpy", choices=("numpy", "cupy", "auto"), help="array backend")
+    t.add_argument("--backend", default=D["backend"], choices=("numpy", "cupy", "auto"), help="array backend")
     t.add_argument("--json", action="store_true", help="print the record as JSON (NaN as null)")
     t.set_defaults(func=cmd_trial)
     rp = sub.add_parser("report", help="figures and a Markdown report of a result cube",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 DTYPES = ("float64", "float32")
 #: Default bytes of one row block ``phi(W0_b X)`` (block_rows = this / (8 n), clamped).
@@ -68,6 +68,10 @@ class TrialSpec:
     def data_key(self) -> tuple:
         """What X depends on (for caching per grid point)."""
         return (self.data, self.data_path, self.d0, self.n, self.seed)
+
+
+#: The default of every optional TrialSpec field: the one place the study files and the CLI take them from.
+TRIAL_SPEC_DEFAULTS = {f.name: f.default for f in fields(TrialSpec) if f.default is not MISSING}
 
 
 def validate_spec(spec: TrialSpec) -> None:

@@ -37,7 +37,6 @@ import tempfile
 import time
 import tomllib
 import uuid
-import dataclasses
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -47,11 +46,11 @@ import numpy as np
 from . import store as _store
 from ._version import __version__
 from .fields import FIELDS, field_name
-from .spec import DTYPES, TrialSpec
+from .spec import DTYPES, TRIAL_SPEC_DEFAULTS, TrialSpec
 from .store import GRID_AXES
 
 #: The defaults of every per-point quantity live in one place: the fields of ``TrialSpec``.
-_SPEC_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialSpec) if f.default is not dataclasses.MISSING}
+_SPEC_DEFAULTS = TRIAL_SPEC_DEFAULTS
 REQUIRED_AXES = ("activation", "n", "d0", "d1")
 AXIS_DEFAULTS = {a: (_SPEC_DEFAULTS[a],) for a in ("data", "d2", "w1", "w2")}
 CLUSTER_KINDS = ("local", "slurm", "cuda")
