@@ -48,7 +48,8 @@ class TrialSums:
 
 
 #: Independent partial sums of the Gram matrix. Lane ``l`` accumulates row blocks
-#: ``l, l + LANES, ...`` and ``M0 = lane_0 + lane_1``. The number is fixed, so the summation
+#: ``l, l + LANES, ...`` and ``M0 = lane_0 + lane_1`` (NumPy; on a GPU one lane: a second n x n
+#: accumulator would only cost device memory). The number is fixed, so the summation
 #: order (hence every bit of M0) does not depend on how many threads run the lanes.
 LANES = 2
 
@@ -216,12 +217,12 @@ def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
 
     X: ``d0 x n`` (NumPy or CuPy, float64). Returns :class:`TrialSums`.
 
-    The rows are cut into blocks of at most ``ceil(block_rows / LANES)`` rows (and at least
-    ``LANES`` blocks when d1 allows); the blocks are dealt round-robin to ``LANES`` partial sums.
-    On NumPy the lanes run on up to ``LANES`` threads, each with a single-threaded BLAS (with
+    On NumPy the rows are cut into blocks of at most ``ceil(block_rows / LANES)`` rows (and at
+    least ``LANES`` blocks when d1 allows); the blocks are dealt round-robin to ``LANES`` partial
+    sums, which run on up to ``LANES`` threads, each with a single-threaded BLAS (with
     more BLAS threads than lanes, the surplus goes to each lane's BLAS): no thread ever waits
     for, or spins beside, another pool. The numbers depend on ``block_rows`` (summation order),
-    never on the thread count.
+    never on the thread count. On CuPy: one lane, blocks of ``block_rows`` rows.
     """
     act = _activation(act)
     xp = array_namespace(X)
@@ -230,21 +231,23 @@ def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
         raise ValueError(f"block_rows must be >= 1, got {block_rows}")
     work = xp.float32 if dtype == "float32" else xp.float64
     p = _Pass(act, X.astype(work), d0, w1, key_W, d2, w2, key_V, work)
-    lane_rows = max(1, min(-(-block_rows // LANES), -(-d1 // LANES)))
+    on_numpy = backend_name(xp) == "numpy"
+    n_lanes = LANES if on_numpy else 1
+    lane_rows = max(1, min(-(-block_rows // n_lanes), -(-d1 // n_lanes)))
     blocks = list(rng.row_blocks(d1, lane_rows))
-    lanes = [_Lane(xp, n, d2) for _ in range(LANES)]
+    lanes = [_Lane(xp, n, d2) for _ in range(n_lanes)]
 
     def run(lane_index: int) -> None:
-        for r0, r1 in blocks[lane_index::LANES]:
+        for r0, r1 in blocks[lane_index::n_lanes]:
             lanes[lane_index].add_block(p, r0, r1)
 
-    threads = blas_threads() if backend_name(xp) == "numpy" else 1
+    threads = blas_threads() if on_numpy else 1
     if threads > 1:
-        parallel = min(LANES, threads)
+        parallel = min(n_lanes, threads)
         with _blas_controller().limit(limits=max(1, threads // parallel), user_api="blas"):
-            list(_lane_pool(parallel).map(run, range(LANES)))
+            list(_lane_pool(parallel).map(run, range(n_lanes)))
     else:
-        for lane_index in range(LANES):
+        for lane_index in range(n_lanes):
             run(lane_index)
 
     M = lanes[0].M
