@@ -108,6 +108,8 @@ def bench(n, d0, d1, reps, rate):
         naive_over_extremes=t_naive / t_ext,
         peak_naive_MB=m_naive / 2**20, peak_extremes_MB=m_ext / 2**20, peak_full_MB=m_full / 2**20,
         peak_extremes_over_n2=m_ext / (8 * n * n),
+        # the memory target: 3 n^2 doubles + one row block (rows_per_block x n doubles)
+        peak_extremes_over_target=m_ext / (8 * (3 * n * n + spec.rows_per_block * n)),
         stage_s=dict(stages),
     )
 
@@ -156,7 +158,7 @@ def main(argv=None):
     rate = gemm_rate()
     print(f"float64 GEMM rate measured now: {rate / 1e9:.1f} GFLOP/s")
     hdr = ("n", "d0", "d1", "naive s", "extremes s", "full s", "ext/limit", "full/limit",
-           "naive/ext", "peak naive MB", "peak ext MB", "ext peak/(n^2 doubles)")
+           "naive/ext", "peak naive MB", "peak ext MB", "ext peak/(n^2 doubles)", "ext peak/(3n^2+block)")
     print(" | ".join(hdr))
     rows = []
     sizes = [tuple(int(v) for v in s.split(",")) for s in args.size] if args.size else (QUICK if args.quick else SIZES)
@@ -166,7 +168,12 @@ def main(argv=None):
         print(" | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in (
             row["n"], row["d0"], row["d1"], row["naive_s"], row["extremes_s"], row["full_s"],
             row["extremes_over_limit"], row["full_over_limit"], row["naive_over_extremes"],
-            row["peak_naive_MB"], row["peak_extremes_MB"], row["peak_extremes_over_n2"])))
+            row["peak_naive_MB"], row["peak_extremes_MB"], row["peak_extremes_over_n2"],
+            row["peak_extremes_over_target"])))
+        busy = {k: v for k, v in row["stage_s"].items() if k != "accumulate_wall"}
+        total = sum(busy.values())
+        print("   share of the extremes path's thread-seconds: "
+              + ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in busy.items()))
         print("   stage seconds (extremes path; thread-seconds inside accumulate):", row["stage_s"])
     scaling = {}
     if not args.no_workers:

@@ -130,7 +130,7 @@ def test_one_row_block_is_still_split_over_the_lanes():
 def test_product_and_activation_in_pieces_match_the_whole_block():
     from rmt_engine.gram import _phi_of_product
 
-    X = make_data("sphere", 9, 400, seed=8)  # 655 rows per 2 MiB piece: three pieces below
+    X = make_data("sphere", 9, 400, seed=8)  # 163 rows per 512 KiB piece: ten pieces below
     W = rng.normal_rows(rng.stream_key(1, "W0", 0), 0, 1500, 9)
     seconds = dict(WX=0.0, phi=0.0)
     F = _phi_of_product(activation("gelu"), W, X, seconds)
