@@ -36,7 +36,8 @@ class TrialSums:
 
     ``M0`` (n x n, float64, symmetric), ``VF = V0 phi(W0 X)`` (d2 x n) or None,
     ``VVt = V0 V0^T`` (d2 x d2) or None, ``max_row_norm_W0`` and ``max_col_norm_V0`` (floats),
-    ``stage_seconds``: thread-seconds spent per stage (sampling, WX, phi, gram, V0), summed over lanes.
+    ``stage_seconds``: thread-seconds spent per stage (sampling, WX, phi, gram, V0), summed over lanes
+    (on a GPU these are host-side times: kernels run asynchronously until the next synchronization).
     """
 
     M0: object
