@@ -341,3 +341,28 @@ def test_gpu_check_script_runs_on_the_fake(tmp_path):
     for name in ("env", "compile", "sampling", "gemm", "accumulate", "eigvalsh", "memory"):
         assert res[name]["status"] == "ok", (name, res[name], r.stdout[-3000:])
     assert res["pytest"]["status"] == "skipped"
+
+
+def test_accumulate_and_run_trial_on_the_fake_match_numpy(fake_cupy):
+    """The CuPy branch of the Gram pass (one lane, kernels for sampling and phi) against NumPy's two lanes."""
+    from rmt_engine import TrialSpec, run_trial
+    from rmt_engine.data import make_data
+    from rmt_engine.gram import accumulate
+
+    X = make_data("sphere", 6, 40, seed=2)
+    kW, kV = rng.stream_key(4, "W0", 3), rng.stream_key(4, "V0", 3)
+    ref = accumulate(X, "gelu", 301, w1=1.2, key_W=kW, d2=2, w2=0.7, key_V=kV, block_rows=64)
+    fake = accumulate(fake_cupy.asarray(X), "gelu", 301, w1=1.2, key_W=kW, d2=2, w2=0.7, key_V=kV, block_rows=64)
+    assert isinstance(fake.M0, FakeArray)
+    assert "rmt_normal_rows" in fake_cupy.log and "rmt_activation_inplace" in fake_cupy.log
+    for name in ("M0", "VF", "VVt"):
+        np.testing.assert_allclose(np.asarray(getattr(fake, name)), getattr(ref, name), rtol=1e-12,
+                                   atol=1e-12 * np.abs(getattr(ref, name)).max())
+    assert fake.max_row_norm_W0 == ref.max_row_norm_W0 and fake.max_col_norm_V0 == ref.max_col_norm_V0
+    spec = TrialSpec(activation="tanh", n=30, d0=5, d1=200, d2=2, t=(2, 3))
+    on_cpu = run_trial(spec, 1)
+    fake_cupy.log.clear()
+    on_fake = run_trial(spec.replace(backend="cupy"), 1)
+    assert "rmt_normal_rows" in fake_cupy.log and "rmt_activation_inplace" in fake_cupy.log  # it ran the GPU path
+    for k, v in on_cpu.items():
+        assert on_fake[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
