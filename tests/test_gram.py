@@ -159,6 +159,18 @@ def test_gil_free_syrk_is_scipy_dsyrk_bit_for_bit():
         syrk_upper_update(C, A[:, :100].copy())
 
 
+def test_syrk_falls_back_to_f2py_when_the_cython_signature_differs(monkeypatch):
+    from rmt_engine import _blas
+
+    A = np.random.default_rng(2).standard_normal((50, 20))
+    C_fast = np.zeros((20, 20), order="F")
+    _blas.syrk_upper_update(C_fast, A)
+    monkeypatch.setattr(_blas, "_dsyrk_pointer", lambda: None)
+    C_f2py = np.zeros((20, 20), order="F")
+    _blas.syrk_upper_update(C_f2py, A)
+    assert np.array_equal(C_fast, C_f2py)
+
+
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 255, 256, 257, 600])
