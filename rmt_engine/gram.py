@@ -3,7 +3,9 @@
 Neither ``W0`` (d1 x d0) nor ``F = phi(W0 X)`` (d1 x n) ever exists whole: rows
 ``[r0, r1)`` of W0 are generated from their counters (``rng``), ``F_b = phi(W0_b X)`` is formed
 and ``M0 += F_b^T F_b`` is one BLAS-3 call (``dsyrk`` on the CPU, updating one triangle in
-place). Memory: the n x n accumulator plus one block. The same pass accumulates what the rest
+place, GIL released). On NumPy the blocks are dealt to ``LANES`` partial sums that run on
+separate threads (see ``accumulate``). Memory: the n x n partial sums (two on NumPy, one on a
+GPU) plus one row block. The same pass accumulates what the rest
 of the chain needs from V0 (d2 x d1, N(0, w2^2)): ``V0 phi(W0 X)`` (d2 x n), ``V0 V0^T``
 (d2 x d2) and the largest row norm of W0 / column norm of V0 (Eq. 60).
 
