@@ -173,6 +173,10 @@ def cmd_info(args) -> int:
     for b in info["blas"]:
         con.print(f"BLAS: {b.get('internal_api')} {b.get('version')} ({b.get('num_threads')} threads here; "
                   "study tasks use execution.blas_threads, default 1)")
+    gp = info["gram_pass"]
+    con.print(f"Gram pass (CPU): {gp['lanes']} lanes on up to {gp['lanes']} threads; dsyrk "
+              + ("via SciPy's Cython BLAS, GIL released" if gp["gil_free_dsyrk"]
+                 else "via scipy.linalg.blas (holds the GIL: the lanes cannot overlap)"))
     con.print("backends: " + ", ".join(f"{k}: {'yes' if v is True else (v or 'no')}" for k, v in info["backends"].items()))
     if info["gpus"]:
         for g in info["gpus"]:

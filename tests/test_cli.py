@@ -63,12 +63,13 @@ def test_info_json(capsys):
         assert pkg in info["versions"]
     assert info["backends"]["numpy"] is True
     assert isinstance(info["gpus"], list) and info["cores"] >= 1
+    assert info["gram_pass"] == {"lanes": 2, "gil_free_dsyrk": True}  # SciPy's Cython BLAS signature is recognized
 
 
 def test_info_table(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    assert "GPU" in out and "cluster kinds" in out
+    assert "GPU" in out and "cluster kinds" in out and "GIL released" in out
 
 
 def test_trial_json_has_every_field(capsys):
