@@ -117,16 +117,16 @@ def bench(n, d0, d1, reps, rate):
 WORKER_STUDY = """
 name = "benchmark-workers"
 [study]
-trials = 48
+trials = 96
 seed = 5
 t = [2]
 [grid]
 activation = ["gelu", "tanh"]
 n = [200]
 d0 = [16]
-d1 = [2000]
+d1 = [2000, 4000]
 [execution]
-trials_per_task = 4
+trials_per_task = 8
 """
 
 

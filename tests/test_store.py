@@ -6,6 +6,7 @@ Tasks are executed in this process (``execute_task(make_job(...))``), exactly as
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -160,3 +161,62 @@ def test_lock_file_refuses_a_live_driver_and_breaks_a_dead_ones_lock(tmp_path):
     with st.StoreLock(path, on_message=msgs.append):
         assert json.loads(st.lock_path(path).read_text())["pid"] == os.getpid()
     assert msgs and "stale lock" in msgs[0]
+
+
+def _one_task_values(study, path):
+    """The job and the values of the first task, as execute_task would write them."""
+    tpt = st.store_attrs(path)["trials_per_task"]
+    variables = st.layout(study.grid, study.t, study.trials, tpt, study.save_spectrum)
+    task = plan_tasks(study, tpt)[0][0]
+    names = [v.name for v in variables if v.name != "done" and not v.name.startswith("spectrum")]
+    values = {}
+    for v in variables:
+        if v.name in names:
+            shape = tuple(s.stop - s.start for s in st.region(v, task.point, task.block, study.trials, tpt))
+            values[v.name] = np.arange(math.prod(shape), dtype=np.float64).reshape(shape) + 1.0
+    return variables, task, tpt, values
+
+
+def test_concurrent_and_serial_writes_store_the_same_region(tmp_path):
+    """write_task's asynchronous path (the normal one) and its fallback inside a running event loop agree."""
+    import asyncio
+
+    study = _study()
+    paths = [tmp_path / "async.zarr", tmp_path / "serial.zarr"]
+    for path in paths:
+        create_store(study, path)
+    variables, task, tpt, values = _one_task_values(study, paths[0])
+    st.write_task(paths[0], variables, task.point, task.block, study.trials, tpt, values)
+
+    async def inside_a_loop():  # as a notebook cell would call it
+        st.write_task(paths[1], variables, task.point, task.block, study.trials, tpt, values)
+
+    asyncio.run(inside_a_loop())
+    a, b = (zarr.open_group(str(p), mode="r") for p in paths)
+    for name in list(values) + ["done"]:
+        assert np.array_equal(a[name][...], b[name][...], equal_nan=name != "done"), name
+    done = a["done"][...]
+    assert done.sum() == 1 and done[task.point + (task.block,)]
+    sig = a["sigma_min_F"][...][task.point + (slice(task.start, task.stop),)]
+    assert np.array_equal(sig, values["sigma_min_F"].reshape(sig.shape))
+
+
+def test_a_misaligned_region_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    study = _study()
+    path = tmp_path / "m.zarr"
+    create_store(study, path)
+    variables, task, tpt, values = _one_task_values(study, path)
+    real_region = st.region
+
+    def shifted(var, point, block, trials, trials_per_task):  # one variable's region off by one trial
+        idx = real_region(var, point, block, trials, trials_per_task)
+        if var.name == "h0":
+            idx = idx[:len(point)] + (slice(idx[len(point)].start + 1, idx[len(point)].stop + 1),) + idx[len(point) + 1:]
+        return idx
+
+    monkeypatch.setattr(st, "region", shifted)
+    with pytest.raises(RuntimeError, match="h0.*does not align|does not align.*h0"):
+        st.write_task(path, variables, task.point, task.block, study.trials, tpt, values)
+    g = zarr.open_group(str(path), mode="r")
+    assert not g["done"][...].any()
+    assert all(np.isnan(g[name][...]).all() for name in values), "nothing may be written"
