@@ -22,22 +22,9 @@ if not gpu_available():
     pytest.skip("CuPy is installed but no CUDA device is usable", allow_module_level=True)
 
 from rmt_engine import _cuda, gpu  # noqa: E402
+from _reference import PHILOX_KAT, ulp_distance  # noqa: E402
 
 EPS = np.finfo(np.float64).eps
-KAT = [
-    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
-]
-
-
-def ulp_distance(a, b) -> np.ndarray:
-    ai = np.asarray(a, np.float64).view(np.int64)
-    bi = np.asarray(b, np.float64).view(np.int64)
-    ai = np.where(ai < 0, np.int64(-(2**63)) - ai, ai)
-    bi = np.where(bi < 0, np.int64(-(2**63)) - bi, bi)
-    return np.abs(ai - bi)
 
 
 def assert_normals_close(got, ref, scale=1.0, ulps=8):
@@ -55,7 +42,7 @@ def assert_normals_close(got, ref, scale=1.0, ulps=8):
 # sampling
 
 
-@pytest.mark.parametrize("ctr,key,expected", KAT)
+@pytest.mark.parametrize("ctr,key,expected", PHILOX_KAT)
 def test_philox_known_answers(ctr, key, expected):
     out = gpu.philox_words_gpu(np.array(ctr, dtype=np.uint32), np.array(key, dtype=np.uint32))
     assert tuple(int(w) for w in cp.asnumpy(out)) == expected

@@ -26,16 +26,10 @@ import pytest
 
 from rmt_engine import _cuda, rng
 from rmt_engine.gpu import ACTIVATION_IDS
+from _reference import PHILOX_KAT, ulp_distance
 
 EPS = np.finfo(np.float64).eps
 REPO = Path(__file__).resolve().parents[1]
-
-KAT = [  # Random123 kat_vectors, philox4x32 10 rounds: (counter, key, expected)
-    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
-]
 
 
 def _find_nvcc() -> str | None:
@@ -234,19 +228,11 @@ def _hex(x: float) -> str:
     return f"{np.float64(x).view(np.uint64):016x}"
 
 
-def ulp_distance(a, b) -> np.ndarray:
-    """Number of doubles between a and b (0 for equal values, +0 == -0)."""
-    ai = np.asarray(a, np.float64).view(np.int64)
-    bi = np.asarray(b, np.float64).view(np.int64)
-    ai = np.where(ai < 0, np.int64(-(2**63)) - ai, ai)
-    bi = np.where(bi < 0, np.int64(-(2**63)) - bi, bi)
-    return np.abs(ai - bi)
-
-
 @needs_nvcc
 def test_host_philox_known_answers(compiled):
-    out = _run_host(compiled, [f"P {k[0]:x} {k[1]:x} " + " ".join(f"{c:x}" for c in ctr) for ctr, k, _ in KAT])
-    assert [tuple(int(w, 16) for w in line.split()) for line in out] == [e for _, _, e in KAT]
+    lines = [f"P {k[0]:x} {k[1]:x} " + " ".join(f"{c:x}" for c in ctr) for ctr, k, _ in PHILOX_KAT]
+    out = _run_host(compiled, lines)
+    assert [tuple(int(w, 16) for w in line.split()) for line in out] == [e for _, _, e in PHILOX_KAT]
 
 
 @needs_nvcc

@@ -5,17 +5,10 @@ import pytest
 from scipy import stats
 
 from rmt_engine import rng
-
-# Random123 kat_vectors for philox4x32 with 10 rounds: (counter, key, expected output).
-KAT = [
-    ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
-    ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
-]
+from _reference import PHILOX_KAT
 
 
-@pytest.mark.parametrize("ctr,key,expected", KAT)
+@pytest.mark.parametrize("ctr,key,expected", PHILOX_KAT)
 def test_philox_known_answers(ctr, key, expected):
     out = rng.philox4x32(np.array(ctr, dtype=np.uint32), np.array(key, dtype=np.uint32))
     assert tuple(int(x) for x in out) == expected
