@@ -47,6 +47,11 @@ def _dsyrk_pointer():
     return _DSYRK(get_pointer(capsule, name))
 
 
+def gil_free_syrk() -> bool:
+    """Whether ``syrk_upper_update`` releases the GIL here (SciPy's Cython BLAS signature recognized)."""
+    return _dsyrk_pointer() is not None
+
+
 def syrk_upper_update(C: np.ndarray, A: np.ndarray) -> None:
     """``C += A^T A`` on the upper triangle of ``C``, in place, GIL released.
 

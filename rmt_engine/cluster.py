@@ -176,8 +176,8 @@ def environment_info() -> dict:
                         for d in threadpool_info()]
     except ImportError:
         pass
-    from ._blas import _dsyrk_pointer  # noqa: PLC0415
+    from ._blas import gil_free_syrk  # noqa: PLC0415
     from .gram import LANES  # noqa: PLC0415
 
-    info["gram_pass"] = {"lanes": LANES, "gil_free_dsyrk": _dsyrk_pointer() is not None}
+    info["gram_pass"] = {"lanes": LANES, "gil_free_dsyrk": gil_free_syrk()}
     return info

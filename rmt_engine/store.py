@@ -31,6 +31,7 @@ Rules of this module
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -264,54 +265,45 @@ def write_task(path, variables: list[Variable], point: tuple[int, ...], block: i
                trials_per_task: int, values: dict[str, np.ndarray]) -> None:
     """Write one task's region of every variable in ``values``, then mark it done.
 
-    ``values[name]`` has the shape of the region without the length-1 grid axes. Each write is
-    checked to cover whole chunks (or shards) of the target array first. The variables are
-    opened and written concurrently with zarr's asynchronous API (a task writes ~50 small
-    chunks: about 2x faster than one after the other); ``done`` is written after all of them.
-    Inside a running event loop (a notebook cell calling this directly) they are written one
-    after the other instead.
+    ``values[name]`` has the shape of the region without the length-1 grid axes. Every region
+    (``done``'s too) is checked to cover whole chunks (or shards) of its array before anything is
+    written. The variables are opened and written concurrently with zarr's asynchronous API (a
+    task writes ~50 small chunks: about 2x faster than one after the other); ``done`` is written
+    after all of them. Inside a running event loop (a notebook cell calling this directly) they
+    are written one after the other instead.
     """
-    import asyncio  # noqa: PLC0415
-
     by_name = {v.name: v for v in variables}
     writes = [(name, region(by_name[name], point, block, trials, trials_per_task), data)
               for name, data in values.items()]
     done_idx = region(by_name["done"], point, block, trials, trials_per_task)
+    writes.append(("done", done_idx, np.ones(tuple(s.stop - s.start for s in done_idx), dtype=bool)))
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        asyncio.run(_write_regions_async(os.fspath(path), writes, done_idx))
+        asyncio.run(_write_regions_async(os.fspath(path), writes))
         return
     g = _open_group(path, "r+")
-    for name, idx, data in writes:
-        _write_region(g[name], name, idx, data)
-    _write_region(g["done"], "done", done_idx, True)
+    *data_regions, (done, idx, ones) = [_checked_region(g[name], name, idx, data) for name, idx, data in writes]
+    for arr, idx_, data in data_regions:
+        arr[idx_] = data
+    done[idx] = ones
 
 
-def _region_data(arr, name: str, idx: tuple, data):
-    """``data`` shaped as the region ``idx`` of ``arr``, after checking that it covers whole chunks."""
+def _checked_region(arr, name: str, idx: tuple, data):
+    """``(arr, idx, data shaped as the region)`` after checking that ``idx`` covers whole chunks of ``arr``."""
     check_region_alignment(idx, arr.shape, write_chunk_shape(arr), name)
-    shape = tuple(s.stop - s.start for s in idx)
-    if data is True:  # the done mask
-        return np.ones(shape, dtype=bool)
-    return np.asarray(data, dtype=arr.dtype).reshape(shape)
+    return arr, idx, np.asarray(data, dtype=arr.dtype).reshape(tuple(s.stop - s.start for s in idx))
 
 
-def _write_region(arr, name: str, idx: tuple, data) -> None:
-    arr[idx] = _region_data(arr, name, idx, data)
-
-
-async def _write_regions_async(path: str, writes: list, done_idx: tuple) -> None:
-    import asyncio  # noqa: PLC0415
-
+async def _write_regions_async(path: str, writes: list) -> None:
+    """``write_task``'s writes (the last one is ``done``), the others concurrently and before it."""
     import zarr.api.asynchronous as zasync  # noqa: PLC0415
 
     g = await zasync.open_group(store=path, mode="r+")
     arrays = await asyncio.gather(*(g.getitem(name) for name, _, _ in writes))
-    regions = [(arr, idx, _region_data(arr, name, idx, data)) for arr, (name, idx, data) in zip(arrays, writes)]
-    await asyncio.gather(*(arr.setitem(idx, data) for arr, idx, data in regions))
-    done = await g.getitem("done")
-    await done.setitem(done_idx, _region_data(done, "done", done_idx, True))
+    *data_regions, (done, idx, ones) = [_checked_region(arr, *w) for arr, w in zip(arrays, writes)]
+    await asyncio.gather(*(arr.setitem(idx_, data) for arr, idx_, data in data_regions))
+    await done.setitem(idx, ones)
 
 
 def check_version(attrs: dict, path) -> None:

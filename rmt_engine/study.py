@@ -49,10 +49,8 @@ from .fields import FIELDS, field_name
 from .spec import DTYPES, TRIAL_SPEC_DEFAULTS, TrialSpec
 from .store import GRID_AXES
 
-#: The defaults of every per-point quantity live in one place: the fields of ``TrialSpec``.
-_SPEC_DEFAULTS = TRIAL_SPEC_DEFAULTS
 REQUIRED_AXES = ("activation", "n", "d0", "d1")
-AXIS_DEFAULTS = {a: (_SPEC_DEFAULTS[a],) for a in ("data", "d2", "w1", "w2")}
+AXIS_DEFAULTS = {a: (TRIAL_SPEC_DEFAULTS[a],) for a in ("data", "d2", "w1", "w2")}
 CLUSTER_KINDS = ("local", "slurm", "cuda")
 DEFAULT_TRIALS_PER_TASK = 10
 TOP_KEYS = ("name", "description", "study", "grid", "execution", "cluster")
@@ -60,17 +58,17 @@ TOP_KEYS = ("name", "description", "study", "grid", "execution", "cluster")
 STUDY_KEYS = {
     "trials": ("posint", None),
     "seed": ("nonnegint", None),
-    "t": ("posint_list", _SPEC_DEFAULTS["t"]),
-    "dtype": ("str", _SPEC_DEFAULTS["dtype"]),
-    "block_rows": ("posint", _SPEC_DEFAULTS["block_rows"]),
+    "t": ("posint_list", TRIAL_SPEC_DEFAULTS["t"]),
+    "dtype": ("str", TRIAL_SPEC_DEFAULTS["dtype"]),
+    "block_rows": ("posint", TRIAL_SPEC_DEFAULTS["block_rows"]),
     "save_spectrum": ("bool", False),
     "allow_d1_below_n": ("bool", False),
-    "data_path": ("str", _SPEC_DEFAULTS["data_path"]),
-    "delta1": ("float", _SPEC_DEFAULTS["delta1"]),
-    "delta2": ("float", _SPEC_DEFAULTS["delta2"]),
-    "C": ("float", _SPEC_DEFAULTS["C"]),
-    "chi_max": ("float", _SPEC_DEFAULTS["chi_max"]),
-    "backend": ("str", _SPEC_DEFAULTS["backend"]),
+    "data_path": ("str", TRIAL_SPEC_DEFAULTS["data_path"]),
+    "delta1": ("float", TRIAL_SPEC_DEFAULTS["delta1"]),
+    "delta2": ("float", TRIAL_SPEC_DEFAULTS["delta2"]),
+    "C": ("float", TRIAL_SPEC_DEFAULTS["C"]),
+    "chi_max": ("float", TRIAL_SPEC_DEFAULTS["chi_max"]),
+    "backend": ("str", TRIAL_SPEC_DEFAULTS["backend"]),
 }
 AXIS_KINDS = {"activation": "str", "data": "str", "n": "posint", "d0": "posint", "d1": "posint",
               "d2": "posint", "w1": "float", "w2": "float"}
@@ -228,17 +226,17 @@ class Study:
     grid: dict
     trials: int
     seed: int
-    t: tuple = _SPEC_DEFAULTS["t"]
-    dtype: str = _SPEC_DEFAULTS["dtype"]
-    block_rows: int | None = _SPEC_DEFAULTS["block_rows"]
+    t: tuple = TRIAL_SPEC_DEFAULTS["t"]
+    dtype: str = TRIAL_SPEC_DEFAULTS["dtype"]
+    block_rows: int | None = TRIAL_SPEC_DEFAULTS["block_rows"]
     save_spectrum: bool = False
     allow_d1_below_n: bool = False
-    data_path: str | None = _SPEC_DEFAULTS["data_path"]
-    delta1: float = _SPEC_DEFAULTS["delta1"]
-    delta2: float = _SPEC_DEFAULTS["delta2"]
-    C: float = _SPEC_DEFAULTS["C"]
-    chi_max: float | None = _SPEC_DEFAULTS["chi_max"]
-    backend: str = _SPEC_DEFAULTS["backend"]
+    data_path: str | None = TRIAL_SPEC_DEFAULTS["data_path"]
+    delta1: float = TRIAL_SPEC_DEFAULTS["delta1"]
+    delta2: float = TRIAL_SPEC_DEFAULTS["delta2"]
+    C: float = TRIAL_SPEC_DEFAULTS["C"]
+    chi_max: float | None = TRIAL_SPEC_DEFAULTS["chi_max"]
+    backend: str = TRIAL_SPEC_DEFAULTS["backend"]
     name: str = "study"
     description: str = ""
     execution: Execution = field(default_factory=Execution)
