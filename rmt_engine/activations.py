@@ -6,6 +6,13 @@ and the constants that appear in the paper:
 - ``phi0 = phi(0)`` and ``phi0_zero`` (Assumption 2 asks for ``phi(0) = 0``; sigmoid and softplus
   violate it). ``odd``: tanh and erf are odd, so ``c_0 = 0`` and every even Hermite coefficient is
   zero (paper footnote 5).
+- ``parity_zeros = (parity, start)``: the Hermite coefficients ``c_i`` with ``i`` of that parity
+  and ``i >= start`` are exactly zero, because the even (or odd) part of ``phi`` is a polynomial of
+  degree ``< start`` (``He_i`` has the parity of ``i`` and is orthogonal to lower degrees). Built-ins:
+  tanh, erf odd: ``("even", 0)``; ``sigmoid - 1/2`` odd: ``("even", 2)``; ``x Phi(x) - x/2`` (GeLU)
+  and ``softplus(x) - x/2`` even: ``("odd", 3)``. ``rmt_engine.hermite`` stores these coefficients
+  as exact 0.0 (not quadrature noise), so a bound built on one is recognised as undefined. The
+  structure is the same for ``phi(w1 x)`` at every ``w1``.
 - ``dphi_max = sup |phi'|`` and ``ddphi_max = sup |phi''|`` (Assumption 2, Eq. 18), closed forms.
 - ``r1``, ``r2``: the exponents of Theorem 3, ``tau^r1 |phi(a)| <= |phi(tau a)| <= tau^r2 |phi(a)|``
   for all real ``a`` and ``0 < tau < 1``. Written as ``f(a, tau) = log(|phi(tau a)|/|phi(a)|)/log(tau)``,
@@ -40,6 +47,8 @@ __all__ = [
     "activation",
     "available_activations",
     "register_activation",
+    "ParityWarning",
+    "parity_residual",
     "gelu",
     "tanh",
     "sigmoid",
@@ -65,6 +74,7 @@ class Activation:
     ddphi_max: float = math.nan
     r1: float | None = None
     r2: float | None = None
+    parity_zeros: tuple | None = None
     r1_note: str = ""
     r2_note: str = ""
     sup_note: str = ""
@@ -77,6 +87,13 @@ class Activation:
 
     # alias with the name used in the project brief
     satisfies_phi0_zero = phi0_zero
+
+    def coefficient_is_zero(self, i: int) -> bool:
+        """True when ``c_i(w1) = 0`` exactly for every ``w1`` by the declared parity structure."""
+        if self.parity_zeros is None:
+            return False
+        parity, start = self.parity_zeros
+        return i >= start and (i % 2 == 0) == (parity == "even")
 
     def phi_w(self, w1: float) -> Callable:
         """``x -> phi(w1 x)``, the activation seen by unit-variance weights."""
@@ -93,6 +110,7 @@ class Activation:
             "ddphi_max": self.ddphi_max,
             "r1": self.r1,
             "r2": self.r2,
+            "parity_zeros": self.parity_zeros,
             "r1_note": self.r1_note,
             "r2_note": self.r2_note,
             "sup_note": self.sup_note,
@@ -250,6 +268,7 @@ def _builtins() -> dict[str, Activation]:
         Activation(
             "gelu",
             *_FORMULAS["gelu"],
+            parity_zeros=("odd", 3),
             phi0=0.0,
             odd=False,
             # phi'' = (2 - x^2) pdf(x) vanishes at x = +-sqrt 2; phi' there: Phi(sqrt2) + sqrt2 pdf(sqrt2)
@@ -272,6 +291,7 @@ def _builtins() -> dict[str, Activation]:
         Activation(
             "tanh",
             *_FORMULAS["tanh"],
+            parity_zeros=("even", 0),
             phi0=0.0,
             odd=True,
             dphi_max=1.0,
@@ -289,6 +309,7 @@ def _builtins() -> dict[str, Activation]:
         Activation(
             "sigmoid",
             *_FORMULAS["sigmoid"],
+            parity_zeros=("even", 2),
             phi0=0.5,
             odd=False,
             dphi_max=0.25,
@@ -309,6 +330,7 @@ def _builtins() -> dict[str, Activation]:
         Activation(
             "softplus",
             *_FORMULAS["softplus"],
+            parity_zeros=("odd", 3),
             phi0=math.log(2.0),
             odd=False,
             dphi_max=1.0,
@@ -332,6 +354,7 @@ def _builtins() -> dict[str, Activation]:
         Activation(
             "erf",
             *_FORMULAS["erf"],
+            parity_zeros=("even", 0),
             phi0=0.0,
             odd=True,
             dphi_max=_TWO_OVER_SQRTPI,
@@ -400,6 +423,58 @@ def _check_derivative(f, df, label: str, dlabel: str, name: str) -> None:
         )
 
 
+class ParityWarning(UserWarning):
+    """A declared parity zero of the Hermite coefficients is not one (``register_activation``)."""
+
+
+def _check_parity_zeros(parity_zeros, name: str):
+    """Normalize ``parity_zeros`` to ``(parity, start)`` or None; ValueError naming the problem."""
+    if parity_zeros is None:
+        return None
+    try:
+        parity, start = parity_zeros
+    except (TypeError, ValueError):
+        raise ValueError(f"activation {name!r}: parity_zeros must be (parity, start) such as ('odd', 3), "
+                         f"got {parity_zeros!r}") from None
+    if parity not in ("even", "odd"):
+        raise ValueError(f"activation {name!r}: parity_zeros parity must be 'even' or 'odd', got {parity!r}")
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
+        raise ValueError(f"activation {name!r}: parity_zeros start must be an integer >= 0, got {start!r}")
+    return (str(parity), int(start))
+
+
+def parity_residual(phi: Callable, parity_zeros) -> float:
+    """How far ``phi`` is from the declared structure (0 when it holds; relative to max |phi|).
+
+    ``("even", s)`` says the even part ``(phi(x) + phi(-x))/2`` is a polynomial in ``x^2`` of degree
+    ``< s`` (``("odd", s)``: the odd part, in odd powers): the residual of its least-squares fit on
+    those powers over ``x in [0, 6]`` (401 points), divided by ``max |phi|`` there.
+    """
+    parity, start = parity_zeros
+    x = np.linspace(0.0, 6.0, 401)
+    with np.errstate(all="ignore"):
+        p, m = np.asarray(phi(x), dtype=float), np.asarray(phi(-x), dtype=float)
+    part = 0.5 * (p + m) if parity == "even" else 0.5 * (p - m)
+    powers = [k for k in range(start) if (k % 2 == 0) == (parity == "even")]
+    resid = part
+    if powers:
+        V = np.stack([x ** k for k in powers], axis=1)
+        coef, *_ = np.linalg.lstsq(V, part, rcond=None)
+        resid = part - V @ coef
+    scale = float(np.max(np.abs(p))) or 1.0
+    return float(np.max(np.abs(resid)) / scale) if np.all(np.isfinite(resid)) else math.inf
+
+
+def _check_finite_nonneg(v, label: str, name: str) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"activation {name!r}: {label} must be a finite number >= 0, got {v!r}") from None
+    if not math.isfinite(f) or f < 0:
+        raise ValueError(f"activation {name!r}: {label} must be a finite number >= 0, got {v!r}")
+    return f
+
+
 def register_activation(
     name: str,
     phi: Callable,
@@ -407,6 +482,7 @@ def register_activation(
     ddphi: Callable,
     *,
     odd: bool | None = None,
+    parity_zeros: tuple | None = None,
     dphi_max: float | None = None,
     ddphi_max: float | None = None,
     r1: float | None = None,
@@ -421,7 +497,11 @@ def register_activation(
     Missing facts: ``odd`` is tested on a grid; ``dphi_max``/``ddphi_max`` are ESTIMATED as the
     maximum of ``|phi'|``/``|phi''|`` on a dense grid of 200001 points over [-50, 50] (a lower
     estimate of the supremum; ``sup_note`` says so); ``r1``/``r2`` stay ``None`` unless given.
+    ``parity_zeros = (parity, start)`` declares exact zeros of the Hermite coefficients (module
+    docstring); an odd ``phi`` implies ``("even", 0)``. A declaration that ``phi`` does not satisfy
+    (``parity_residual > 1e-9``) raises a ``ParityWarning`` and is dropped.
     Built-in names are protected unless ``overwrite=True``; so is an existing user name.
+    A registration lives in this process; a study ships it to its workers with each task.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"activation name must be a non-empty string, got {name!r}")
@@ -432,6 +512,13 @@ def register_activation(
     if key in _REGISTRY and not overwrite:
         kind = "a built-in" if key in _BUILTIN_NAMES else "an already registered"
         raise ValueError(f"{key!r} is {kind} activation; pass overwrite=True to replace it")
+    parity_zeros = _check_parity_zeros(parity_zeros, key)
+    for label, v in (("dphi_max", dphi_max), ("ddphi_max", ddphi_max)):
+        if v is not None:
+            _check_finite_nonneg(v, label, key)
+    for label, v in (("r1", r1), ("r2", r2)):
+        if v is not None:
+            _check_finite_nonneg(v, label, key)
     _check_derivative(phi, dphi, "phi", "dphi", key)
     _check_derivative(dphi, ddphi, "dphi", "ddphi", key)
 
@@ -441,6 +528,17 @@ def register_activation(
         if odd is None:
             g = grid[grid > 0][::100]
             odd = bool(np.allclose(np.asarray(phi(-g)), -np.asarray(phi(g)), rtol=1e-12, atol=1e-14))
+        if parity_zeros is None and odd:
+            parity_zeros = ("even", 0)
+        if parity_zeros is not None:
+            res = parity_residual(phi, parity_zeros)
+            if not res <= 1e-9:
+                import warnings  # noqa: PLC0415
+
+                warnings.warn(f"activation {key!r}: declared parity_zeros={parity_zeros} does not hold (the "
+                              f"{parity_zeros[0]} part of phi is not a polynomial of degree < {parity_zeros[1]}: "
+                              f"relative residual {res:.2e}); ignoring it", ParityWarning, stacklevel=2)
+                parity_zeros = None
         notes = []
         if dphi_max is None:
             dphi_max = float(np.max(np.abs(np.asarray(dphi(grid), dtype=float))))
@@ -452,6 +550,9 @@ def register_activation(
             notes.append("sup|phi''| estimated as the max of |phi''| on a 200001-point grid over [-50, 50]")
         else:
             notes.append("sup|phi''| supplied by the user")
+    for label, v in (("dphi_max", dphi_max), ("ddphi_max", ddphi_max)):
+        if not math.isfinite(float(v)):
+            raise ValueError(f"activation {key!r}: the estimated {label} is not finite ({v}); pass {label}=")
     act = Activation(
         key,
         phi,
@@ -463,6 +564,7 @@ def register_activation(
         ddphi_max=float(ddphi_max),
         r1=None if r1 is None else float(r1),
         r2=None if r2 is None else float(r2),
+        parity_zeros=parity_zeros,
         r1_note="supplied by the user" if r1 is not None else "not supplied (unknown)",
         r2_note="supplied by the user" if r2 is not None else "not supplied (unknown)",
         sup_note="; ".join(notes),

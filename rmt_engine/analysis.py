@@ -29,7 +29,10 @@ import math
 
 import numpy as np
 
+from .fields import AUTO_T, FIELDS
 from .store import GRID_AXES
+
+PER_T_FIELDS = tuple(b for b, info in FIELDS.items() if info.per_t)
 
 DEFAULT_QUANTILES = (0.01, 0.05, 0.5, 0.95, 0.99)
 #: Exponents of the width threshold d1*(n) predicted by the paper.
@@ -49,10 +52,54 @@ def _single_chunk(obj, dims):
     return obj
 
 
-def _select_t(ds, t):
-    if t is not None and "t" in ds.dims:
-        return ds.sel(t=t)
-    return ds
+def available_t(ds) -> list:
+    """The Khatri-Rao orders of a cube: its explicit ``t`` coordinate, then ``"auto"`` if stored."""
+    out = [int(t) for t in ds["t"].values] if "t" in ds.dims else []
+    if "lower_undefined_auto" in ds or "eq58_lower_sharp_auto" in ds:
+        out.append(AUTO_T)
+    return out
+
+
+def default_t(ds):
+    """``"auto"`` when the cube has it, else its first explicit order (None if it has neither)."""
+    ts = available_t(ds)
+    return AUTO_T if AUTO_T in ts else (ts[0] if ts else None)
+
+
+def at_t(ds, t):
+    """``ds`` with every t-dependent field at one Khatri-Rao order, under its base name.
+
+    ``t``: an explicit order (``ds.sel(t=t)``) or ``"auto"`` (the ``*_auto`` variables, each at
+    its grid point's ``t_auto``). ``None`` returns ``ds`` unchanged. A ValueError names the
+    orders the cube has when ``t`` is not one of them.
+    """
+    if t is None:
+        return ds
+    if isinstance(t, str) and t.lower() == AUTO_T:
+        ren = {f"{b}_auto": b for b in PER_T_FIELDS if f"{b}_auto" in ds}
+        if not ren:
+            raise ValueError(f"t = 'auto' is not in this cube (its orders: {available_t(ds)})")
+        return ds.drop_vars([b for b in ren.values() if b in ds]).rename(ren)
+    try:
+        ti = int(t)
+    except (TypeError, ValueError):
+        raise ValueError(f"t must be an integer order or 'auto', got {t!r}") from None
+    if "t" not in ds.dims or ti not in set(int(x) for x in ds["t"].values):
+        raise ValueError(f"t = {t!r} is not in this cube (its orders: {available_t(ds)})")
+    return ds.sel(t=ti)
+
+
+
+def lower_defined(ds):
+    """True where the Eq. 58/67 lower bound at the selected t is defined (``lower_undefined == 0``).
+
+    An undefined bound (``c_t(w1) = 0`` or ``n > C(d0+t-1, t)``, see ``rmt_engine.orders``) is 0 by
+    construction: it never enters a ratio or a holding count. Cubes without the reason field fall
+    back to ``eq58_lower_sharp > 0``.
+    """
+    if "lower_undefined" in ds:
+        return ds["lower_undefined"] == 0
+    return ds["eq58_lower_sharp"] > 0
 
 
 def _stats(da, quantiles, dim="trial"):
@@ -97,13 +144,17 @@ def concentration_summary(ds, quantiles=DEFAULT_QUANTILES, *, t=None, dim="trial
     (else the lower ratio keeps the ``t`` dim).
     """
     xr = _xr()
-    ds = _select_t(ds, t)
+    ds = at_t(ds, t)
+    defined = lower_defined(ds) & (ds["eq67_lower_sharp"] > 0)
     quantities = {
-        "lower_ratio": ds["sigma_min_F"] / ds["eq67_lower_sharp"].where(ds["eq67_lower_sharp"] > 0),
+        "lower_ratio": ds["sigma_min_F"] / ds["eq67_lower_sharp"].where(defined),
         "upper_ratio": ds["sigma_max_F"] / ds["eq67_upper_sharp"],
         "delta1": ds["delta1"],
         "delta2": ds["delta2"],
     }
+    if "eq67_lower_hadamard" in ds:
+        had = ds["eq67_lower_hadamard"]
+        quantities["hadamard_ratio"] = ds["sigma_min_F"] / had.where(had > 0)
     out = xr.Dataset()
     for name, da in quantities.items():
         s = _stats(da, quantiles, dim)
@@ -130,15 +181,17 @@ def _event(cond, *inputs):
 def bound_events(ds, delta=0.2, *, t=None, margin_threshold=1.0):
     """Per-trial events (1 = holds, 0 = fails, NaN = missing) of the paper's bounds.
 
-    - ``eq67_lower``: ``sigma_min(F) >= sqrt((1 - delta) * eq58_lower_sharp)`` (Eq. 58 + 67);
+    - ``eq67_lower``: ``sigma_min(F) >= sqrt((1 - delta) * eq58_lower_sharp)`` (Eq. 58 + 67); NaN
+      (undefined, not held) where the bound is undefined at that t (``lower_defined``);
+    - ``eq67_lower_hadamard``: the same with the full sharp bound ``eq58_lower_hadamard``;
     - ``eq67_upper``: ``sigma_max(F) <= sqrt((1 + delta) * eq58_upper_sharp)`` (Eq. 58 + 67);
     - ``conc_lower``: ``lambda_min(M0) >= (1 - delta) lambda_min(E[M0])`` (Eq. 67, i.e. delta1 <= delta);
     - ``conc_upper``: ``lambda_max(M0) <= (1 + delta) lambda_max(E[M0])`` (Eq. 67, delta2 <= delta);
     - ``margin``: ``margin > margin_threshold`` (Eq. 9).
     """
     xr = _xr()
-    ds = _select_t(ds, t)
-    lo = np.sqrt((1.0 - delta) * ds["eq58_lower_sharp"])
+    ds = at_t(ds, t)
+    lo = np.sqrt((1.0 - delta) * ds["eq58_lower_sharp"]).where(lower_defined(ds))
     hi = np.sqrt((1.0 + delta) * ds["eq58_upper_sharp"])
     ev = {
         "eq67_lower": _event(ds["sigma_min_F"] >= lo, ds["sigma_min_F"], lo),
@@ -147,6 +200,9 @@ def bound_events(ds, delta=0.2, *, t=None, margin_threshold=1.0):
         "conc_upper": _event(ds["delta2"] <= delta, ds["delta2"]),
         "margin": _event(ds["margin"] > margin_threshold, ds["margin"]),
     }
+    if "eq58_lower_hadamard" in ds:
+        lo_h = np.sqrt((1.0 - delta) * ds["eq58_lower_hadamard"]).where(ds["eq58_lower_hadamard"] > 0)
+        ev["eq67_lower_hadamard"] = _event(ds["sigma_min_F"] >= lo_h, ds["sigma_min_F"], lo_h)
     out = xr.Dataset(ev)
     out.attrs["delta"] = float(delta)
     return out
@@ -341,7 +397,7 @@ def width_threshold(ds, level=0.95, *, var="margin", threshold=1.0, event=None, 
     label = "event"
     if event is None:
         label = f"{var} > {threshold}"
-        ds = _select_t(ds, t)
+        ds = at_t(ds, t)
         v = ds[var]
         event = _event(v > threshold, v)
     frac = event.mean("trial", skipna=True) if "trial" in event.dims else event

@@ -127,8 +127,13 @@ def cmd_check(args) -> int:
         where[k] = vals if len(vals) > 1 else vals[0]
     try:
         ds = open_results(args.store)
+        t = args.t
+        if t and "auto" in t:
+            if len(t) > 1:
+                raise ValueError("--t auto cannot be combined with explicit orders")
+            t = "auto"
         res = check_bound(ds, args.bound, delta=args.delta, min_rate=args.min_rate, confidence=args.confidence,
-                          where=where or None, t=args.t)
+                          where=where or None, t=t)
     except (StoreError, FileNotFoundError, ValueError, KeyError) as e:
         _err(str(e))
         return 3
@@ -284,16 +289,43 @@ def cmd_trial(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report  # noqa: PLC0415
+    from .report import ReportError, write_report  # noqa: PLC0415
     from .store import StoreError  # noqa: PLC0415
 
     try:
-        path = write_report(args.store, args.out, delta=args.delta, level=args.level)
-    except (StoreError, FileNotFoundError) as e:
+        path = write_report(args.store, args.out, delta=args.delta, level=args.level, t=args.t)
+    except ReportError as e:
+        print(e.path)
+        _err(f"{e}. Is matplotlib installed (pip install matplotlib)? The report was written without them.")
+        return EXIT_FAILED_TASKS
+    except (StoreError, FileNotFoundError, FileExistsError, ValueError) as e:
         _err(str(e))
         return EXIT_BAD_INPUT
     print(path)
     return EXIT_OK
+
+
+def _t_arg(v: str):
+    """A Khatri-Rao order on the command line: an integer >= 1 or 'auto'."""
+    if v.strip().lower() == "auto":
+        return "auto"
+    try:
+        t = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer order >= 1 or 'auto', got {v!r}") from None
+    if t < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer order >= 1 or 'auto', got {v!r}")
+    return t
+
+
+def _delta_arg(v: str) -> float:
+    try:
+        d = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {v!r}") from None
+    if not 0.0 <= d < 1.0:
+        raise argparse.ArgumentTypeError(f"delta must lie in [0, 1), got {v!r}")
+    return d
 
 
 # --------------------------------------------------------------------------- parser
@@ -345,12 +377,13 @@ def build_parser() -> argparse.ArgumentParser:
                                     "3: bad store or argument. Bounds: " + ", ".join(BOUNDS) + ".")
     ck.add_argument("store", metavar="STORE")
     ck.add_argument("--bound", required=True, help="bound name: " + ", ".join(BOUNDS))
-    ck.add_argument("--delta", type=float, help="deviation delta (eq67_*, delta1, delta2)")
+    ck.add_argument("--delta", type=_delta_arg, help="deviation delta (eq67_*, delta1, delta2)")
     ck.add_argument("--min-rate", type=float, default=0.95, help="required holding rate (default 0.95)")
     ck.add_argument("--confidence", type=float, default=0.99, help="confidence of the intervals (default 0.99)")
     ck.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE",
                     help="select grid points (ds.sel); VALUE may be a comma-separated list")
-    ck.add_argument("--t", type=int, nargs="+", metavar="T", help="Khatri-Rao orders (default: all)")
+    ck.add_argument("--t", type=_t_arg, nargs="+", metavar="T",
+                    help="Khatri-Rao orders: integers, or 'auto' alone (default: every explicit order)")
     ck.set_defaults(func=cmd_check)
 
     i = sub.add_parser("info", help="versions, BLAS, backends and GPU devices found",
@@ -378,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--d2", type=int, default=D["d2"], help=f"output dimension (default {D['d2']})")
     t.add_argument("--w1", type=float, default=D["w1"], help=f"std of W0 entries (default {D['w1']})")
     t.add_argument("--w2", type=float, default=D["w2"], help=f"std of V0 entries (default {D['w2']})")
-    t.add_argument("--t", type=int, nargs="+", default=list(D["t"]), metavar="T",
+    t.add_argument("--t", type=_t_arg, nargs="+", default=list(D["t"]), metavar="T",
                    help=f"Khatri-Rao orders (default {' '.join(map(str, D['t']))})")
     t.add_argument("--data", default=D["data"], help=f"data kind: sphere, file or digits (default {D['data']})")
     t.add_argument("--data-path", help="the .npy/.npz file of --data file")
@@ -395,7 +428,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "--out. Needs matplotlib (the 'plot' extra).")
     rp.add_argument("store", metavar="STORE")
     rp.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
-    rp.add_argument("--delta", type=float, default=None, help="deviation delta of the bound events (default 0.2)")
+    rp.add_argument("--delta", type=_delta_arg, default=None, help="deviation delta of the bound events (default 0.2)")
+    rp.add_argument("--t", type=_t_arg, default=None, metavar="T",
+                    help="one Khatri-Rao order (an integer or 'auto'; default: every order of the cube)")
     rp.add_argument("--level", type=float, default=0.95, help="trial fraction of the width threshold (default 0.95)")
     rp.set_defaults(func=cmd_report)
     return p

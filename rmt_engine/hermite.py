@@ -23,6 +23,9 @@ One-dimensional rule (coefficients, second moment)
     ``<= 4/sqrt(order+1)`` resolves the oscillation of ``psi_i`` (local frequency ``<= sqrt(i)``).
     The rule is symmetric and ``psi_i`` has the parity of ``i``, so the sums run over ``z > 0``
     with the even/odd part of ``phi``: an odd ``phi`` gets exactly zero even coefficients.
+    Coefficients that the activation's ``parity_zeros`` declares zero (GeLU's odd ``i >= 3``,
+    sigmoid's even ``i >= 2``, ...) are set to exactly 0.0: the quadrature would leave ~1e-17 of
+    rounding there, and a bound built on such a coefficient must read as undefined, not tiny.
 
 Two-dimensional rule (dual kernel, ``k(rho) = E[phi(w1 u) phi(w1 v)]``, ``corr(u, v) = rho``)
     ``u = z1``, ``v = rho z1 + sqrt(1 - rho^2) z2`` with ``z1, z2`` independent; tensor product of
@@ -136,6 +139,8 @@ def _normalized_cached(act: Activation, w1: float, bucket: int) -> np.ndarray:
     for i in range(bucket):
         psi_prev, psi = psi, (z * psi - math.sqrt(i) * psi_prev) / math.sqrt(i + 1.0)
         a[i + 1] = np.sum((f_odd if i % 2 == 0 else f_even) * psi)
+    if act.parity_zeros is not None:
+        a[[i for i in range(bucket + 1) if act.coefficient_is_zero(i)]] = 0.0
     a.flags.writeable = False
     return a
 

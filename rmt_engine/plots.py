@@ -1,9 +1,12 @@
-"""Figures of a result cube (matplotlib, the optional extra ``plot``; imported lazily).
+"""Figures of a result cube (matplotlib, a core dependency; imported lazily).
 
-Each function takes the cube (or an ``analysis`` result), draws one figure with one panel per
-activation, one line per remaining grid combination (n, d0, ...), saves it as PNG when ``path``
-is given and returns the ``matplotlib.figure.Figure``. No pyplot: figures are built with
-``matplotlib.figure.Figure`` so nothing depends on a display or global state.
+Rule of this module: each function draws one figure -- one panel per activation that has
+something to show, one colour per remaining grid combination (n, d0, ...) -- saves it as PNG when
+``path`` is given and returns the ``matplotlib.figure.Figure``; when no panel has anything to
+show it raises ``NothingToDraw`` (with the reason) instead of drawing empty axes. Bands are always
+the 5-95% quantiles over trials around the median; log axes carry a labelled tick at every grid
+value; titles say which t and delta. No pyplot: figures are ``matplotlib.figure.Figure`` objects,
+so nothing depends on a display or global state.
 """
 
 from __future__ import annotations
@@ -13,9 +16,15 @@ import numpy as np
 from . import analysis as A
 
 _SYMBOL = {"n": "n", "d0": "d_0", "d1": "d_1", "d2": "d_2", "w1": "w_1", "w2": "w_2", "t": "t"}
+#: Every band in every figure: these quantiles over trials, around the median.
+BAND = (0.05, 0.95)
 
 
-def _figure(ncols, width=4.6, height=3.6):
+class NothingToDraw(ValueError):
+    """The cube has nothing this figure could show (the message says why)."""
+
+
+def _figure(ncols, width=4.8, height=4.4):
     from matplotlib.figure import Figure  # noqa: PLC0415
 
     fig = Figure(figsize=(width * ncols, height), layout="constrained")
@@ -23,22 +32,39 @@ def _figure(ncols, width=4.6, height=3.6):
     return fig, axes
 
 
-def _save(fig, path):
-    from matplotlib.ticker import NullFormatter  # noqa: PLC0415
+def _grid_ticks(ax, values, axis="x"):
+    """A labelled tick at every grid value of a log axis (no minor labels, which overlap)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator  # noqa: PLC0415
 
-    for ax in fig.axes:  # minor-tick labels of short log axes overlap ("3x10^1 4x10^1"): drop them
-        if ax.get_xscale() == "log":
-            ax.xaxis.set_minor_formatter(NullFormatter())
+    vals = sorted({float(v) for v in np.ravel(values) if np.isfinite(v) and v > 0})
+    if not vals:
+        return
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    a.set_major_locator(FixedLocator(vals))
+    a.set_ticklabels([f"{v:g}" for v in vals])
+    a.set_minor_locator(NullLocator())
+    a.set_minor_formatter(NullFormatter())
+
+
+def _save(fig, path):
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
 
 
 def _panels(obj):
-    """(title, sub-object) per activation."""
+    """(activation, sub-object) per activation."""
     if "activation" in obj.dims:
         return [(str(a), obj.sel(activation=a)) for a in obj["activation"].values]
     return [("", obj)]
+
+
+def _label(s, dims) -> str:
+    parts = []
+    for d in dims:
+        v = np.asarray(s[d].values).item()
+        parts.append(f"${_SYMBOL.get(d, d)}$={v:g}" if isinstance(v, (int, float, np.number)) else f"{d}={v}")
+    return ", ".join(parts)
 
 
 def _series(obj, x):
@@ -51,10 +77,7 @@ def _series(obj, x):
     out = []
     for i in range(stacked.sizes["_combo"]):
         s = stacked.isel(_combo=i)
-        label = ", ".join(f"${_SYMBOL.get(d, d)}$={s[d].values.item():g}"
-                          if np.issubdtype(np.asarray(s[d].values).dtype, np.number)
-                          else f"{d}={s[d].values.item()}" for d in other)
-        out.append((label, s.drop_vars(["_combo"] + other, errors="ignore")))
+        out.append((_label(s, other), s.drop_vars(["_combo"] + other, errors="ignore")))
     return out
 
 
@@ -65,162 +88,255 @@ def _colors(k):
     return [cmap(v) for v in np.linspace(0.0, 0.85, max(k, 1))]
 
 
-def plot_bounds_vs_width(ds, path=None, *, t=None, band=(0.05, 0.95)):
-    """sigma_min / sigma_max of phi(W0 X) against d1 (log-log): median with a quantile band,
-    and the sharp Eq. 67 bounds as dashed lines (same colour)."""
-    ds = A._select_t(ds, t if t is not None else (int(ds["t"].values[0]) if "t" in ds.dims else None))
-    if "t" in ds.dims:
-        ds = ds.isel(t=0)
-    q = (band[0], 0.5, band[1])
-    fields = {
-        "smin": A._single_chunk(ds["sigma_min_F"], ["trial"]).quantile(q, dim="trial").compute(),
-        "smax": A._single_chunk(ds["sigma_max_F"], ["trial"]).quantile(q, dim="trial").compute(),
-        "lo": ds["eq67_lower_sharp"].compute(), "hi": ds["eq67_upper_sharp"].compute(),
-    }
-    panels = _panels(fields["smin"])
+def _q(da, q=(BAND[0], 0.5, BAND[1])):
+    return A._single_chunk(da, ["trial"]).quantile(list(q), dim="trial").compute()
+
+
+def _t_words(ds, t) -> str:
+    if t == A.AUTO_T and "t_auto" in ds:
+        vals = sorted({int(v) for v in np.ravel(ds["t_auto"].values) if np.isfinite(v)})
+        return "t = t_auto (" + ", ".join(map(str, vals)) + ")" if vals else "t = t_auto (none)"
+    return f"t = {t}"
+
+
+def _style_legend(ax, handles_labels, series_labels, colors):
+    """One legend below the whole figure: a colour per series, then the line styles (drawn once)."""
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
+    fig = ax.figure
+    if getattr(fig, "_rmt_legend", False):
+        return
+    handles = [Line2D([], [], color=c, lw=6, alpha=0.6) for c in colors if series_labels]
+    labels = [lab for lab in series_labels if lab]
+    h = handles[:len(labels)] + [hl[0] for hl in handles_labels]
+    lab = labels + [hl[1] for hl in handles_labels]
+    fig.legend(h, lab, fontsize=8, loc="outside lower center", ncols=min(len(lab), 4), frameon=False)
+    fig._rmt_legend = True
+
+
+def plot_bounds_vs_width(ds, path=None, *, t=None, delta=0.2):
+    """sigma_min / sigma_max of phi(W0 X) against d1 (log-log) between the Eq. 67 bounds.
+
+    Measured: median (markers) and 5-95% band over trials. Bounds at ``delta``: the sharp
+    single-t lower bound ``sqrt((1-delta) eq58_lower_sharp)`` (dashed; absent where undefined),
+    the all-orders lower bound ``sqrt((1-delta) eq58_lower_hadamard)`` (dash-dot) and the sharp
+    upper bound ``sqrt((1+delta) eq58_upper_sharp)`` (dotted).
+    """
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
+    t = A.default_t(ds) if t is None else t
+    ds = A.at_t(ds, t) if t is not None else ds
+    smin, smax = _q(ds["sigma_min_F"]), _q(ds["sigma_max_F"])
+    lo = np.sqrt((1 - delta) * ds["eq58_lower_sharp"]).where(A.lower_defined(ds)).compute()
+    had = np.sqrt((1 - delta) * ds["eq58_lower_hadamard"]).compute()
+    hi = np.sqrt((1 + delta) * ds["eq58_upper_sharp"]).compute()
+    panels = _panels(smin)
     fig, axes = _figure(len(panels))
     for ax, (act, _) in zip(axes, panels):
-        sel = {k: (v.sel(activation=act) if "activation" in v.dims else v) for k, v in fields.items()}
-        ser = _series(sel["smin"], "d1")
+        pick = (lambda v: v.sel(activation=act)) if act else (lambda v: v)
+        ser = _series(pick(smin), "d1")
         cols = _colors(len(ser))
-        ser_max = dict(_series(sel["smax"], "d1"))
-        lo_s, hi_s = dict(_series(sel["lo"], "d1")), dict(_series(sel["hi"], "d1"))
+        smax_s, lo_s, had_s, hi_s = (dict(_series(pick(v), "d1")) for v in (smax, lo, had, hi))
+        undefined = True
         for c, (label, s) in zip(cols, ser):
             x = s["d1"].values
-            for key, marker, bnd in (("smin", "o", lo_s.get(label)), ("smax", "s", hi_s.get(label))):
-                cur = s if key == "smin" else ser_max[label]
-                ax.fill_between(x, cur.sel(quantile=q[0]), cur.sel(quantile=q[2]), color=c, alpha=0.2, lw=0)
-                ax.plot(x, cur.sel(quantile=0.5), marker=marker, color=c, ms=4,
-                        label=(label or "empirical") if key == "smin" else None)
-                if bnd is not None:
-                    y = np.asarray(bnd.values, dtype=float)
-                    y = np.where(y > 0, y, np.nan)
-                    ax.plot(x, y, ls="--", color=c)
+            for cur, marker in ((s, "o"), (smax_s[label], "s")):
+                ax.fill_between(x, cur.sel(quantile=BAND[0]), cur.sel(quantile=BAND[1]), color=c, alpha=0.25, lw=0)
+                ax.plot(x, cur.sel(quantile=0.5), marker=marker, color=c, ms=4, lw=1)
+            y = np.asarray(lo_s[label].values, dtype=float)
+            undefined &= not np.isfinite(y).any()
+            ax.plot(x, y, ls="--", color=c, lw=1.2)
+            ax.plot(x, np.asarray(had_s[label].values, dtype=float), ls="-.", color=c, lw=1)
+            ax.plot(x, np.asarray(hi_s[label].values, dtype=float), ls=":", color=c, lw=1.2)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _grid_ticks(ax, smin["d1"].values)
         ax.set_xlabel(r"width $d_1$")
-        ax.set_ylabel(r"$\sigma_{\min}(\phi(W_0X))$ (o), $\sigma_{\max}$ (s)")
-        ax.set_title(f"{act}: Eq. 67 bounds (dashed)" if act else "Eq. 67 bounds (dashed)", fontsize=10)
-        ax.legend(fontsize=7, title=f"median, {int(band[0]*100)}-{int(band[1]*100)}% band", title_fontsize=7)
+        ax.set_ylabel(r"singular value of $\phi(W_0X)$")
+        tw = _t_words(pick(ds) if act else ds, t)
+        ax.set_title(f"{act}: Eq. 67 bounds, {tw}, $\\delta$ = {delta:g}", fontsize=9)
+        if undefined:
+            ax.text(0.03, 0.03, f"single-t lower bound undefined at {tw}", transform=ax.transAxes, fontsize=7)
+        k = "k"
+        style = [(Line2D([], [], color=k, marker="o", lw=1, ms=4), r"$\sigma_{\min}$ measured: median, 5-95% band"),
+                 (Line2D([], [], color=k, marker="s", lw=1, ms=4), r"$\sigma_{\max}$ measured: median, 5-95% band"),
+                 (Line2D([], [], color=k, ls="--"), "Eq. 67 lower, sharp (single t)"),
+                 (Line2D([], [], color=k, ls="-."), "Eq. 67 lower, all Hermite orders"),
+                 (Line2D([], [], color=k, ls=":"), "Eq. 67 upper, sharp")]
+        _style_legend(ax, style, [lab for lab, _ in ser], cols)
     return _save(fig, path)
 
 
 def plot_delta_distributions(ds, path=None):
-    """Empirical delta1 and delta2 of Eq. 67 against d1: median and 1-99% band per series."""
-    q = (0.01, 0.5, 0.99)
-    d = {k: A._single_chunk(ds[k], ["trial"]).quantile(q, dim="trial").compute() for k in ("delta1", "delta2")}
+    """Empirical delta1 and delta2 of Eq. 67 against d1: median and 5-95% band per series."""
+    d = {k: _q(ds[k]) for k in ("delta1", "delta2")}
     panels = _panels(d["delta1"])
     fig, axes = _figure(len(panels))
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
     for ax, (act, _) in zip(axes, panels):
-        for key, ls, sym in (("delta1", "-", r"$\delta_1$"), ("delta2", ":", r"$\delta_2$")):
-            da = d[key].sel(activation=act) if "activation" in d[key].dims else d[key]
+        labels, cols = [], []
+        for key, ls in (("delta1", "-"), ("delta2", ":")):
+            da = d[key].sel(activation=act) if act else d[key]
             ser = _series(da, "d1")
-            for c, (label, s) in zip(_colors(len(ser)), ser):
+            cols = _colors(len(ser))
+            labels = [lab for lab, _ in ser]
+            for c, (label, s) in zip(cols, ser):
                 x = s["d1"].values
-                ax.fill_between(x, s.sel(quantile=q[0]), s.sel(quantile=q[2]), color=c, alpha=0.15, lw=0)
-                ax.plot(x, s.sel(quantile=0.5), ls=ls, marker="o", ms=3, color=c,
-                        label=f"{sym} {label}".strip())
+                ax.fill_between(x, s.sel(quantile=BAND[0]), s.sel(quantile=BAND[1]), color=c, alpha=0.2, lw=0)
+                ax.plot(x, s.sel(quantile=0.5), ls=ls, marker="o", ms=3, color=c)
         ax.axhline(0, color="k", lw=0.5)
         ax.set_xscale("log")
+        _grid_ticks(ax, d["delta1"]["d1"].values)
         ax.set_xlabel(r"width $d_1$")
-        ax.set_ylabel(r"empirical $\delta_1$ (solid), $\delta_2$ (dotted)")
-        ax.set_title(f"{act}: Eq. 67 deviations (median, 1-99%)" if act else "Eq. 67 deviations", fontsize=10)
-        ax.legend(fontsize=7)
+        ax.set_ylabel("empirical deviation")
+        ax.set_title(f"{act}: Eq. 67 deviations (median, 5-95% band)" if act else "Eq. 67 deviations", fontsize=9)
+        style = [(Line2D([], [], color="k", ls="-", marker="o", ms=3),
+                  r"$\delta_1 = 1 - \lambda_{\min}(M_0)/\lambda_{\min}(E M_0)$"),
+                 (Line2D([], [], color="k", ls=":", marker="o", ms=3),
+                  r"$\delta_2 = \lambda_{\max}(M_0)/\lambda_{\max}(E M_0) - 1$")]
+        _style_legend(ax, style, labels, cols)
     return _save(fig, path)
 
 
 def plot_violation_rates(rates, path=None, *, title="violation rate"):
-    """A ``violation_rate``/``holding_rate`` Dataset against d1 with its confidence bars."""
+    """A ``violation_rate``/``holding_rate`` Dataset against d1 with its confidence bars.
+
+    Panels whose bound is undefined everywhere (no trial counted) are left out; if every panel is,
+    ``NothingToDraw`` is raised.
+    """
     rates = rates.compute()
-    panels = _panels(rates["rate"])
+    panels = [(a, p) for a, p in _panels(rates["rate"]) if np.isfinite(np.asarray(p.values, float)).any()]
+    if not panels:
+        raise NothingToDraw("the bound is undefined at every grid point (no trial counted)")
     fig, axes = _figure(len(panels))
     for ax, (act, _) in zip(axes, panels):
-        sub = rates.sel(activation=act) if "activation" in rates.dims else rates
+        sub = rates.sel(activation=act) if act else rates
         ser = _series(sub, "d1")
         for i, (c, (label, s)) in enumerate(zip(_colors(len(ser)), ser)):
-            x = s["d1"].values * (1 + 0.03 * i)  # small offset so bars do not overlap
+            x = s["d1"].values * (1 + 0.04 * i)  # small offset so bars do not overlap
             r = s["rate"].values
             err = np.vstack([r - s["lo"].values, s["hi"].values - r])
-            ax.errorbar(x, r, yerr=np.nan_to_num(err), marker="o", ms=4, capsize=3, color=c, label=label or None)
+            ax.errorbar(x, r, yerr=np.nan_to_num(err), marker="o", ms=4, capsize=3, color=c,
+                        label=label or "violation rate")
         ax.set_xscale("log")
+        _grid_ticks(ax, rates["d1"].values)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel(r"width $d_1$")
-        ax.set_ylabel(f"rate ({int(100 * rates.attrs.get('confidence', 0.95))}% {rates.attrs.get('method', '')} CI)")
-        ax.set_title(f"{act}: {title}" if act else title, fontsize=10)
-        if len(ser) > 1 or ser[0][0]:
-            ax.legend(fontsize=7)
+        ax.set_ylabel(f"fraction of trials ({int(100 * rates.attrs.get('confidence', 0.95))}% "
+                      f"{rates.attrs.get('method', '')} interval)")
+        ax.set_title(act, fontsize=9)
+        ax.legend(fontsize=7)
+    import textwrap  # noqa: PLC0415
+
+    fig.suptitle("\n".join(textwrap.wrap(title, 60 * len(panels))), fontsize=9)
     return _save(fig, path)
 
 
 def plot_threshold_fit(thr, fit=None, path=None):
-    """d1* against n (log-log) with the fitted line and the 3/2 (Eq. 21) and 5/3 (App. E) slopes."""
+    """d1* against n (log-log) with the fitted line and the 3/2 (Eq. 21) and 5/3 (App. E) slopes.
+
+    Only activations with a threshold at two or more n are drawn; ``NothingToDraw`` otherwise.
+    """
     thr = thr.compute()
     fit = (fit if fit is not None else A.fit_threshold_exponent(thr)).compute()
-    panels = _panels(thr["d1_star"])
+    panels = [(a, d) for a, d in _panels(thr["d1_star"]) if np.isfinite(np.asarray(d.values, float)).sum() >= 2]
+    if not panels:
+        raise NothingToDraw("the threshold is reached at fewer than two values of n for every activation")
     fig, axes = _figure(len(panels))
     for ax, (act, d) in zip(axes, panels):
         f = fit.sel(activation=act) if "activation" in fit.dims else fit
         ser = _series(d, "n")
         for c, (label, s) in zip(_colors(len(ser)), ser):
-            n = s["n"].values.astype(float)
-            y = s.values.astype(float)
-            ax.plot(n, y, "o", color=c, label=f"$d_1^*$ {label}".strip())
+            ax.plot(s["n"].values.astype(float), s.values.astype(float), "o", color=c,
+                    label=f"$d_1^*$ {label}".strip())
         fs = A.squeeze_grid(f)
-        b, a = np.ravel(fs["exponent"].values), np.ravel(fs["prefactor"].values)
-        se = np.ravel(fs["stderr"].values)
         nn = np.geomspace(float(d["n"].min()), float(d["n"].max()), 20)
-        for bi, ai, si in zip(b, a, se):
+        for bi, ai, si in zip(*(np.ravel(fs[k].values) for k in ("exponent", "prefactor", "stderr"))):
             if np.isfinite(bi):
                 ax.plot(nn, ai * nn ** bi, "-", color="C3", label=f"fit: $b$={bi:.2f}$\\pm${si:.2f}")
         ok = np.isfinite(d.values)
-        if ok.any():
-            n0 = float(np.asarray(np.broadcast_to(d["n"].values.reshape([-1 if k == "n" else 1 for k in d.dims]),
-                                                  d.shape))[ok].min())
-            y0 = float(np.nanmin(np.where(ok, d.values, np.nan)))
-            ax.plot(nn, y0 * (nn / n0) ** 1.5, "--", color="k", lw=1, label=r"$n^{3/2}$ (Eq. 21)")
-            ax.plot(nn, y0 * (nn / n0) ** (5 / 3), ":", color="k", lw=1, label=r"$n^{5/3}$ (App. E)")
-        else:
-            ax.text(0.5, 0.5, f"threshold not reached\n(level {thr.attrs.get('level', 0.95):g})",
-                    transform=ax.transAxes, ha="center", va="center")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        if ok.any():
-            ax.set_xscale("log")
-            ax.set_yscale("log")
+        n0 = float(np.broadcast_to(d["n"].values.reshape([-1 if k == "n" else 1 for k in d.dims]), d.shape)[ok].min())
+        y0 = float(np.nanmin(np.where(ok, d.values, np.nan)))
+        ax.plot(nn, y0 * (nn / n0) ** 1.5, "--", color="k", lw=1, label=r"$n^{3/2}$ (Eq. 21)")
+        ax.plot(nn, y0 * (nn / n0) ** (5 / 3), ":", color="k", lw=1, label=r"$n^{5/3}$ (App. E)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        _grid_ticks(ax, d["n"].values)
         ax.set_xlabel("$n$")
         ax.set_ylabel(r"$d_1^*$: " + str(thr.attrs.get("event", "margin > 1")).replace("_", " ")
                       + f" in {100 * thr.attrs.get('level', 0.95):g}% of trials")
-        ax.set_title(f"{act}: width threshold" if act else "width threshold", fontsize=10)
-        if ok.any():
-            ax.legend(fontsize=7)
+        ax.set_title(f"{act}: width threshold" if act else "width threshold", fontsize=9)
+        ax.legend(fontsize=7)
     return _save(fig, path)
 
 
 def plot_c0_spike(ds, path=None):
-    """lambda_max(M0) / (d1 c_0(w1)^2 n) against d1 (median, 5-95%): tends to 1 when c_0 != 0."""
-    sp = A.c0_spike(ds).compute()["spike_ratio_q"]
-    panels = _panels(sp)
+    """lambda_max(M0) / (d1 c_0(w1)^2 n) against d1 (median, 5-95%): tends to 1 when c_0 != 0.
+
+    Activations with ``c_0(w1) = 0`` (tanh, erf: no spike) get no panel; ``NothingToDraw`` if none is left.
+    """
+    sp = A.c0_spike(ds, quantiles=(BAND[0], 0.5, BAND[1])).compute()["spike_ratio_q"]
+    panels = [(a, s) for a, s in _panels(sp) if np.isfinite(np.asarray(s.values, float)).any()]
+    if not panels:
+        raise NothingToDraw("c_0(w1) = 0 for every activation of the cube: there is no spike")
     fig, axes = _figure(len(panels))
     for ax, (act, s0) in zip(axes, panels):
         ser = _series(s0, "d1")
-        drew = False
         for c, (label, s) in zip(_colors(len(ser)), ser):
-            if not np.isfinite(s.values).any():
-                continue
-            drew = True
             x = s["d1"].values
-            qs = s["quantile"].values
-            ax.fill_between(x, s.sel(quantile=qs[0]), s.sel(quantile=qs[-1]), color=c, alpha=0.2, lw=0)
-            ax.plot(x, s.sel(quantile=0.5), "o-", ms=4, color=c, label=label or None)
-        if not drew:
-            ax.text(0.5, 0.5, "$c_0(w_1) = 0$: no spike", transform=ax.transAxes, ha="center", va="center")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        ax.axhline(1, color="k", lw=0.8, ls="--")
+            ax.fill_between(x, s.sel(quantile=BAND[0]), s.sel(quantile=BAND[1]), color=c, alpha=0.25, lw=0)
+            ax.plot(x, s.sel(quantile=0.5), "o-", ms=4, color=c, label=(label or "median") + ", 5-95% band")
+        ax.axhline(1, color="k", lw=0.8, ls="--", label="1 (spike = $d_1 c_0^2 n$)")
         ax.set_xscale("log")
+        _grid_ticks(ax, sp["d1"].values)
         ax.set_xlabel(r"width $d_1$")
-        ax.set_ylabel(r"$\lambda_{\max}(M_0)\,/\,(d_1 c_0^2 n)$")
-        ax.set_title(f"{act}: $c_0$ spike (Eq. 56)" if act else "$c_0$ spike (Eq. 56)", fontsize=10)
-        if drew and (len(ser) > 1 or ser[0][0]):
-            ax.legend(fontsize=7)
+        ax.set_ylabel(r"$\lambda_{\max}(M_0)\,/\,(d_1 c_0(w_1)^2 n)$")
+        ax.set_title(f"{act}: $c_0$ spike (Eq. 56)" if act else "$c_0$ spike (Eq. 56)", fontsize=9)
+        ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_lower_bound_tightness(ds, path=None, *, delta=0.2):
+    """How loose each lower bound is: median sigma_min(phi(W0 X)) / bound against d1.
+
+    One line style per bound: the single-t sharp bound at each t of the cube (t_auto included)
+    and the all-orders bound. Ratios >= 1 mean the bound held; NaN where it is undefined.
+    """
+    ts = A.available_t(ds)
+    entries = []
+    for t in ts:
+        v = A.at_t(ds, t)
+        b = np.sqrt((1 - delta) * v["eq58_lower_sharp"]).where(A.lower_defined(v) & (v["eq58_lower_sharp"] > 0))
+        entries.append((f"single t: {_t_words(ds, t)}", (v["sigma_min_F"] / b)))
+    b = np.sqrt((1 - delta) * ds["eq58_lower_hadamard"]).where(ds["eq58_lower_hadamard"] > 0)
+    entries.append(("all Hermite orders", ds["sigma_min_F"] / b))
+    meds = [(lab, _q(r, (0.5,)).sel(quantile=0.5, drop=True)) for lab, r in entries]
+    meds = [(lab, m) for lab, m in meds if np.isfinite(np.asarray(m.values, float)).any()]
+    if not meds:
+        raise NothingToDraw("no lower bound is defined at any grid point")
+    panels = _panels(meds[0][1])
+    fig, axes = _figure(len(panels))
+    styles = ["--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1))]
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
+    for ax, (act, _) in zip(axes, panels):
+        style = []
+        cols, labels = [], []
+        for k, (lab, m) in enumerate(meds):
+            ls = "-" if lab.startswith("all") else styles[k % len(styles)]
+            ser = _series(m.sel(activation=act) if act else m, "d1")
+            cols, labels = _colors(len(ser)), [s for s, _ in ser]
+            for c, (_, s) in zip(cols, ser):
+                ax.plot(s["d1"].values, s.values, ls=ls, marker="o", ms=3, color=c)
+            style.append((Line2D([], [], color="k", ls=ls, marker="o", ms=3), lab))
+        ax.axhline(1, color="C3", lw=0.8)
+        ax.text(0.99, 0.01, "below the red line: the bound failed (median trial)", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=7, color="C3")
+        ax.set_xscale("log")
+        _grid_ticks(ax, ds["d1"].values)
+        ax.set_xlabel(r"width $d_1$")
+        ax.set_ylabel(r"median $\sigma_{\min}(\phi(W_0X))$ / Eq. 67 lower bound")
+        ax.set_title(f"{act}: slack of the lower bounds, $\\delta$ = {delta:g}" if act else "slack", fontsize=9)
+        _style_legend(ax, style, labels, cols)
     return _save(fig, path)

@@ -1,10 +1,12 @@
 """The result cube: one zarr store per study, written region by region, read with xarray.
 
 Rules of this module
-- Layout (``STORE_VERSION = 1``). Dimensions are *every* grid axis of ``GRID_AXES`` (also the
+- Layout (``STORE_VERSION = 2``). Dimensions are *every* grid axis of ``GRID_AXES`` (also the
   ones with a single value, so every cube has the same dims and ``ds.sel(w2=1.0)`` always works),
-  then ``trial``; variables of t-dependent fields get a trailing ``t`` dimension (the Khatri-Rao
-  orders of the study) instead of one variable per ``_t{t}`` suffix.
+  then ``trial``; variables of t-dependent fields get a trailing ``t`` dimension (the explicit
+  Khatri-Rao orders of the study) instead of one variable per ``_t{t}`` suffix; with ``t = "auto"``
+  in the study each such field also has a variable ``{field}_auto`` without ``t`` (its value at
+  the per-point order ``t_auto``).
   * per-trial fields: dims ``GRID_AXES + ("trial",) [+ ("t",)]``;
   * per-grid-point fields (``FieldInfo.per_point``): dims ``GRID_AXES [+ ("t",)]``, no ``trial``;
   * ``done``: bool, dims ``GRID_AXES + ("trial_block",)``: block ``b`` holds trials
@@ -42,10 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .fields import FIELDS, record_fields
+from .fields import AUTO_T, FIELDS, field_name, int_orders, record_fields
 
 #: Bumped whenever the layout changes incompatibly; ``open_results`` refuses other versions.
-STORE_VERSION = 1
+STORE_VERSION = 2
 GRID_AXES = ("activation", "data", "n", "d0", "d1", "d2", "w1", "w2")
 STRING_AXES = ("activation", "data")
 FLOAT_AXES = ("w1", "w2")
@@ -86,8 +88,9 @@ class Variable:
     shape: tuple[int, ...]
     chunks: tuple[int, ...]
     per_point: bool
-    per_t: bool
+    per_t: bool  # has a trailing ``t`` dimension
     n: int | None = None  # for spectrum variables
+    t_values: tuple = ()  # the record's t keys this variable holds (ints along ``t``, or ("auto",))
 
 
 def n_blocks(trials: int, trials_per_task: int) -> int:
@@ -103,15 +106,22 @@ def layout(grid: dict, t_values, trials: int, trials_per_task: int, save_spectru
     """Every variable of the cube (fields in record order, then spectra, then ``done``)."""
     gshape = tuple(len(grid[a]) for a in GRID_AXES)
     gchunks = (1,) * len(GRID_AXES)
-    nt = len(t_values)
+    orders = int_orders(t_values)
+    nt = len(orders)
     out = []
     for base, info in FIELDS.items():
         dims, shape, chunks = GRID_AXES, gshape, gchunks
         if not info.per_point:
             dims, shape, chunks = dims + ("trial",), shape + (trials,), chunks + (trials_per_task,)
-        if info.per_t:
-            dims, shape, chunks = dims + ("t",), shape + (nt,), chunks + (nt,)
-        out.append(Variable(base, base, dims, shape, chunks, info.per_point, info.per_t))
+        if not info.per_t:
+            out.append(Variable(base, base, dims, shape, chunks, info.per_point, False))
+            continue
+        if nt:
+            out.append(Variable(base, base, dims + ("t",), shape + (nt,), chunks + (nt,), info.per_point, True,
+                                t_values=orders))
+        if AUTO_T in t_values:
+            out.append(Variable(field_name(base, AUTO_T), base, dims, shape, chunks, info.per_point, False,
+                                t_values=(AUTO_T,)))
     if save_spectrum:
         i_n = GRID_AXES.index("n")
         for n in grid["n"]:
@@ -185,8 +195,10 @@ def _attrs_for(var: Variable) -> dict:
     info = FIELDS[var.base]
     attrs = {"long_name": info.long_name, "equation": info.equation, "units": info.units,
              "per_grid_point": int(info.per_point)}
-    if info.per_t:
+    if var.per_t:
         attrs["long_name"] = info.long_name + " (per Khatri-Rao order t)"
+    elif var.t_values == (AUTO_T,):
+        attrs["long_name"] = info.long_name + " (at t = t_auto, the smallest informative order)"
     return attrs
 
 
@@ -207,8 +219,9 @@ def create_template(path, grid: dict, t_values, trials: int, trials_per_task: in
         encoding[var.name] = {"chunks": var.chunks}
     coords = {a: (a, _coord_values(a, grid[a])) for a in GRID_AXES}
     coords["trial"] = ("trial", np.arange(trials, dtype=np.int64))
-    coords["t"] = ("t", np.array([int(t) for t in t_values], dtype=np.int64),
-                   {"long_name": "Khatri-Rao order t (Eq. 20, 58)"})
+    if int_orders(t_values):
+        coords["t"] = ("t", np.array(int_orders(t_values), dtype=np.int64),
+                       {"long_name": "Khatri-Rao order t (Eq. 20, 58)", "units": "1"})
     nb = n_blocks(trials, trials_per_task)
     coords["trial_block"] = ("trial_block", np.arange(nb, dtype=np.int64),
                              {"long_name": "block of trials_per_task trials (one task, one chunk)",

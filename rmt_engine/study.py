@@ -46,7 +46,7 @@ import numpy as np
 from . import store as _store
 from ._version import __version__
 from .fields import FIELDS, field_name
-from .spec import DTYPES, TRIAL_SPEC_DEFAULTS, TrialSpec
+from .spec import DTYPES, MAX_T, TRIAL_SPEC_DEFAULTS, TrialSpec
 from .store import GRID_AXES
 
 REQUIRED_AXES = ("activation", "n", "d0", "d1")
@@ -58,14 +58,14 @@ TOP_KEYS = ("name", "description", "study", "grid", "execution", "cluster")
 STUDY_KEYS = {
     "trials": ("posint", None),
     "seed": ("nonnegint", None),
-    "t": ("posint_list", TRIAL_SPEC_DEFAULTS["t"]),
+    "t": ("t_list", TRIAL_SPEC_DEFAULTS["t"]),
     "dtype": ("str", TRIAL_SPEC_DEFAULTS["dtype"]),
     "block_rows": ("posint", TRIAL_SPEC_DEFAULTS["block_rows"]),
     "save_spectrum": ("bool", False),
     "allow_d1_below_n": ("bool", False),
     "data_path": ("str", TRIAL_SPEC_DEFAULTS["data_path"]),
-    "delta1": ("float", TRIAL_SPEC_DEFAULTS["delta1"]),
-    "delta2": ("float", TRIAL_SPEC_DEFAULTS["delta2"]),
+    "bound_delta1": ("float", TRIAL_SPEC_DEFAULTS["bound_delta1"]),
+    "bound_delta2": ("float", TRIAL_SPEC_DEFAULTS["bound_delta2"]),
     "C": ("float", TRIAL_SPEC_DEFAULTS["C"]),
     "chi_max": ("float", TRIAL_SPEC_DEFAULTS["chi_max"]),
     "backend": ("str", TRIAL_SPEC_DEFAULTS["backend"]),
@@ -89,6 +89,8 @@ SLURM_KEYS = {
     "worker_extra_args": "str_list", "job_cpu": "posint", "job_mem": "str", "death_timeout": "float",
     "job_name": "str",
 }
+#: [study] keys of earlier versions -> their names now (a clear error, never a silent default).
+RENAMED_STUDY_KEYS = {"delta1": "bound_delta1", "delta2": "bound_delta2"}
 TEST_DELAY_ENV = "RMT_ENGINE_TEST_TASK_DELAY"
 TEST_FAIL_ENV = "RMT_ENGINE_TEST_FAIL"
 
@@ -157,6 +159,22 @@ def _check_value(kind: str, v, key: tuple):
         if not isinstance(v, (bool, np.bool_)):
             raise StudySpecError(f"expected true or false, got {_describe(v)}", key)
         return bool(v)
+    if kind == "t_list":
+        vals = [v] if not isinstance(v, (list, tuple)) else list(v)
+        if not vals:
+            raise StudySpecError('expected a non-empty list of Khatri-Rao orders (integers >= 1 or "auto")', key)
+        out = []
+        for x in vals:
+            if isinstance(x, str) and x.strip().lower() == "auto":
+                out.append("auto")
+            elif _is_int(x) and 1 <= x <= MAX_T:
+                out.append(int(x))
+            else:
+                raise StudySpecError(f'expected "auto" or an integer Khatri-Rao order in [1, {MAX_T}], '
+                                     f"got {_describe(x)}", key)
+        if len(set(out)) != len(out):
+            raise StudySpecError(f"repeated Khatri-Rao orders: {out}", key)
+        return tuple(out)
     if kind in ("posint_list", "str_list"):
         item = kind[:-5]
         vals = [v] if not isinstance(v, (list, tuple)) else list(v)
@@ -232,8 +250,8 @@ class Study:
     save_spectrum: bool = False
     allow_d1_below_n: bool = False
     data_path: str | None = TRIAL_SPEC_DEFAULTS["data_path"]
-    delta1: float = TRIAL_SPEC_DEFAULTS["delta1"]
-    delta2: float = TRIAL_SPEC_DEFAULTS["delta2"]
+    bound_delta1: float = TRIAL_SPEC_DEFAULTS["bound_delta1"]
+    bound_delta2: float = TRIAL_SPEC_DEFAULTS["bound_delta2"]
     C: float = TRIAL_SPEC_DEFAULTS["C"]
     chi_max: float | None = TRIAL_SPEC_DEFAULTS["chi_max"]
     backend: str = TRIAL_SPEC_DEFAULTS["backend"]
@@ -335,6 +353,11 @@ class Study:
         """A study from the TOML structure (top-level name/description, [study], [grid], ...)."""
         _check_unknown(raw, TOP_KEYS, (), "the top level")
         study = dict(_check_table(raw.get("study", {}), ("study",)))
+        for old, new in RENAMED_STUDY_KEYS.items():
+            if old in study:
+                raise StudySpecError(f"[study] {old} was renamed {new} (the deviation at which the Eq. 67 bounds "
+                                     f"are reported; {old} is the measured deviation in the cube): write "
+                                     f"{new} = {study[old]!r}", ("study", old))
         _check_unknown(study, list(STUDY_KEYS), ("study",), "[study]")
         if "grid" not in raw:
             raise StudySpecError("missing the [grid] table (activation, n, d0, d1 lists at least)", ("grid",))
@@ -370,8 +393,8 @@ class Study:
             activation=labels["activation"], n=int(labels["n"]), d0=int(labels["d0"]), d1=int(labels["d1"]),
             d2=int(labels["d2"]), w1=float(labels["w1"]), w2=float(labels["w2"]), t=tuple(self.t),
             data=labels["data"], data_path=self.data_path if labels["data"] == "file" else None,
-            seed=self.seed, dtype=self.dtype, block_rows=self.block_rows, delta1=self.delta1,
-            delta2=self.delta2, C=self.C, chi_max=self.chi_max, backend=self.backend)
+            seed=self.seed, dtype=self.dtype, block_rows=self.block_rows, bound_delta1=self.bound_delta1,
+            bound_delta2=self.bound_delta2, C=self.C, chi_max=self.chi_max, backend=self.backend)
 
     def canonical(self) -> dict:
         """The scientific definition (what the config hash covers)."""
@@ -382,7 +405,7 @@ class Study:
             "grid": {a: list(self.grid[a]) for a in GRID_AXES}, "t": list(self.t), "trials": self.trials,
             "seed": self.seed, "dtype": self.dtype, "block_rows": self.block_rows,
             "save_spectrum": self.save_spectrum, "allow_d1_below_n": self.allow_d1_below_n,
-            "delta1": self.delta1, "delta2": self.delta2, "C": self.C, "chi_max": self.chi_max,
+            "bound_delta1": self.bound_delta1, "bound_delta2": self.bound_delta2, "C": self.C, "chi_max": self.chi_max,
             "backend": self.backend, "data_file_sha256": data_sha,
         }
 
@@ -754,7 +777,7 @@ def execute_task(job: dict) -> dict:
             continue
         if var.per_point and task.block != 0:
             continue  # exactly one writer per chunk: the task of block 0
-        keys = [field_name(var.base, t) for t in spec.t] if var.per_t else [var.base]
+        keys = [field_name(var.base, t) for t in var.t_values] if var.t_values else [var.base]
         rows = records[:1] if var.per_point else records
         arr = np.array([[float(r[k]) for k in keys] for r in rows], dtype=np.float64)
         if var.per_point:

@@ -11,7 +11,9 @@ with the same variable names and dims):
     * ``"holds"``        the lower end of the interval is above ``min_rate``;
     * ``"violated"``     the upper end of the interval is below ``min_rate``;
     * ``"inconclusive"`` ``min_rate`` lies inside the interval (add trials);
-    * ``"undefined"``    some trial (or a per-point field) of the point is NaN.
+    * ``"undefined"``    some trial (or a per-point field) of the point is NaN, or the bound
+      itself is undefined there (``lower_undefined != 0``: c_t(w1) = 0 or n > C(d0+t-1, t));
+      an undefined bound is never counted as held.
 
     The assertion returns the ``BoundCheck`` when every point holds and otherwise raises, in
     this order of precedence: ``BoundViolated`` (some point violated), ``BoundUndefined`` (some
@@ -34,6 +36,7 @@ The bound names are the closed set ``BOUNDS`` (an unknown name is a ``ValueError
 name                event per trial                                              ``delta``
 =================== ============================================================ ==========
 eq67_lower          sigma_min_F >= sqrt((1 - delta) eq58_lower_sharp)   (per t)  required
+eq67_lower_hadamard sigma_min_F >= sqrt((1 - delta) eq58_lower_hadamard)         required
 eq67_lower_paper    sigma_min_F >= sqrt((1 - delta) eq58_lower)         (per t)  required
 eq67_upper          sigma_max_F <= sqrt((1 + delta) eq58_upper_sharp)            required
 eq67_upper_paper    sigma_max_F <= sqrt(1 + delta) w1^{r2} (sqrt((c1^2 + cinf2) d1) sigma_max_X
@@ -106,7 +109,11 @@ def _holds(cond, *operands):
 
 def _eq67_lower(key):
     def ev(ds, delta):
-        rhs = np.sqrt((1.0 - delta) * ds[key])
+        from .analysis import lower_defined  # noqa: PLC0415
+
+        # an undefined bound (c_t(w1) = 0 or n > C(d0+t-1, t)) is 0: NaN here, never "held"
+        defined = lower_defined(ds) if key != "eq58_lower_hadamard" else ds[key] > 0
+        rhs = np.sqrt((1.0 - delta) * ds[key]).where(defined)
         return _holds(ds["sigma_min_F"] >= rhs, ds["sigma_min_F"], rhs)
     return ev
 
@@ -147,6 +154,8 @@ def _le_delta(var):
 BOUNDS: dict[str, _Bound] = {
     "eq67_lower": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower_sharp) (Eq. 67, sharp constant), per t",
                          True, _eq67_lower("eq58_lower_sharp")),
+    "eq67_lower_hadamard": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower_hadamard) (Eq. 67 with the full sharp "
+                                  "Eq. 58 lower bound over every Hermite order)", True, _eq67_lower("eq58_lower_hadamard")),
     "eq67_lower_paper": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower) (Eq. 67/68, paper form), per t",
                                True, _eq67_lower("eq58_lower")),
     "eq67_upper": _Bound("sigma_max_F <= sqrt((1+delta) eq58_upper_sharp) (Eq. 67, sharp constant)",
@@ -275,9 +284,15 @@ def check_bound(ds, bound: str, *, delta: float | None = None, min_rate: float =
         raise ValueError(f"bound {bound!r} needs delta=")
     if not 0.0 <= min_rate <= 1.0 or not 0.0 < confidence < 1.0:
         raise ValueError("min_rate must be in [0, 1] and confidence in (0, 1)")
+    from .analysis import AUTO_T, at_t  # noqa: PLC0415
+
     sub = _select(ds, where)
-    if t is not None and "t" in sub.dims:
+    if isinstance(t, str):
+        sub = at_t(sub, t)
+    elif t is not None and "t" in sub.dims:
         sub = _select(sub, {"t": t})
+    elif t is None and "t" not in sub.dims and f"eq58_lower_sharp_{AUTO_T}" in sub:
+        sub = at_t(sub, AUTO_T)  # a cube with t = "auto" only
     ev = b.event(sub, delta).load()
     if "trial" not in ev.dims:
         raise ValueError(f"bound {bound!r}: the cube has no trial dimension")

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import bounds, rng
+from . import bounds, orders, rng
 from ._backend import get_xp, to_numpy
 from .activations import activation as get_activation
 from .data import make_data
 from .expected import expected_gram
-from .fields import field_name, record_fields
+from .fields import AUTO_T, FIELDS, field_name, int_orders, record_fields
 from .gram import accumulate
-from .hermite import hermite_coefficients, hermite_tail
+from .hadamard import hadamard_lower_bound
+from .hermite import hermite_coefficients, hermite_tail, normalized_hermite_coefficients
 from .khatri_rao import RankDeficiencyWarning, data_extremes, khatri_rao_extremes, symmetric_tensor_dim
 from .spec import TrialSpec
 from .spectra import eigvalsh, extreme_eigenvalues, spectral_norm_sym
@@ -73,40 +74,63 @@ def point_record(spec: TrialSpec, cache: dict | None = None) -> dict[str, float]
 def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
     act = get_activation(spec.activation)
     pd = point_data(spec, cache)
-    n, d0, d1 = spec.n, spec.d0, spec.d1
-    order = max(max(spec.t), 1)
+    n, d0, d1, w1 = spec.n, spec.d0, spec.d1, spec.w1
+    t_auto = orders.informative_t(act, w1, n, d0)
+    explicit = int_orders(spec.t)
+    order = max(explicit + (t_auto or 1, 1))
     c = hermite_coefficients(act, order, 1.0)
-    cw = hermite_coefficients(act, order, spec.w1)
-    cinf2, cinf2_w = hermite_tail(act, 1.0), hermite_tail(act, spec.w1)
+    cw = hermite_coefficients(act, order, w1)
+    a = normalized_hermite_coefficients(act, order, 1.0)
+    aw = normalized_hermite_coefficients(act, order, w1)
+    cinf2, cinf2_w = hermite_tail(act, 1.0), hermite_tail(act, w1)
     smin_X, smax_X = data_extremes(pd.X)
     ext = extreme_eigenvalues(pd.K)
+    lam_min_K, lam_max_K = float(ext["lambda_min"]), float(ext["lambda_max"])
+    lower_r, _ = bounds.homogeneity_exponents(w1, act.r1, act.r2)
+    paper_factor = bounds.homogeneity_factor(w1, lower_r, 2.0)
+    hadamard, hadamard_order = hadamard_lower_bound(pd.X, act, w1, d1, min_order=order)
     rec = {
         "sigma_max_X": smax_X, "sigma_min_X": smin_X, "d1_below_n": float(d1 < n),
+        "t_auto": float(t_auto) if t_auto is not None else math.nan,
         "c0": c[0], "c1": c[1], "cinf2": cinf2, "c0_w": cw[0], "c1_w": cw[1], "cinf2_w": cinf2_w,
-        "lambda_min_EM0": d1 * float(ext["lambda_min"]), "lambda_max_EM0": d1 * float(ext["lambda_max"]),
-        "eq58_upper": bounds.eq58_upper(d1, n, c[0], c[1], cinf2, smax_X, spec.w1, act.r2),
+        "lambda_min_EM0": d1 * lam_min_K, "lambda_max_EM0": d1 * lam_max_K,
+        "EM0_singular": float(lam_min_K <= EM0_SINGULAR_RTOL * n * lam_max_K),
+        "eq58_upper": bounds.eq58_upper(d1, n, c[0], c[1], cinf2, smax_X, w1, act.r2, act.r1),
         "eq58_upper_sharp": bounds.eq58_upper(d1, n, cw[0], cw[1], cinf2_w, smax_X),
-        "eq67_upper": bounds.eq67_upper(d1, n, c[0], c[1], cinf2, smax_X, spec.delta2, spec.w1, act.r2),
-        "eq19_scale": bounds.eq19_scale(spec.w1, spec.w2, d0, d1),
+        "eq58_lower_hadamard": hadamard, "eq58_lower_hadamard_order": float(hadamard_order),
+        "eq67_lower_hadamard": bounds.eq67_lower(hadamard, spec.bound_delta1),
+        "eq67_upper": bounds.eq67_upper(d1, n, c[0], c[1], cinf2, smax_X, spec.bound_delta2, w1, act.r2, act.r1),
+        "eq19_scale": bounds.eq19_scale(w1, spec.w2, d0, d1),
     }
-    rec["eq67_upper_sharp"] = bounds.eq67_upper_sharp(rec["eq58_upper_sharp"], spec.delta2)
-    for t in spec.t:
+    rec["eq67_upper_sharp"] = bounds.eq67_upper_sharp(rec["eq58_upper_sharp"], spec.bound_delta2)
+    for key in spec.t:
+        t = t_auto if key == AUTO_T else key
+        if t is None:  # no informative order: every bound field of "auto" is undefined
+            rec.update({field_name(b, key): math.nan for b in _PER_T_BASES})
+            rec[field_name("lower_undefined", key)] = float(orders.NO_ORDER)
+            continue
         deficient = n > symmetric_tensor_dim(d0, t)  # sigma_min(X^{*t}) = 0 whatever the data
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RankDeficiencyWarning)  # recorded as a field instead
             smin_t, smax_t = khatri_rao_extremes(pd.X, t)
-        lower = bounds.eq58_lower(d1, c[t], t, smin_t, spec.w1, act.r1)
-        lower_sharp = bounds.eq58_lower(d1, cw[t], t, smin_t)
+        lower = bounds.eq58_lower_normalized(d1, a[t], smin_t, paper_factor)
+        lower_sharp = bounds.eq58_lower_normalized(d1, aw[t], smin_t)
         rec.update({
-            field_name("sigma_min_xkr", t): smin_t, field_name("sigma_max_xkr", t): smax_t,
-            field_name("xkr_rank_deficient", t): float(deficient),
-            field_name("ct", t): c[t], field_name("ct_w", t): cw[t],
-            field_name("eq58_lower", t): lower, field_name("eq58_lower_sharp", t): lower_sharp,
-            field_name("eq67_lower", t): bounds.eq67_lower(lower, spec.delta1),
-            field_name("eq67_lower_sharp", t): bounds.eq67_lower(lower_sharp, spec.delta1),
-            field_name("eq20_width", t): bounds.eq20_width(smax_X, n, smin_t),
+            field_name("sigma_min_xkr", key): smin_t, field_name("sigma_max_xkr", key): smax_t,
+            field_name("xkr_rank_deficient", key): float(deficient),
+            field_name("lower_undefined", key): float(orders.lower_undefined(act, w1, n, d0, t)),
+            field_name("ct", key): c[t], field_name("ct_w", key): cw[t],
+            field_name("eq58_lower", key): lower, field_name("eq58_lower_sharp", key): lower_sharp,
+            field_name("eq67_lower", key): bounds.eq67_lower(lower, spec.bound_delta1),
+            field_name("eq67_lower_sharp", key): bounds.eq67_lower(lower_sharp, spec.bound_delta1),
+            field_name("eq20_width", key): bounds.eq20_width(smax_X, n, smin_t),
         })
     return {k: float(v) for k, v in rec.items()}
+
+
+_PER_T_BASES = [b for b, info in FIELDS.items() if info.per_t]
+#: E[M0] counts as numerically singular when lambda_min <= this * n * lambda_max (then delta1 is NaN).
+EM0_SINGULAR_RTOL = 64 * 2.2e-16
 
 
 def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dict | None = None):
@@ -144,6 +168,7 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
     smax_V0 = math.sqrt(max(float(extreme_eigenvalues(sums.VVt)["lambda_max"]), 0.0))
     k1 = bounds.eq60_k(sums.max_row_norm_W0, spec.w1, d0, d1)
     k2 = bounds.eq60_k(sums.max_col_norm_V0, spec.w2, d2, d1)
+    kappa = bounds.lemma6_kappa(act.dphi_max, smax_X, k1, spec.w1, d0, d1)
     resid = sums.VF - pd.Y
     h0 = float((resid * resid).sum())
     chi_max = spec.chi_max if spec.chi_max is not None else smax_V0
@@ -152,9 +177,10 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
     rec.update({
         "sigma_min_F": sigma_min_F, "sigma_max_F": sigma_max_F,
         "lambda_min_M0": lam_min, "lambda_max_M0": lam_max, "lambda_2_M0": lam_2,
-        "delta1": 1.0 - (0.0 if rank_deficient else lam_min) / rec["lambda_min_EM0"],
+        "delta1": (math.nan if rec["EM0_singular"] else
+                   1.0 - (0.0 if rank_deficient else lam_min) / rec["lambda_min_EM0"]),
         "delta2": lam_max / rec["lambda_max_EM0"] - 1.0,
-        "dev_M0": dev, "kappa": bounds.lemma6_kappa(act.dphi_max, smax_X, k1, spec.w1, d0, d1),
+        "dev_M0": dev, "kappa": kappa, "kappa_sqrt_d1": bounds.lemma6_kappa_sqrt_d1(kappa, d1),
         "k1": k1, "k2": k2, "sigma_max_V0": smax_V0,
         "eq69_ratio": smax_V0 / bounds.eq69_bound(spec.w2, d1, d2),
         "h0": h0, "mu": mu, "nu": nu, "beta": beta,

@@ -20,9 +20,10 @@ def test_homogeneity_factor_rules():
 @settings(max_examples=50, deadline=None)
 @given(w1=pos, ct=pos, smin=pos, d1=st.integers(1, 10**6), t=st.integers(1, 6), delta=st.floats(0, 0.99))
 def test_eq67_lower_is_paper_formula(w1, ct, smin, d1, t, delta):
-    r1 = 1.3
-    paper = w1**r1 * math.sqrt((1 - delta) * ct**2 / math.factorial(t) * d1) * smin  # Eq. 68 verbatim
-    got = bounds.eq67_lower(bounds.eq58_lower(d1, ct, t, smin, w1, r1), delta)
+    r1, r2 = 1.3, 0.4
+    r = r1 if w1 <= 1 else r2  # w1 > 1: tau = 1/w1 swaps the exponents (bounds.homogeneity_exponents)
+    paper = w1**r * math.sqrt((1 - delta) * ct**2 / math.factorial(t) * d1) * smin  # Eq. 68 verbatim
+    got = bounds.eq67_lower(bounds.eq58_lower(d1, ct, t, smin, w1, r1, r2), delta)
     assert got == pytest.approx(paper, rel=1e-12)
 
 

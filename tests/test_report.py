@@ -47,11 +47,53 @@ def test_report_cli_writes_files(tiny_store, tmp_path):
     out = tmp_path / "out"
     assert main(["report", str(tiny_store), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
-    for png in ("bounds_vs_width", "delta_distributions", "violations_eq67_lower", "width_threshold", "c0_spike"):
+    for png in ("bounds_vs_width", "delta_distributions", "violations_eq67_lower", "c0_spike", "lower_bound_slack"):
         assert (out / f"{png}.png").stat().st_size > 1000, png
         assert f"({png}.png)" in md
-    assert "failed" not in md
+    assert "FAILED" not in md
     assert "Violation rates" in md and "lambda_min_M0" in md and "3/2" in md
+    # the threshold is never reached on this tiny grid: no empty figure, and the report says why
+    assert not (out / "width_threshold.png").exists()
+    assert "width_threshold: not drawn" in md
+    # tanh at t = 2 has c_2 = 0: its lower bound is undefined, reported as such and never as "0 violations"
+    assert "undefined" in md and "c_t(w1) = 0 (parity)" in md
+    viol = md.split("### eq67_lower:")[1].split("###")[0]
+    tanh_rows = [r for r in viol.splitlines() if r.startswith("| tanh")]
+    assert tanh_rows and all("undefined" in r for r in tanh_rows), viol
+
+
+def test_report_exits_nonzero_when_a_figure_fails(tiny_store, tmp_path, monkeypatch, capsys):
+    """A figure that cannot be drawn (matplotlib missing) is named, and the exit code is not 0."""
+    from rmt_engine import plots
+    from rmt_engine.cli import main
+
+    def broken(*a, **k):
+        raise ModuleNotFoundError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(plots, "plot_c0_spike", broken)
+    out = tmp_path / "out"
+    assert main(["report", str(tiny_store), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "c0_spike" in err and "matplotlib" in err
+    assert "FAILED" in (out / "report.md").read_text()
+
+
+def test_report_out_naming_a_file_is_a_clear_error(tiny_store, tmp_path, capsys):
+    from rmt_engine.cli import main
+
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert main(["report", str(tiny_store), "--out", str(f)]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_report_t_option_and_bad_delta(tiny_store, tmp_path, capsys):
+    from rmt_engine.cli import main
+
+    assert main(["report", str(tiny_store), "--out", str(tmp_path / "o"), "--t", "5"]) == 2
+    assert "t = 5 is not in this cube" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["report", str(tiny_store), "--out", str(tmp_path / "o"), "--delta", "-0.1"])
 
 
 def test_report_cli_bad_store(tmp_path):

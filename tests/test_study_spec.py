@@ -62,7 +62,7 @@ BAD_SPECS = [
     ("d1-below-n", _with(GOOD, "d1 = [60, 90]", "d1 = [10, 90]"), "d1 < n"),
     ("unknown-activation", _with(GOOD, '"tanh"]', '"relu6x"]'), "unknown activation 'relu6x'"),
     ("unknown-data-kind", _with(GOOD, "d0 = [6]", 'd0 = [6]\ndata = ["cube"]'), "unknown data kind 'cube'"),
-    ("t-zero", _with(GOOD, "t = [2, 3]", "t = [0]"), "study.t: expected a positive integer"),
+    ("t-zero", _with(GOOD, "t = [2, 3]", "t = [0]"), "study.t: expected \"auto\" or an integer Khatri-Rao order in [1, 1000], got 0"),
     ("bad-dtype", _with(GOOD, "t = [2, 3]", 't = [2, 3]\ndtype = "float16"'), "unknown dtype 'float16'"),
     ("zero-trials-per-task", _with(GOOD, "trials_per_task = 2", "trials_per_task = 0"),
      "execution.trials_per_task: expected a positive integer"),
@@ -242,8 +242,13 @@ def test_data_file_relative_to_the_toml_and_hashed(tmp_path):
 def test_quickstart_study_is_valid():
     s = Study.from_toml(ROOT / "studies" / "quickstart.toml")
     assert set(s.grid["activation"]) == {"gelu", "tanh", "sigmoid"}
-    assert len(s.grid["n"]) == 2 and len(s.grid["d1"]) == 2
+    assert len(s.grid["n"]) == 2 and len(s.grid["d1"]) >= 3
     assert 10 <= s.trials <= 50
+    assert "auto" in s.t  # every activation gets an informative lower bound (issue: the front door)
+    from rmt_engine.orders import informative_t
+
+    for labels in s.points():
+        assert informative_t(labels["activation"], labels["w1"], labels["n"], labels["d0"]) is not None
     assert re.fullmatch(r"[0-9a-f]{64}", s.config_hash())
 
 

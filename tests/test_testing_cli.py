@@ -12,12 +12,13 @@ GOLDEN = str(Path(__file__).resolve().parent / "regression" / "golden_cube")
 
 
 def test_check_holds_exit_0(capsys):
-    assert main(["check", GOLDEN, "--bound", "eq67_lower", "--delta", "0.2", "--min-rate", "0.8"]) == 0
+    assert main(["check", GOLDEN, "--bound", "eq67_lower", "--delta", "0.2", "--min-rate", "0.8", "--t", "auto",
+                 "--where", "activation=gelu", "d1=60,240"]) == 0
     out = capsys.readouterr().out
-    assert "bound eq67_lower, delta=0.2" in out and "6 holds" in out
+    assert "bound eq67_lower, delta=0.2" in out and "2 holds" in out
     for col in ("activation", "d1", "holds/trials", "rate", "interval", "status"):
         assert col in out
-    assert "40/40" in out and "[0.8759, 1.0000]" in out and "sigmoid" in out
+    assert "40/40" in out and "[0.8759, 1.0000]" in out and "240" in out
 
 
 def test_check_violated_exit_1(capsys):

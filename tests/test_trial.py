@@ -115,12 +115,12 @@ def test_trials_share_data_but_not_weights():
     (dict(activation="relu"), "relu"),
     (dict(w1=0.0), "w1 must be a finite number > 0"),
     (dict(w2=-1.0), "w2 must be a finite number > 0"),
-    (dict(t=(0,)), "integer >= 1"),
+    (dict(t=(0,)), "an integer in \\[1, 1000\\], got 0"),
     (dict(d1=0), "d1 must be a positive integer"),
     (dict(n=2.5), "n must be a positive integer"),
     (dict(data="mnist"), "unknown data kind 'mnist'"),
     (dict(dtype="float16"), "unknown dtype 'float16'"),
-    (dict(delta1=1.0), "delta1 must lie in"),
+    (dict(bound_delta1=1.0), "bound_delta1 must lie in"),
     (dict(data="file"), "needs data_path"),
 ])
 def test_spec_errors_name_the_problem(kwargs, match):

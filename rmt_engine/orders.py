@@ -1,0 +1,49 @@
+"""Which Khatri-Rao orders t give an informative Eq. 58/67 lower bound, and why the others do not.
+
+Rule of this module: the lower bound ``d1 c_t(w1)^2/t! sigma_min(X^{*t})^2`` (Eq. 58) is *undefined*
+-- identically 0, whatever the trial -- exactly when ``c_t(w1) = 0`` (a parity zero declared by the
+activation, e.g. GeLU's odd ``t >= 3``) or ``n > C(d0 + t - 1, t)`` (the columns of ``X^{*t}`` lie
+in the symmetric tensors of that dimension, so ``sigma_min(X^{*t}) = 0`` for any data). Such a
+bound is recorded as 0 with its reason code (``lower_undefined``) and never enters a ratio or a
+holding count. ``t = "auto"`` picks the smallest order that is not undefined.
+"""
+
+from __future__ import annotations
+
+from .hermite import normalized_hermite_coefficients
+from .khatri_rao import symmetric_tensor_dim
+
+#: ``t = "auto"`` searches t = 1..T_AUTO_MAX.
+T_AUTO_MAX = 64
+#: Reason codes of ``lower_undefined`` (bit flags; NO_ORDER only for t = "auto").
+DEFINED, COEFFICIENT_ZERO, RANK_DEFICIENT, NO_ORDER = 0, 1, 2, 4
+REASONS = {DEFINED: "defined", COEFFICIENT_ZERO: "c_t(w1) = 0 (parity)",
+           RANK_DEFICIENT: "n > C(d0+t-1, t): sigma_min(X^{*t}) = 0 for any data",
+           COEFFICIENT_ZERO | RANK_DEFICIENT: "c_t(w1) = 0 and n > C(d0+t-1, t)",
+           NO_ORDER: f"no informative t <= {T_AUTO_MAX}"}
+
+
+def lower_undefined(activation, w1: float, n: int, d0: int, t: int) -> int:
+    """The reason code (module docstring) of the Eq. 58 lower bound at order ``t``: 0 if defined."""
+    a_t = normalized_hermite_coefficients(activation, int(t), w1)[int(t)]
+    code = COEFFICIENT_ZERO if a_t == 0.0 else DEFINED
+    if n > symmetric_tensor_dim(d0, int(t)):
+        code |= RANK_DEFICIENT
+    return code
+
+
+def informative_t(activation, w1: float, n: int, d0: int, max_t: int = T_AUTO_MAX) -> int | None:
+    """The smallest ``t`` in ``1..max_t`` with ``c_t(w1) != 0`` and ``n <= C(d0+t-1, t)``, else None."""
+    a = normalized_hermite_coefficients(activation, max_t, w1)
+    for t in range(1, max_t + 1):
+        if a[t] != 0.0 and n <= symmetric_tensor_dim(d0, t):
+            return t
+    return None
+
+
+def describe(code) -> str:
+    """Words for a ``lower_undefined`` code."""
+    try:
+        return REASONS[int(code)]
+    except (KeyError, ValueError, TypeError):
+        return f"unknown code {code!r}"
