@@ -244,7 +244,10 @@ def _find_gaps(pop: _Pop) -> tuple[float, float, list[tuple[float, float, int]]]
     K = v.size
     one = np.ones(1)
     s_top = _newton_from_pole(pop, v[-1:].copy(), A[-1:], one, np.full(1, np.inf))[0]
-    s_bot = _newton_from_pole(pop, v[:1].copy(), A[:1], -one, np.full(1, -np.inf))[0]
+    if pop.one_minus_c == 0.0:  # rank = d1: psi(0) = 1 exactly, the hard edge at lam = 0
+        s_bot = 0.0
+    else:
+        s_bot = _newton_from_pole(pop, v[:1].copy(), A[:1], -one, np.full(1, -np.inf))[0]
     gaps = []
     if K >= 2:
         dv = np.diff(v)
@@ -409,7 +412,7 @@ class DeterministicEquivalent:
             bounds += [a, b]
         bounds.append(s_top)
         s_edges = np.array(bounds).reshape(-1, 2)
-        lam_edges = pop.z_real(np.array(bounds)).reshape(-1, 2)
+        lam_edges = np.maximum(pop.z_real(np.array(bounds)), 0.0).reshape(-1, 2)
         # exact separation: the count of a component is the number of atoms inside its s-interval;
         # the lowest one takes the rest of min(rank, d1) (it differs when rank > d1)
         cw = np.concatenate(([0.0], np.cumsum(pop.w)))
