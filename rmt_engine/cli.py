@@ -100,6 +100,8 @@ def cmd_validate(args) -> int:
     print(f"{args.study}: OK: {study.n_points} grid points x {study.trials} trials = "
           f"{study.n_points * study.trials} trials in {study.n_points * n_blocks(study.trials, tpt)} tasks "
           f"of <= {tpt} trials; config hash {study.config_hash()[:12]}")
+    for w in study.bound_warnings():
+        print(f"rmt-engine: warning: {w}", file=sys.stderr)
     return EXIT_OK
 
 

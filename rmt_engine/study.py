@@ -325,6 +325,29 @@ class Study:
                     key = ("study", "data_path") if spec.data == "file" else ("grid", "data")
                     raise StudySpecError(f"data kind {spec.data!r} at d0={spec.d0}, n={spec.n}: {e}", key) from None
 
+    def bound_warnings(self) -> list[str]:
+        """One line per requested t that gives no Eq. 58/67 lower bound at some grid points (with why)."""
+        from . import orders  # noqa: PLC0415
+
+        out = []
+        for t in self.t:
+            bad = {}
+            for labels in self.points():
+                key = (labels["activation"], labels["w1"], labels["n"], labels["d0"])
+                if key in bad:
+                    continue
+                if t == "auto":
+                    code = orders.DEFINED if orders.informative_t(*key) is not None else orders.NO_ORDER
+                else:
+                    code = orders.lower_undefined(*key, t)
+                if code:
+                    bad[key] = code
+            if bad:
+                pts = "; ".join(f"activation={a}, w1={w1:g}, n={n}, d0={d0}: {orders.describe(c)}"
+                                for (a, w1, n, d0), c in bad.items())
+                out.append(f"t = {t} gives no lower bound at {len(bad)} grid point(s): {pts}")
+        return out
+
     @classmethod
     def from_toml(cls, path) -> "Study":
         """Read and validate a study TOML file (errors name the key and the line)."""
