@@ -420,7 +420,7 @@ class DeterministicEquivalent:
         for slo, shi in s_edges:
             i0, i1 = np.searchsorted(pop.v, [slo, shi])
             counts.append(int(round(cw[i1] - cw[i0])))
-        counts[0] = min(self.rank, self.d1) - sum(counts[1:])
+        counts[0] = min(self.rank, self.d1) - sum(counts[1:]) + 1
         sc = self.scale
         for (slo, shi), (llo, lhi), cnt in zip(s_edges, lam_edges, counts):
             comp = _Comp(pop, float(slo), float(shi), float(llo), float(lhi))
@@ -510,6 +510,16 @@ class DeterministicEquivalent:
             out[sel] = np.clip(comp.at(th)[0], comp.lam_lo, comp.lam_hi)
         return (out * self.scale).reshape(q.shape)
 
+    def classical(self, k, *, smallest: bool = False):
+        """Classical location of the k-th largest eigenvalue (k = 1, 2, ..., n):
+        ``quantiles(1 - (k - 1/2)/n)``; with ``smallest=True`` of the k-th smallest,
+        ``quantiles((k - 1/2)/n)``. Near an edge with few eigenvalues (the top of a sparse top
+        component) this predicts lambda_k better than the edge (see the module docstring)."""
+        k = np.asarray(k, dtype=np.float64)
+        if not np.all((k >= 1) & (k <= self.n)):
+            raise ValueError(f"k must lie in [1, n = {self.n}]")
+        return self.quantiles((k - 0.5) / self.n if smallest else 1.0 - (k - 0.5) / self.n)
+
     def __repr__(self):
         comps = ", ".join(f"[{c.lower:.6g}, {c.upper:.6g}]x{c.count}" for c in self.components)
         return (f"DeterministicEquivalent(n={self.n}, d1={self.d1}, atom_at_zero={self.atom_at_zero}, "
@@ -591,7 +601,9 @@ ASYM_FIELDS = {
     "asym_lambda_min": ("deterministic-equivalent lambda_min(M0) (0 when there is a zero atom)", "LLC 2018, SC 1995"),
     "asym_lambda_min_nonzero": ("deterministic-equivalent lowest edge of the continuous support of M0",
                                 "LLC 2018, SC 1995"),
+    "asym_lambda_min_classical": ("classical location of lambda_min(M0): d1 Q(0.5/n) (0 with a zero atom)", "LLC 2018"),
     "asym_lambda_2": ("deterministic-equivalent lambda_2(M0) (top edge of the component holding it)", "LLC 2018"),
+    "asym_lambda_2_classical": ("classical location of lambda_2(M0): d1 Q(1 - 1.5/n)", "LLC 2018"),
     "asym_lambda_bulk_max": ("deterministic-equivalent top edge of the bulk of M0 (support minus spikes)", "LLC 2018"),
     "asym_lambda_max": ("deterministic-equivalent top edge of the support of M0", "LLC 2018"),
     "asym_lambda_spike": ("deterministic-equivalent location of the top spike of M0 (NaN if none)", "LLC 2018"),
@@ -616,7 +628,9 @@ def predict_record(K, d1: int, *, eigenvalues=None, de: DeterministicEquivalent 
     return {
         "asym_lambda_min": 0.0 if de.atom_at_zero else nonzero,
         "asym_lambda_min_nonzero": nonzero,
+        "asym_lambda_min_classical": d1 * float(de.classical(1, smallest=True)),
         "asym_lambda_2": d1 * de.lambda_2,
+        "asym_lambda_2_classical": d1 * float(de.classical(2)) if de.n >= 2 else math.nan,
         "asym_lambda_bulk_max": d1 * de.lambda_bulk_max,
         "asym_lambda_max": d1 * de.lambda_max,
         "asym_lambda_spike": d1 * spike,

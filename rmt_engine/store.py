@@ -52,10 +52,18 @@ GRID_AXES = ("activation", "data", "n", "d0", "d1", "d2", "w1", "w2")
 STRING_AXES = ("activation", "data")
 FLOAT_AXES = ("w1", "w2")
 
+#: (long_name, units) of the grid coordinates.
+COORD_ATTRS = {
+    "activation": ("activation phi", ""), "data": ("data kind of X", ""),
+    "n": ("number of data points (columns of X)", "1"), "d0": ("input dimension (rows of X)", "1"),
+    "d1": ("hidden width (rows of W0)", "1"), "d2": ("output dimension (rows of V0)", "1"),
+    "w1": ("standard deviation of the entries of W0 (Eq. 17)", "1"),
+    "w2": ("standard deviation of the entries of V0 (Eq. 17)", "1"),
+}
 PROVENANCE_KEYS = (
     "rmt_engine_store_version", "rmt_engine_version", "study_name", "study_toml", "study_source",
     "config_hash", "config_canonical", "seed", "seed_entropy", "trials", "trials_per_task",
-    "versions", "backend", "device", "started", "finished", "runs",
+    "versions", "blas", "engine_git_commit", "backend", "device", "started", "finished", "runs",
 )
 
 
@@ -217,8 +225,15 @@ def create_template(path, grid: dict, t_values, trials: int, trials_per_task: in
             data = da.full(var.shape, np.nan, dtype=np.float64, chunks=var.chunks)
         variables[var.name] = xr.Variable(var.dims, data, attrs=_attrs_for(var))
         encoding[var.name] = {"chunks": var.chunks}
-    coords = {a: (a, _coord_values(a, grid[a])) for a in GRID_AXES}
-    coords["trial"] = ("trial", np.arange(trials, dtype=np.int64))
+    coords = {a: (a, _coord_values(a, grid[a]), dict(zip(("long_name", "units"), COORD_ATTRS[a])))
+              for a in GRID_AXES}
+    coords["trial"] = ("trial", np.arange(trials, dtype=np.int64),
+                       {"long_name": "trial index (W0, V0 drawn from SeedSequence(seed, spawn_key=(stream, trial)))",
+                        "units": "1"})
+    if save_spectrum:
+        for n in grid["n"]:
+            coords[f"eig_n{n}"] = (f"eig_n{n}", np.arange(int(n), dtype=np.int64),
+                                   {"long_name": f"eigenvalue index of M0, ascending (n = {n})", "units": "1"})
     if int_orders(t_values):
         coords["t"] = ("t", np.array(int_orders(t_values), dtype=np.int64),
                        {"long_name": "Khatri-Rao order t (Eq. 20, 58)", "units": "1"})
@@ -264,9 +279,44 @@ def is_rmt_store(path) -> bool:
 
 
 def update_attrs(path, **attrs) -> None:
-    """Driver-only: update root attributes."""
+    """Driver-only: update root attributes (and the consolidated metadata, if the store has it)."""
     g = _open_group(path, "r+")
     g.attrs.update(_jsonable_attrs(attrs))
+    if _is_consolidated(path):
+        consolidate(path)
+
+
+def consolidate(path) -> None:
+    """Write zarr's consolidated metadata (done at completion; metadata only, the ``done`` flags
+    are still read from their chunks)."""
+    import warnings  # noqa: PLC0415
+
+    import zarr  # noqa: PLC0415
+
+    with warnings.catch_warnings():  # zarr notes that v3 has no consolidated metadata in its spec yet
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(os.fspath(path))
+
+
+def _is_consolidated(path) -> bool:
+    try:
+        meta = json.loads((Path(path) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(meta.get("consolidated_metadata"))
+
+
+def has_computed_data(path) -> bool:
+    """True if any data variable of the store at ``path`` has a chunk written (coordinates and
+    ``done`` are written with the template and do not count)."""
+    p = Path(path)
+    skip = set(GRID_AXES) | {"trial", "t", "trial_block", "done"}
+    for child in p.iterdir() if p.is_dir() else ():
+        if child.is_dir() and child.name not in skip and not child.name.startswith("eig_n"):
+            c = child / "c"
+            if c.is_dir() and any(f.is_file() for f in c.rglob("*")):
+                return True
+    return False
 
 
 def read_done(path) -> np.ndarray:
@@ -349,7 +399,7 @@ def open_results(path, *, allow_partial: bool = False, chunks="auto"):
     if not attrs.get("template_complete"):
         raise IncompleteStoreError(f"{p} was interrupted while its template was being created: no data in it; "
                                    "rerun the study to recreate it")
-    ds = xr.open_zarr(os.fspath(p), consolidated=False, chunks=chunks)
+    ds = xr.open_zarr(os.fspath(p), consolidated=_is_consolidated(p), chunks=chunks)
     if not allow_partial:
         done = np.asarray(ds["done"].values, dtype=bool)
         if not done.all():

@@ -836,6 +836,35 @@ def library_versions() -> dict:
     return out
 
 
+def blas_description() -> str:
+    """The BLAS/LAPACK libraries NumPy uses (threadpoolctl), e.g. 'openblas 0.3.27 (pthreads)'."""
+    try:
+        from threadpoolctl import threadpool_info  # noqa: PLC0415
+
+        libs = [f"{d.get('internal_api')} {d.get('version')} ({d.get('threading_layer', '?')})"
+                for d in threadpool_info() if d.get("user_api") == "blas"]
+        return "; ".join(sorted(set(libs))) or "unknown"
+    except Exception:  # provenance must never stop a run
+        return "unknown"
+
+
+def engine_git_commit() -> str:
+    """The git commit of the rmt_engine source when it runs from a git checkout ('' otherwise)."""
+    import subprocess  # noqa: PLC0415
+
+    src = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    if out.returncode != 0:
+        return ""
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
 def provenance(study: Study, trials_per_task: int) -> dict:
     return {
         "rmt_engine_store_version": _store.STORE_VERSION,
@@ -854,6 +883,8 @@ def provenance(study: Study, trials_per_task: int) -> dict:
         "layout": "dims = all grid axes (also length-1) + trial [+ t]; per-point fields without trial; "
                   "spectrum_n{n} per n; done = grid x trial_block",
         "versions": library_versions(),
+        "blas": blas_description(),
+        "engine_git_commit": engine_git_commit(),
         "backend": study.backend,
         "device": "",
         "started": _now(),
@@ -888,6 +919,11 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
     with _store.StoreLock(store, on_message=echo):
         attrs = check_store(study, store, resume=resume)  # again, now that we own the store
         if attrs is not None and not attrs.get("template_complete"):
+            if _store.has_computed_data(store):
+                raise _store.StoreError(
+                    f"{store} has no template_complete attribute but holds computed data: refusing to delete it. "
+                    "Inspect it (rmt_engine.open_results(..., allow_partial=True) fails on it), then move it "
+                    "away or choose another --store")
             # a driver died while creating the template: no task can have run, nothing is lost
             echo(f"recreating {store}: its creation was interrupted before any task ran")
             shutil.rmtree(store)
@@ -901,6 +937,14 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
                 echo(f"note: the store is chunked by {stored_tpt} trials per task; using that (not {tpt})")
             tpt = stored_tpt
             echo(f"resuming {store} (same study, config hash {attrs['config_hash'][:12]})")
+        runs = list(attrs.get("runs", []))
+        for r in runs:  # a run still marked running was killed (its driver could not finish it)
+            if r.get("status") == "running":
+                r["status"] = "killed"
+                r["finished"] = f"(killed; found by the run started {_now()})"
+        driver = f"{socket.gethostname()}:{os.getpid()}"
+        runs.append({"started": _now(), "finished": "", "status": "running", "driver": driver})
+        _store.update_attrs(store, runs=runs)
         done = _store.read_done(store)
         tasks, total = plan_tasks(study, tpt, done)
         variables = _store.layout(study.grid, study.t, study.trials, tpt, study.save_spectrum)
@@ -924,10 +968,9 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
         # later and the recomputation failed) did its job: only not-done regions are failures
         failures = [f for f in failures if not done_now[f.task.point + (f.task.block,)]]
         complete = bool(done_now.all())
-        runs = list(attrs.get("runs", []))
-        runs.append({"started": run_started, "finished": _now(), "driver": f"{socket.gethostname()}:{os.getpid()}",
-                     "workers": n_workers, "regions_computed": len(results), "regions_failed": len(failures),
-                     "regions_skipped": total - len(tasks), "wall_s": round(wall, 3), "devices": devices})
+        runs[-1] = {"started": run_started, "finished": _now(), "status": "finished", "driver": driver,
+                    "workers": n_workers, "regions_computed": len(results), "regions_failed": len(failures),
+                    "regions_skipped": total - len(tasks), "wall_s": round(wall, 3), "devices": devices}
         upd = {"runs": runs, "complete": complete}
         if devices:
             prev = [d for d in str(attrs.get("device", "")).split("; ") if d]
@@ -937,6 +980,8 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
         if complete:
             upd["finished"] = _now()
         _store.update_attrs(store, **upd)
+        if complete:
+            _store.consolidate(store)  # xarray.open_zarr reads it without the "no consolidated metadata" warning
     return RunSummary(str(store), total, len(results), total - len(tasks), failures,
                       sum(r["trials"] for r in results), wall, n_workers, devices)
 

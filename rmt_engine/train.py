@@ -73,7 +73,7 @@ from .spectra import eigvalsh, spectral_norm_sym
 __all__ = [
     "TrainSpec", "GDResult", "TRAIN_FIELDS", "CURVE_NAME", "CURVE_DIM", "CURVE_FIELD", "STATUS_NAMES",
     "DIVERGENCE_FACTOR", "loss_and_grads", "gradient_descent", "train_trial", "curve_iterations",
-    "curve_on_grid", "initial_weights", "step_size", "ntk_gram",
+    "curve_on_grid", "initial_weights", "step_size", "ntk_gram", "fitted_rate",
 ]
 
 #: ``gd_status`` codes.

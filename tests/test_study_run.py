@@ -197,6 +197,45 @@ def test_kill_minus_9_then_resume_is_bitwise_equal_and_computes_only_missing(ref
     assert summary["regions_skipped"] == total - missing
     assert not st.lock_path(path).exists()
     assert_cubes_bitwise_equal(reference, st.open_results(path))
+    runs = st.store_attrs(path)["runs"]  # the killed run is recorded by the resume that followed it
+    assert [r["status"] for r in runs] == ["killed", "finished"], runs
+    assert "killed; found by the run started" in runs[0]["finished"]
+
+
+def test_store_conventions_coordinates_provenance_consolidated(reference, client, tmp_path):
+    """Complete cubes open with plain xarray.open_zarr without a warning; coordinates are labelled."""
+    import warnings
+
+    import xarray as xr
+
+    path = tmp_path / "conv.zarr"
+    study = Study(grid={"activation": ["gelu"], "n": [6], "d0": [4], "d1": [12]}, trials=3, seed=2,
+                  save_spectrum=True)
+    assert study.run(path, client=client, progress=False).ok
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(str(path))
+    for c in ("n", "d0", "d1", "d2", "w1", "w2", "trial", "eig_n6"):
+        assert ds[c].attrs.get("long_name") and "units" in ds[c].attrs, c
+    assert list(ds["eig_n6"].values) == list(range(6))
+    assert ds.attrs["blas"] and "unknown" not in ds.attrs["blas"]
+    assert ds.attrs["engine_git_commit"] == "" or len(ds.attrs["engine_git_commit"].split()[0]) == 40
+    assert ds.attrs["runs"][-1]["status"] == "finished"
+    # a rerun updates the attributes and keeps the consolidated metadata current
+    assert study.run(path, client=client, progress=False).regions_computed == 0
+    assert len(xr.open_zarr(str(path)).attrs["runs"]) == 2
+
+
+def test_store_without_template_flag_but_with_data_is_never_deleted(reference, client, tmp_path):
+    import zarr
+
+    path = tmp_path / "keep.zarr"
+    study = _study(3)
+    assert study.run(path, client=client, progress=False).ok
+    zarr.open_group(str(path), mode="r+").attrs["template_complete"] = False
+    with pytest.raises(st.StoreError, match="holds computed data: refusing to delete it"):
+        study.run(path, client=client, progress=False)
+    assert path.exists() and st.has_computed_data(path)
 
 
 def test_second_driver_on_the_same_store_is_refused(client, tmp_path, capsys):
