@@ -110,8 +110,13 @@ def block_range(block: int, trials: int, trials_per_task: int) -> tuple[int, int
     return start, min(start + trials_per_task, trials)
 
 
-def layout(grid: dict, t_values, trials: int, trials_per_task: int, save_spectrum: bool) -> list[Variable]:
-    """Every variable of the cube (fields in record order, then spectra, then ``done``)."""
+def layout(grid: dict, t_values, trials: int, trials_per_task: int, save_spectrum: bool,
+           train=None) -> list[Variable]:
+    """Every variable of the cube (fields in record order, then training, spectra, then ``done``).
+
+    ``train``: the study's ``TrainSpec`` (or None): adds the per-trial ``TRAIN_FIELDS`` and the loss
+    curve ``gd_loss`` (dims grid + ``trial`` + ``iteration``).
+    """
     gshape = tuple(len(grid[a]) for a in GRID_AXES)
     gchunks = (1,) * len(GRID_AXES)
     orders = int_orders(t_values)
@@ -130,6 +135,15 @@ def layout(grid: dict, t_values, trials: int, trials_per_task: int, save_spectru
         if AUTO_T in t_values:
             out.append(Variable(field_name(base, AUTO_T), base, dims, shape, chunks, info.per_point, False,
                                 t_values=(AUTO_T,)))
+    if train is not None:
+        from .train import CURVE_DIM, CURVE_NAME, TRAIN_FIELDS, curve_iterations  # noqa: PLC0415
+
+        tdims, tshape, tchunks = GRID_AXES + ("trial",), gshape + (trials,), gchunks + (trials_per_task,)
+        for base in TRAIN_FIELDS:
+            out.append(Variable(base, base, tdims, tshape, tchunks, False, False))
+        ni = len(curve_iterations(train))
+        out.append(Variable(CURVE_NAME, CURVE_NAME, tdims + (CURVE_DIM,), tshape + (ni,), tchunks + (ni,),
+                            False, False))
     if save_spectrum:
         i_n = GRID_AXES.index("n")
         for n in grid["n"]:
@@ -200,6 +214,11 @@ def _attrs_for(var: Variable) -> dict:
     if var.base == "spectrum":
         return {"long_name": f"eigenvalues of M0 = phi(W0 X)^T phi(W0 X), ascending (n = {var.n})",
                 "equation": "Eq. 59", "units": "1"}
+    if var.base not in FIELDS:
+        from .train import CURVE_FIELD, CURVE_NAME, TRAIN_FIELDS  # noqa: PLC0415
+
+        info = CURVE_FIELD if var.base == CURVE_NAME else TRAIN_FIELDS[var.base]
+        return {"long_name": info.long_name, "equation": info.equation, "units": info.units, "per_grid_point": 0}
     info = FIELDS[var.base]
     attrs = {"long_name": info.long_name, "equation": info.equation, "units": info.units,
              "per_grid_point": int(info.per_point)}
@@ -211,14 +230,14 @@ def _attrs_for(var: Variable) -> dict:
 
 
 def create_template(path, grid: dict, t_values, trials: int, trials_per_task: int,
-                    save_spectrum: bool, attrs: dict) -> None:
+                    save_spectrum: bool, attrs: dict, train=None) -> None:
     """Write the metadata, the coordinates and an all-False ``done`` mask; fails if ``path`` exists."""
     import dask.array as da  # noqa: PLC0415
     import xarray as xr  # noqa: PLC0415
 
     variables = {}
     encoding = {}
-    for var in layout(grid, t_values, trials, trials_per_task, save_spectrum):
+    for var in layout(grid, t_values, trials, trials_per_task, save_spectrum, train):
         if var.base == "done":
             data = np.zeros(var.shape, dtype=bool)
         else:
@@ -230,6 +249,11 @@ def create_template(path, grid: dict, t_values, trials: int, trials_per_task: in
     coords["trial"] = ("trial", np.arange(trials, dtype=np.int64),
                        {"long_name": "trial index (W0, V0 drawn from SeedSequence(seed, spawn_key=(stream, trial)))",
                         "units": "1"})
+    if train is not None:
+        from .train import CURVE_DIM, curve_iterations  # noqa: PLC0415
+
+        coords[CURVE_DIM] = (CURVE_DIM, curve_iterations(train),
+                             {"long_name": "gradient-descent iteration k of the recorded loss", "units": "1"})
     if save_spectrum:
         for n in grid["n"]:
             coords[f"eig_n{n}"] = (f"eig_n{n}", np.arange(int(n), dtype=np.int64),
@@ -310,7 +334,7 @@ def has_computed_data(path) -> bool:
     """True if any data variable of the store at ``path`` has a chunk written (coordinates and
     ``done`` are written with the template and do not count)."""
     p = Path(path)
-    skip = set(GRID_AXES) | {"trial", "t", "trial_block", "done"}
+    skip = set(GRID_AXES) | {"trial", "t", "trial_block", "done", "iteration"}
     for child in p.iterdir() if p.is_dir() else ():
         if child.is_dir() and child.name not in skip and not child.name.startswith("eig_n"):
             c = child / "c"

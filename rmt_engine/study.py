@@ -53,7 +53,7 @@ REQUIRED_AXES = ("activation", "n", "d0", "d1")
 AXIS_DEFAULTS = {a: (TRIAL_SPEC_DEFAULTS[a],) for a in ("data", "d2", "w1", "w2")}
 CLUSTER_KINDS = ("local", "slurm", "cuda")
 DEFAULT_TRIALS_PER_TASK = 10
-TOP_KEYS = ("name", "description", "study", "grid", "execution", "cluster")
+TOP_KEYS = ("name", "description", "study", "grid", "train", "execution", "cluster")
 #: [study] keys: name -> (kind, default). kinds: see ``_check_value``.
 STUDY_KEYS = {
     "trials": ("posint", None),
@@ -255,6 +255,7 @@ class Study:
     C: float = TRIAL_SPEC_DEFAULTS["C"]
     chi_max: float | None = TRIAL_SPEC_DEFAULTS["chi_max"]
     backend: str = TRIAL_SPEC_DEFAULTS["backend"]
+    train: object = None  # a TrainSpec (or its table): every trial also trains by GD (rmt_engine.train)
     name: str = "study"
     description: str = ""
     execution: Execution = field(default_factory=Execution)
@@ -280,6 +281,18 @@ class Study:
             raise StudySpecError(f"execution must be an Execution or a table, got {_describe(self.execution)}",
                                  ("execution",))
         object.__setattr__(self, "grid", _normalize_grid(self.grid))
+        if self.train is not None:
+            from .train import TrainSpec  # noqa: PLC0415
+
+            if isinstance(self.train, dict):
+                try:
+                    object.__setattr__(self, "train", TrainSpec.from_dict(self.train))
+                except (TypeError, ValueError) as e:
+                    m = re.search(r"TrainSpec\.(\w+)", str(e))
+                    raise StudySpecError(str(e), ("train",) + ((m.group(1),) if m else ())) from None
+            if not isinstance(self.train, TrainSpec):
+                raise StudySpecError(f"train must be a [train] table or a TrainSpec, got {_describe(self.train)}",
+                                     ("train",))
         if self.dtype not in DTYPES:
             raise StudySpecError(f"unknown dtype {self.dtype!r}; expected one of {DTYPES}", ("study", "dtype"))
         if "file" in self.grid["data"]:
@@ -304,6 +317,10 @@ class Study:
         seen_data = set()
         for labels in self.points():
             where = ", ".join(f"{a}={labels[a]}" for a in GRID_AXES)
+            if labels["d1"] < labels["n"] and self.train is not None:
+                raise StudySpecError(
+                    f"grid point ({where}) has d1 < n: a study with [train] needs d1 >= n at every grid point "
+                    "(mu = 0 there: the Eq. 13 step and the GD theory degenerate)", ("grid", "d1"))
             if labels["d1"] < labels["n"] and not self.allow_d1_below_n:
                 raise StudySpecError(
                     f"grid point ({where}) has d1 < n, so sigma_min(phi(W0 X)) = 0 (Lemma 3); "
@@ -391,6 +408,8 @@ class Study:
         kwargs = {k: study[k] for k in STUDY_KEYS if k in study}
         kwargs.setdefault("trials", None)
         kwargs.setdefault("seed", None)
+        if "train" in raw:
+            kwargs["train"] = dict(_check_table(raw["train"], ("train",)))
         return cls(grid=grid, name=raw.get("name", "study"), description=raw.get("description", ""),
                    execution=_execution_from_dict(execution, cluster), toml_text=toml_text, source=source,
                    **kwargs)
@@ -430,7 +449,7 @@ class Study:
             "save_spectrum": self.save_spectrum, "allow_d1_below_n": self.allow_d1_below_n,
             "bound_delta1": self.bound_delta1, "bound_delta2": self.bound_delta2, "C": self.C, "chi_max": self.chi_max,
             "backend": self.backend, "data_file_sha256": data_sha,
-        }
+        } | ({"train": self.train.to_dict()} if self.train is not None else {})
 
     def config_hash(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
@@ -451,6 +470,8 @@ class Study:
             if v is not None and (k in ("trials", "seed", "t") or v != default):
                 out.append(f"{k} = {_toml(list(v) if isinstance(v, tuple) else v)}")
         out += ["", "[grid]"] + [f"{a} = {_toml(list(self.grid[a]))}" for a in GRID_AXES]
+        if self.train is not None:
+            out += ["", "[train]"] + [f"{k} = {_toml(v)}" for k, v in self.train.to_dict().items() if v is not None]
         ex = self.execution
         out += ["", "[execution]", f"cluster = {_toml(ex.cluster)}"]
         for k in ("workers", "trials_per_task", "blas_threads", "scheduler", "scheduler_file"):
@@ -756,6 +777,7 @@ def make_job(study: Study, store, task: Task, variables, trials_per_task: int, h
     """Everything ``execute_task`` needs (small and picklable: no data)."""
     return {"task": task, "spec": study.spec_kwargs(task.labels), "store": str(store), "variables": variables,
             "trials": study.trials, "trials_per_task": trials_per_task, "save_spectrum": study.save_spectrum,
+            "train": study.train.to_dict() if study.train is not None else None,
             "blas_threads": study.execution.blas_threads, "hooks": hooks or {}}
 
 
@@ -779,8 +801,13 @@ def execute_task(job: dict) -> dict:
     t0 = time.perf_counter()
     spec = TrialSpec(**job["spec"])
     save = job["save_spectrum"]
-    records, eigs = [], []
+    records, eigs, curves = [], [], []
     cache: dict = {}
+    train = None
+    if job.get("train") is not None:
+        from .train import TrainSpec, add_training, curve_on_grid  # noqa: PLC0415
+
+        train = TrainSpec.from_dict(job["train"])
     with _blas_limit(job["blas_threads"]):
         for i in range(task.start, task.stop):
             out = run_trial(spec, i, spectrum=save, cache=cache)
@@ -789,6 +816,9 @@ def execute_task(job: dict) -> dict:
                 eigs.append(np.asarray(eig, dtype=np.float64))
             else:
                 rec = out
+            if train is not None:
+                rec, its, losses = add_training(spec, i, rec, train, cache)
+                curves.append(curve_on_grid(train, its, losses))
             records.append(rec)
     values = {}
     for var in job["variables"]:
@@ -797,6 +827,9 @@ def execute_task(job: dict) -> dict:
         if var.base == "spectrum":
             if var.n == spec.n:
                 values[var.name] = np.stack(eigs)
+            continue
+        if var.base == "gd_loss":
+            values[var.name] = np.stack(curves)
             continue
         if var.per_point and task.block != 0:
             continue  # exactly one writer per chunk: the task of block 0
@@ -880,6 +913,7 @@ def provenance(study: Study, trials_per_task: int) -> dict:
         "trials": study.trials,
         "trials_per_task": trials_per_task,
         "t": list(study.t),
+        "train": study.train.to_dict() if study.train is not None else None,
         "layout": "dims = all grid axes (also length-1) + trial [+ t]; per-point fields without trial; "
                   "spectrum_n{n} per n; done = grid x trial_block",
         "versions": library_versions(),
@@ -900,7 +934,8 @@ def create_store(study: Study, store, trials_per_task: int | None = None) -> dic
     Used by ``run`` before any task starts; returns the root attributes.
     """
     tpt = trials_per_task or study.trials_per_task()
-    _store.create_template(store, study.grid, study.t, study.trials, tpt, study.save_spectrum, provenance(study, tpt))
+    _store.create_template(store, study.grid, study.t, study.trials, tpt, study.save_spectrum, provenance(study, tpt),
+                           train=study.train)
     return _store.store_attrs(store)
 
 
@@ -947,7 +982,7 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
         _store.update_attrs(store, runs=runs)
         done = _store.read_done(store)
         tasks, total = plan_tasks(study, tpt, done)
-        variables = _store.layout(study.grid, study.t, study.trials, tpt, study.save_spectrum)
+        variables = _store.layout(study.grid, study.t, study.trials, tpt, study.save_spectrum, study.train)
         # the alignment of every region with the real chunks is checked again in each write
         run_started = _now()
         t0 = time.perf_counter()

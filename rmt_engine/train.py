@@ -72,7 +72,7 @@ from .spectra import eigvalsh, spectral_norm_sym
 
 __all__ = [
     "TrainSpec", "GDResult", "TRAIN_FIELDS", "CURVE_NAME", "CURVE_DIM", "CURVE_FIELD", "STATUS_NAMES",
-    "DIVERGENCE_FACTOR", "loss_and_grads", "gradient_descent", "train_trial", "curve_iterations",
+    "DIVERGENCE_FACTOR", "loss_and_grads", "gradient_descent", "train_trial", "add_training", "curve_iterations",
     "curve_on_grid", "initial_weights", "step_size", "ntk_gram", "fitted_rate",
 ]
 
@@ -608,11 +608,26 @@ def train_trial(spec: TrialSpec, trial: int, train: TrainSpec | None = None, cac
         raise ValueError(
             f"train_trial needs d1 >= n (got d1 = {spec.d1} < n = {spec.n}): below it sigma_min(phi(W0 X)) = mu = 0, "
             "the Eq. 13/14 step and rate degenerate and the GD theory (Lemma 3, Theorem 3) says nothing")
-    from .trial import point_data, run_trial  # noqa: PLC0415
+    from .trial import run_trial  # noqa: PLC0415
 
     cache = {} if cache is None else cache
     with _single_thread_blas():
         rec = run_trial(spec, trial, cache=cache)
+    rec, its, losses = add_training(spec, trial, rec, train, cache)
+    if return_curve:
+        return rec, its, losses
+    return rec
+
+
+def add_training(spec: TrialSpec, trial: int, rec: dict, train: TrainSpec, cache: dict | None = None):
+    """``(record + TRAIN_FIELDS, iterations, losses)``: GD from the trial's Theta0 next to its record
+    ``rec`` (``run_trial(spec, trial)``'s, e.g. with ``spectrum=True`` in a study task)."""
+    from .trial import point_data  # noqa: PLC0415
+
+    if spec.d1 < spec.n:
+        raise ValueError(f"training needs d1 >= n (got d1 = {spec.d1} < n = {spec.n})")
+    rec = dict(rec)
+    with _single_thread_blas():
         pd = point_data(spec, cache)
         W0, V0 = initial_weights(spec, trial)
         lr = step_size(train, rec["eta_max"])
@@ -629,6 +644,4 @@ def train_trial(spec: TrialSpec, trial: int, train: TrainSpec | None = None, cac
         "mu_ntk": res.mu_ntk, "mu_ntk_final": res.mu_ntk_final, "ntk_rel_change": res.ntk_rel_change,
     })
     rec = {k: float(v) for k, v in rec.items()}
-    if return_curve:
-        return rec, res.curve_iterations, res.curve_losses
-    return rec
+    return rec, res.curve_iterations, res.curve_losses
