@@ -14,6 +14,7 @@ import math
 import sys
 
 from ._version import __version__
+from .cluster import ConnectionFailed
 from .spec import DTYPES, TRIAL_SPEC_DEFAULTS
 
 EXIT_OK, EXIT_FAILED_TASKS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -42,12 +43,86 @@ def _load_study(path):
     return Study.from_toml(path)
 
 
+def _with_site_slurm(study, path):
+    """``study`` with the [slurm] table of the site file ``path`` (or $RMT_ENGINE_SLURM_CONFIG) merged in."""
+    import dataclasses  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import tomllib  # noqa: PLC0415
+
+    from .study import SLURM_KEYS, StudySpecError, _check_value  # noqa: PLC0415
+
+    path = path or os.environ.get("RMT_ENGINE_SLURM_CONFIG")
+    if not path:
+        return study
+    try:
+        with open(path, "rb") as f:
+            site = tomllib.load(f).get("slurm", {})
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise StudySpecError(f"--slurm-config {path}: {e}") from None
+    if not isinstance(site, dict):
+        raise StudySpecError(f"--slurm-config {path}: [slurm] must be a table")
+    slurm = dict(study.execution.slurm)
+    for k, v in site.items():
+        if k not in SLURM_KEYS:
+            raise StudySpecError(f"--slurm-config {path}: unknown key {k!r} in [slurm]; allowed: {', '.join(SLURM_KEYS)}")
+        v = _check_value(SLURM_KEYS[k], v, ("slurm", k))
+        slurm[k] = list(v) if isinstance(v, tuple) else v
+    ex = dataclasses.replace(study.execution)
+    object.__setattr__(ex, "slurm", slurm)
+    return dataclasses.replace(study, execution=ex)
+
+
+def _positive_int(v: str) -> int:
+    try:
+        i = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}") from None
+    if i < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
+    return i
+
+
+def _nonneg_int(v: str) -> int:
+    try:
+        i = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v!r}") from None
+    if i < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v!r}")
+    return i
+
+
+def cmd_verify(args) -> int:
+    """``verify STORE``: read every chunk (checksums) and audit that every done region is whole."""
+    from .store import StoreError, store_attrs, verify_store  # noqa: PLC0415
+
+    try:
+        if store_attrs(args.store) is None:
+            raise StoreError(f"{args.store} is not a zarr store")
+        problems = verify_store(args.store)
+    except (StoreError, FileNotFoundError) as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    if problems:
+        print(f"rmt-engine: {args.store}: {len(problems)} problem(s):")
+        for p in problems[:50]:
+            print(f"  {p}")
+        return EXIT_FAILED_TASKS
+    print(f"rmt-engine: {args.store}: every chunk reads back and passes its checksum; every done region is whole")
+    return EXIT_OK
+
+
 def cmd_run(args) -> int:
     from .store import StoreError  # noqa: PLC0415
     from .study import StudySpecError  # noqa: PLC0415
 
     try:
+        if args.allow_shell_in_study:
+            from .study import allow_shell_in_study  # noqa: PLC0415
+
+            allow_shell_in_study(True)
         study = _load_study(args.study)
+        study = _with_site_slurm(study, args.slurm_config)
         if args.job_script:
             from .cluster import slurm_job_script  # noqa: PLC0415
 
@@ -60,10 +135,21 @@ def cmd_run(args) -> int:
     except (StudySpecError, StoreError, RuntimeError) as e:
         _err(str(e))
         return EXIT_BAD_INPUT
+    if args.summary_json:  # before the run: an unwritable path must not be found after hours of compute
+        try:
+            with open(args.summary_json, "a"):
+                pass
+        except OSError as e:
+            _err(f"--summary-json {args.summary_json}: cannot write there ({e.strerror or e})")
+            return EXIT_BAD_INPUT
     try:
         summary = study.run(args.store, resume=args.resume, progress=not args.no_progress, workers=args.workers,
-                            cluster=args.cluster, scheduler=args.scheduler, scheduler_file=args.scheduler_file)
+                            cluster=args.cluster, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+                            force=args.force)
     except (StudySpecError, StoreError) as e:
+        _err(str(e))
+        return EXIT_BAD_INPUT
+    except ConnectionFailed as e:
         _err(str(e))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -71,13 +157,23 @@ def cmd_run(args) -> int:
         return EXIT_INTERRUPTED
     print(f"rmt-engine: {summary.line()}", flush=True)
     if args.summary_json:
-        with open(args.summary_json, "w") as f:
-            json.dump(summary.to_dict(), f, indent=2)
+        try:
+            with open(args.summary_json, "w") as f:
+                json.dump(summary.to_dict(), f, indent=2)
+        except OSError as e:
+            _err(f"--summary-json {args.summary_json}: {e.strerror or e} (the cube itself is written)")
     if summary.failures:
-        print(f"rmt-engine: {len(summary.failures)} task(s) failed; their regions are not done. Rerun the same "
-              "command to retry them:", file=sys.stderr)
+        det = [f for f in summary.failures if f.deterministic]
+        print(f"rmt-engine: {len(summary.failures)} task(s) failed; their regions are not done.", file=sys.stderr)
         for f in summary.failures:
-            print(f"  FAILED {f}", file=sys.stderr)
+            kind = "will fail again (an error in the task itself)" if f.deterministic else "rerun to retry"
+            print(f"  FAILED {f}  [{kind}]", file=sys.stderr)
+        if len(det) < len(summary.failures):
+            print("rmt-engine: rerun the same command to retry the others (lost workers, I/O errors).",
+                  file=sys.stderr)
+        if det:
+            print(f"rmt-engine: {len(det)} failure(s) are errors raised by the computation: rerunning repeats them; "
+                  "fix the cause first.", file=sys.stderr)
         return EXIT_FAILED_TASKS
     print(f"rmt-engine: complete cube at {summary.store} (open with rmt_engine.open_results)", flush=True)
     return EXIT_OK
@@ -102,6 +198,14 @@ def cmd_validate(args) -> int:
           f"of <= {tpt} trials; config hash {study.config_hash()[:12]}")
     for w in study.bound_warnings():
         print(f"rmt-engine: warning: {w}", file=sys.stderr)
+    from .resources import estimate_study  # noqa: PLC0415
+
+    problems = study.resource_problems()
+    if study.n_points <= 100_000:
+        print(estimate_study(study).line())
+    if problems:
+        _err("over the resource limits: " + "; ".join(problems) + " (raise them in [execution], or run with --force)")
+        return EXIT_BAD_INPUT
     return EXIT_OK
 
 
@@ -347,7 +451,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("study", metavar="STUDY.toml", help="study specification")
     r.add_argument("--store", metavar="PATH", help="zarr store to create or resume (required unless --job-script)")
     r.add_argument("--resume", action="store_true", help="require PATH to exist and continue it")
-    r.add_argument("--workers", type=int, metavar="N",
+    r.add_argument("--slurm-config", metavar="FILE",
+                   help="site settings for --cluster slurm: a TOML file with a [slurm] table (job_script_prologue, "
+                        "python, queue, account, ...), merged over the study's [cluster.slurm]; default "
+                        "$RMT_ENGINE_SLURM_CONFIG")
+    r.add_argument("--allow-shell-in-study", action="store_true",
+                   help="accept job_script_prologue, python, shebang, ... in the study file's [cluster.slurm] "
+                        "(they become shell commands in the submitted job script)")
+    r.add_argument("--force", action="store_true",
+                   help="run even when the estimated memory per trial or compute time exceeds the limits")
+    r.add_argument("--workers", type=_positive_int, metavar="N",
                    help="worker processes of the embedded LocalCluster (default: execution.workers, else all cores; "
                         "capped at the cores available), or GPUs of --cluster cuda")
     r.add_argument("--cluster", choices=("local", "slurm", "cuda"),
@@ -398,9 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the median and 5%%/95%% quantiles of the main per-trial quantities, with the "
                                    "per-point bounds beside them.")
     s.add_argument("store", metavar="PATH")
-    s.add_argument("--max-rows", type=int, default=50, metavar="N", help="grid points shown (0: all; default 50)")
+    s.add_argument("--max-rows", type=_nonneg_int, default=50, metavar="N", help="grid points shown (0: all; default 50)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_show)
+
+    v = sub.add_parser("verify", help="audit a store: every chunk read back with its checksum, every done region whole",
+                       description="Exit 0: the store is whole; 1: problems (listed); 2: not a store.")
+    v.add_argument("store", metavar="STORE")
+    v.set_defaults(func=cmd_verify)
 
     t = sub.add_parser("trial", help="run one trial of one grid point and print its record",
                        description="Build a TrialSpec, run one trial (run_trial) and print every field of the "

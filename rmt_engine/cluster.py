@@ -23,6 +23,50 @@ from __future__ import annotations
 import contextlib
 import os
 
+#: Seconds to wait for an existing scheduler before giving up with a clear error.
+CONNECT_TIMEOUT_S = 30
+
+
+class ConnectionFailed(RuntimeError):
+    """No Dask scheduler could be reached, or no cluster started (the message says which and why)."""
+
+
+def _check_scheduler_file(path) -> None:
+    import json  # noqa: PLC0415
+
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except FileNotFoundError:
+        raise ConnectionFailed(f"--scheduler-file {path}: no such file (start the scheduler with "
+                               f"`dask scheduler --scheduler-file {path}` first)") from None
+    except (OSError, ValueError) as e:
+        raise ConnectionFailed(f"--scheduler-file {path}: not a Dask scheduler file ({e})") from None
+    if not isinstance(info, dict) or "address" not in info:
+        raise ConnectionFailed(f"--scheduler-file {path}: not a Dask scheduler file (no 'address' in it)")
+
+
+def _check_address(address: str) -> None:
+    if "://" not in address and ":" not in address:
+        raise ConnectionFailed(f"--scheduler {address!r}: not a scheduler address (expected e.g. tcp://host:8786)")
+
+
+def _client(scheduler=None, scheduler_file=None):
+    from distributed import Client  # noqa: PLC0415
+
+    what = f"--scheduler {scheduler}" if scheduler else f"--scheduler-file {scheduler_file}"
+    try:
+        if scheduler:
+            _check_address(scheduler)
+            return Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+        _check_scheduler_file(scheduler_file)
+        return Client(scheduler_file=scheduler_file, timeout=CONNECT_TIMEOUT_S)
+    except ConnectionFailed:
+        raise
+    except (OSError, TimeoutError, ValueError, TypeError) as e:
+        raise ConnectionFailed(f"{what}: could not connect within {CONNECT_TIMEOUT_S} s: {type(e).__name__}: {e}") from None
+
+
 BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
             "NUMEXPR_NUM_THREADS")
 
@@ -120,7 +164,7 @@ def connect(execution=None, *, client=None, workers=None, cluster=None, schedule
     if not (scheduler or scheduler_file) and not cluster:
         scheduler, scheduler_file = (ex.scheduler, ex.scheduler_file) if ex else (None, None)
     if scheduler or scheduler_file:
-        cl = Client(scheduler) if scheduler else Client(scheduler_file=scheduler_file)
+        cl = _client(scheduler, scheduler_file)
         try:
             yield cl
         finally:
@@ -133,6 +177,13 @@ def connect(execution=None, *, client=None, workers=None, cluster=None, schedule
         lc, jobs = slurm_cluster(ex.slurm if ex else {}, blas)
         lc.scale(jobs=jobs)
     elif kind == "cuda":
+        try:
+            ngpu = _gpu_count()
+        except Exception:  # CuPy present but no driver
+            ngpu = 0
+        if ngpu == 0:
+            raise ConnectionFailed("--cluster cuda: no CUDA device is visible (CuPy missing or no GPU); use "
+                                   "--cluster local on this machine")
         lc = cuda_cluster(workers, blas)
     else:
         raise ValueError(f"unknown cluster kind {kind!r}; expected local, slurm or cuda")

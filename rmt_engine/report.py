@@ -216,6 +216,12 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
                                                             for q in sp["quantile"].values]), ""]
     fig("c0_spike", P.plot_c0_spike, ds)
 
+    # 7. gradient descent from the same initialization (studies with a [train] table)
+    if "gd_status" in ds:
+        from .train_report import training_section  # noqa: PLC0415
+
+        md += training_section(ds, fig, level=level, confidence=confidence)
+
     md += ["## Figures", ""] + [f"![{k}]({v})" for k, v in figs.items()] + [""]
     if skipped:
         md += ["Figures left out:", ""] + [f"- {s}" for s in skipped] + [""]

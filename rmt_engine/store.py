@@ -243,7 +243,7 @@ def create_template(path, grid: dict, t_values, trials: int, trials_per_task: in
         else:
             data = da.full(var.shape, np.nan, dtype=np.float64, chunks=var.chunks)
         variables[var.name] = xr.Variable(var.dims, data, attrs=_attrs_for(var))
-        encoding[var.name] = {"chunks": var.chunks}
+        encoding[var.name] = {"chunks": var.chunks, "compressors": _compressors()}
     coords = {a: (a, _coord_values(a, grid[a]), dict(zip(("long_name", "units"), COORD_ATTRS[a])))
               for a in GRID_AXES}
     coords["trial"] = ("trial", np.arange(trials, dtype=np.int64),
@@ -270,7 +270,16 @@ def create_template(path, grid: dict, t_values, trials: int, trials_per_task: in
     # the numpy 'done' mask may or may not be written eagerly; make it explicit
     g = _open_group(path, "r+")
     g["done"][...] = np.zeros(g["done"].shape, dtype=bool)
+    g.attrs["variables"] = sorted(variables)  # what verify_store expects to find
     g.attrs["template_complete"] = True  # last: a template interrupted before this is recreated
+
+
+def _compressors():
+    """Zstd, then a CRC-32C checksum of every chunk: a flipped byte fails the read instead of
+    reading back as a number (``verify_store`` reads every chunk)."""
+    from zarr.codecs import Crc32cCodec, ZstdCodec  # noqa: PLC0415
+
+    return [ZstdCodec(), Crc32cCodec()]
 
 
 def _jsonable_attrs(attrs: dict) -> dict:
@@ -403,6 +412,61 @@ def check_version(attrs: dict, path) -> None:
             f"{attrs.get('rmt_engine_version', '?')}); this rmt_engine reads version {STORE_VERSION} only")
 
 
+def _chunk_key(var_dir: Path, index: tuple) -> Path:
+    return var_dir.joinpath("c", *map(str, index))
+
+
+def missing_chunks(path, limit: int = 20) -> list[str]:
+    """Chunks of done regions whose file is missing (a deleted chunk would read as NaN): a cheap
+    audit by file presence, run by ``open_results``. Returns up to ``limit`` descriptions."""
+    p = Path(path)
+    g = _open_group(p, "r")
+    done = np.asarray(g["done"][...], dtype=bool)
+    if not done.any():
+        return []
+    tpt = int(g.attrs.get("trials_per_task", 1))
+    out = [f"variable {v} (deleted)" for v in g.attrs.get("variables", []) if not (p / v / "zarr.json").is_file()]
+    for name in g.array_keys():
+        arr = g[name]
+        dims = arr.metadata.dimension_names or ()
+        if name == "done" or "trial" not in dims and not set(GRID_AXES) <= set(dims):
+            continue
+        if not set(GRID_AXES) <= set(dims):
+            continue
+        chunks = write_chunk_shape(arr)
+        gi = [dims.index(a) for a in GRID_AXES]
+        for idx in zip(*np.nonzero(done)):
+            point, block = idx[:-1], idx[-1]
+            if "trial" not in dims and block != 0:
+                continue
+            cidx = [0] * len(dims)
+            for a, i in zip(gi, point):
+                cidx[a] = int(i)
+            if "trial" in dims:
+                cidx[dims.index("trial")] = int(block * tpt // chunks[dims.index("trial")])
+            if not _chunk_key(p / name, tuple(cidx)).is_file():
+                out.append(f"{name} chunk {tuple(cidx)} (grid point {tuple(int(i) for i in point)}, trial block "
+                           f"{int(block)})")
+                if len(out) >= limit:
+                    return out
+    return out
+
+
+def verify_store(path) -> list[str]:
+    """Read every chunk of every variable (CRC-32C checked) and audit chunk presence: the problems found.
+
+    An empty list means every region marked done is whole and unaltered. ``rmt-engine verify STORE``.
+    """
+    problems = [f"missing: {m}" for m in missing_chunks(path, limit=1000)]
+    g = _open_group(path, "r")
+    for name in g.array_keys():
+        try:
+            g[name][...]
+        except Exception as e:  # a checksum mismatch, a truncated or garbage chunk
+            problems.append(f"corrupt: {name}: {type(e).__name__}: {e}")
+    return problems
+
+
 def open_results(path, *, allow_partial: bool = False, chunks="auto"):
     """The study's cube as a lazy ``xarray.Dataset`` (dask arrays; ``chunks`` as in ``xarray.open_zarr``).
 
@@ -426,6 +490,12 @@ def open_results(path, *, allow_partial: bool = False, chunks="auto"):
     ds = xr.open_zarr(os.fspath(p), consolidated=_is_consolidated(p), chunks=chunks)
     if not allow_partial:
         done = np.asarray(ds["done"].values, dtype=bool)
+        missing = missing_chunks(p) if done.all() else []
+        if missing:
+            raise IncompleteStoreError(
+                f"{p} is marked complete but {len(missing)}{'+' if len(missing) >= 20 else ''} chunk(s) of done "
+                f"regions are missing (e.g. {missing[0]}): its data were deleted or never written. "
+                "Run rmt-engine verify on it; pass allow_partial=True to read what is there")
         if not done.all():
             raise IncompleteStoreError(
                 f"{p} is incomplete: {int((~done).sum())} of {done.size} regions (grid point x trial "

@@ -79,7 +79,16 @@ EXECUTION_KEYS = {
     "blas_threads": ("posint", 1),
     "scheduler": ("str", None),
     "scheduler_file": ("str", None),
+    "max_trial_memory_gb": ("float", None),
+    "max_cpu_hours": ("float", None),
+    "max_grid_points": ("posint", None),
+    "max_trials": ("posint", None),
 }
+#: [cluster.slurm] keys that put shell commands (or a program) into the submitted job script: a
+#: shared study file must not run commands on the reader's cluster, so they come from a site file
+#: (``--slurm-config FILE`` / $RMT_ENGINE_SLURM_CONFIG, a TOML with a [slurm] table) unless the run
+#: passes ``--allow-shell-in-study``.
+SITE_ONLY_SLURM_KEYS = ("job_script_prologue", "python", "shebang", "job_extra_directives", "worker_extra_args")
 #: [cluster.slurm] keys passed to dask_jobqueue.SLURMCluster, plus ``jobs`` (how many to start).
 SLURM_KEYS = {
     "jobs": "posint", "queue": "str", "account": "str", "cores": "posint", "processes": "posint",
@@ -92,7 +101,18 @@ SLURM_KEYS = {
 #: [study] keys of earlier versions -> their names now (a clear error, never a silent default).
 RENAMED_STUDY_KEYS = {"delta1": "bound_delta1", "delta2": "bound_delta2"}
 TEST_DELAY_ENV = "RMT_ENGINE_TEST_TASK_DELAY"
+#: Without a terminal the progress is a plain line at most this often (seconds; env override for tests).
+PROGRESS_INTERVAL_S = 30.0
+PROGRESS_INTERVAL_ENV = "RMT_ENGINE_PROGRESS_INTERVAL"
 TEST_FAIL_ENV = "RMT_ENGINE_TEST_FAIL"
+
+
+_ALLOW_SHELL_IN_STUDY = [False]  # set by ``allow_shell_in_study()`` (the CLI's --allow-shell-in-study)
+
+
+def allow_shell_in_study(allow: bool = True) -> None:
+    """Accept the ``SITE_ONLY_SLURM_KEYS`` in study files of this process (they run shell commands)."""
+    _ALLOW_SHELL_IN_STUDY[0] = bool(allow)
 
 
 class StudySpecError(ValueError):
@@ -212,7 +232,14 @@ class Execution:
     blas_threads: int = 1
     scheduler: str | None = None
     scheduler_file: str | None = None
+    max_trial_memory_gb: float | None = None
+    max_cpu_hours: float | None = None
+    max_grid_points: int | None = None
+    max_trials: int | None = None
     slurm: dict = field(default_factory=dict)
+
+    def limits(self) -> dict:
+        return {k: getattr(self, k) for k in ("max_trial_memory_gb", "max_cpu_hours", "max_grid_points", "max_trials")}
 
     def __post_init__(self):
         for k, (kind, _) in EXECUTION_KEYS.items():
@@ -227,6 +254,11 @@ class Execution:
         slurm = dict(_check_table(self.slurm, ("cluster", "slurm")))
         _check_unknown(slurm, list(SLURM_KEYS), ("cluster", "slurm"), "[cluster.slurm]")
         for k, v in slurm.items():
+            if k in SITE_ONLY_SLURM_KEYS and not _ALLOW_SHELL_IN_STUDY[0]:
+                raise StudySpecError(
+                    f"[cluster.slurm] {k} puts commands into the submitted job script: it belongs in a site file "
+                    "(rmt-engine run --slurm-config FILE, a TOML with a [slurm] table), not in a study file that "
+                    "others run; pass --allow-shell-in-study to accept it here", ("cluster", "slurm", k))
             slurm[k] = _check_value(SLURM_KEYS[k], v, ("cluster", "slurm", k))
             if SLURM_KEYS[k] == "str_list":
                 slurm[k] = list(slurm[k])
@@ -373,12 +405,17 @@ class Study:
             text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise StudySpecError(f"cannot read the study file: {e.strerror or e}", source=str(path)) from None
+        except UnicodeDecodeError as e:
+            raise StudySpecError(f"the study file is not UTF-8 text (TOML requires UTF-8): byte {e.start}: {e.reason}",
+                                 source=str(path)) from None
         return cls.from_toml_text(text, source=str(path))
 
     @classmethod
     def from_toml_text(cls, text: str, source: str | None = None) -> "Study":
         try:
             raw = tomllib.loads(text)
+        except RecursionError:
+            raise StudySpecError("not valid TOML for a study: nested too deeply", source=source) from None
         except tomllib.TOMLDecodeError as e:
             m = re.search(r"line (\d+)", str(e))
             raise StudySpecError(f"not valid TOML: {e}", source=source, line=int(m.group(1)) if m else None) from None
@@ -486,9 +523,15 @@ class Study:
         """Validate ``store`` for this study without writing; return its attrs if it exists."""
         return check_store(self, store, resume=resume)
 
+    def resource_problems(self) -> list[str]:
+        """The resource limits this study exceeds (``rmt_engine.resources``; empty when none)."""
+        from .resources import check_limits  # noqa: PLC0415
+
+        return check_limits(self, self.execution.limits())
+
     def run(self, store, client=None, *, resume: bool = False, progress: bool = True, workers: int | None = None,
             cluster: str | None = None, scheduler: str | None = None, scheduler_file: str | None = None,
-            echo=None) -> "RunSummary":
+            echo=None, force: bool = False) -> "RunSummary":
         """Compute every region of ``store`` not yet done and return a ``RunSummary``.
 
         ``client``: an existing ``distributed.Client`` (else a cluster is started from
@@ -497,7 +540,8 @@ class Study:
         additionally requires the store to exist. A store of another study is refused.
         """
         return run_study(self, store, client=client, resume=resume, progress=progress, workers=workers,
-                         cluster=cluster, scheduler=scheduler, scheduler_file=scheduler_file, echo=echo)
+                         cluster=cluster, scheduler=scheduler, scheduler_file=scheduler_file, echo=echo,
+                         force=force)
 
 
 def _execution_from_dict(execution: dict, cluster: dict) -> Execution:
@@ -663,6 +707,7 @@ class Task:
 class TaskFailure:
     task: Task
     error: str
+    deterministic: bool = False  # raised by the computation itself: a rerun repeats it
 
     def __str__(self):
         return f"{self.task.describe()}: {self.error}"
@@ -695,6 +740,9 @@ class RunSummary:
         return self.trials_computed / self.wall_s if self.wall_s > 0 else float("nan")
 
     def line(self) -> str:
+        if self.regions_computed == 0 and not self.failures and self.workers is None:
+            return (f"nothing to compute: all {self.regions_total} regions were already done "
+                    f"({self.regions_skipped} skipped)")
         w = self.workers if self.workers is not None else "?"
         return (f"{self.trials_computed} trials in {self.wall_s:.1f} s ({self.trials_per_s:.1f} trials/s) on "
                 f"{w} worker{'' if w == 1 else 's'}; regions: "
@@ -773,11 +821,39 @@ def _device_of(backend: str) -> tuple[str, str]:
     return _DEVICE[backend]
 
 
-def make_job(study: Study, store, task: Task, variables, trials_per_task: int, hooks: dict | None = None) -> dict:
+def _shipped_activation(name: str):
+    """A user-registered activation travels with the task (workers are other processes: their
+    registry only has the built-ins); a built-in travels as its name."""
+    from .activations import activation  # noqa: PLC0415
+
+    act = activation(name)
+    return None if act.builtin else act
+
+
+def _file_sha256(path: str) -> str:
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key in _SHA_CACHE:
+        return _SHA_CACHE[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+_SHA_CACHE: dict = {}
+
+
+def make_job(study: Study, store, task: Task, variables, trials_per_task: int, hooks: dict | None = None,
+             data_sha256: str | None = None) -> dict:
     """Everything ``execute_task`` needs (small and picklable: no data)."""
     return {"task": task, "spec": study.spec_kwargs(task.labels), "store": str(store), "variables": variables,
             "trials": study.trials, "trials_per_task": trials_per_task, "save_spectrum": study.save_spectrum,
             "train": study.train.to_dict() if study.train is not None else None,
+            "data_sha256": data_sha256 if task.labels["data"] == "file" else None,
+            "activation": _shipped_activation(task.labels["activation"]),
             "blas_threads": study.execution.blas_threads, "hooks": hooks or {}}
 
 
@@ -799,6 +875,16 @@ def execute_task(job: dict) -> dict:
     from .trial import run_trial  # noqa: PLC0415
 
     t0 = time.perf_counter()
+    if job.get("activation") is not None:
+        from .activations import _REGISTRY  # noqa: PLC0415
+
+        _REGISTRY[job["activation"].name] = job["activation"]  # the driver's registration, also over a built-in name
+    if job.get("data_sha256"):
+        got = _file_sha256(job["spec"]["data_path"])
+        if got != job["data_sha256"]:
+            raise RuntimeError(f"the data file {job['spec']['data_path']} changed since the study was defined "
+                               f"(SHA-256 {got[:12]} != {job['data_sha256'][:12]}): refusing to mix two data sets "
+                               "in one cube")
     spec = TrialSpec(**job["spec"])
     save = job["save_spectrum"]
     records, eigs, curves = [], [], []
@@ -941,7 +1027,7 @@ def create_store(study: Study, store, trials_per_task: int | None = None) -> dic
 
 def run_study(study: Study, store, *, client=None, resume: bool = False, progress: bool = True,
               workers: int | None = None, cluster: str | None = None, scheduler: str | None = None,
-              scheduler_file: str | None = None, echo=None) -> RunSummary:
+              scheduler_file: str | None = None, echo=None, force: bool = False) -> RunSummary:
     """See ``Study.run``."""
     from . import cluster as _cluster  # noqa: PLC0415
 
@@ -949,6 +1035,12 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
 
     echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
     store = Path(store).absolute()
+    if store.is_symlink() or any(p.is_symlink() for p in store.parents):
+        store = store.resolve()  # one lock per real store, whatever path reaches it
+    problems = study.resource_problems()
+    if problems and not force:
+        raise StudySpecError("refusing to run: " + "; ".join(problems) + ". Raise the limit in [execution] or "
+                             "pass --force (rmt_engine.resources explains the estimate)", ("execution",))
     check_store(study, store, resume=resume)  # before the lock: never create anything for a bad store
     hooks = _test_hooks()
     with _store.StoreLock(store, on_message=echo):
@@ -964,6 +1056,7 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
             shutil.rmtree(store)
             attrs = None
         tpt = study.trials_per_task()
+        created = attrs is None
         if attrs is None:
             attrs = create_store(study, store, tpt)
         else:
@@ -992,10 +1085,21 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
             if (cluster or study.execution.cluster) == "cuda" and study.backend == "numpy":
                 echo("warning: --cluster cuda with backend = \"numpy\": the trials run on the CPU; set "
                      "backend = \"cupy\" (or \"auto\") in [study] to use the GPUs")
-            with _cluster.connect(study.execution, client=client, workers=workers, cluster=cluster,
-                                  scheduler=scheduler, scheduler_file=scheduler_file) as cl:
+            try:
+                conn = _cluster.connect(study.execution, client=client, workers=workers, cluster=cluster,
+                                        scheduler=scheduler, scheduler_file=scheduler_file)
+                cl = conn.__enter__()
+            except BaseException:
+                if created and not _store.has_computed_data(store):
+                    shutil.rmtree(store, ignore_errors=True)  # nothing computed: leave no orphan store behind
+                raise
+            try:
                 n_workers = len(cl.scheduler_info(n_workers=-1).get("workers", {})) if hasattr(cl, "scheduler_info") else None
-                results, failures = _submit_and_wait(cl, study, store, tasks, variables, tpt, hooks, progress)
+                results, failures = _submit_and_wait(cl, study, store, tasks, variables, tpt, hooks, progress, echo)
+            except BaseException as e:
+                conn.__exit__(type(e), e, e.__traceback__)
+                raise
+            conn.__exit__(None, None, None)
         wall = time.perf_counter() - t0
         devices = sorted({f"{r['backend']}: {r['device']} @ {r['host']}" for r in results})
         done_now = _store.read_done(store)
@@ -1021,21 +1125,69 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
                       sum(r["trials"] for r in results), wall, n_workers, devices)
 
 
-def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progress):
+def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progress, echo=None):
     from distributed import as_completed  # noqa: PLC0415
 
     token = uuid.uuid4().hex[:8]
-    jobs = [make_job(study, store, task, variables, tpt, hooks) for task in tasks]
+    sha = study.canonical()["data_file_sha256"]
+    jobs = [make_job(study, store, task, variables, tpt, hooks, sha) for task in tasks]
     keys = [f"rmt-task-{token}-{'-'.join(map(str, task.point))}-b{task.block}" for task in tasks]
     # one graph update for all tasks (a submit per task costs the scheduler ~15 ms each)
     futures = dict(zip(client.map(execute_task, jobs, key=keys, pure=False), tasks))
     results, failures = [], []
+    watch = _WorkerWatch(client, echo or (lambda m: print(m, file=sys.stderr, flush=True)))
     try:
         _collect(futures, results, failures, progress, tasks, as_completed)
     except BaseException:  # KeyboardInterrupt, lost scheduler: stop what still runs, keep what is done
         client.cancel(list(futures))
         raise
+    finally:
+        watch.stop()
     return results, failures
+
+
+class _WorkerWatch:
+    """Says when a worker leaves while tasks run (the scheduler reruns its tasks elsewhere)."""
+
+    def __init__(self, client, echo, interval: float = 1.0):
+        import threading  # noqa: PLC0415
+
+        self.client, self.echo, self.interval = client, echo, interval
+        self._stop = threading.Event()
+        self.known = self._workers()
+        self.thread = threading.Thread(target=self._run, name="rmt-worker-watch", daemon=True)
+        self.thread.start()
+
+    def _workers(self) -> dict:
+        try:
+            return {a: w.get("name", a) for a, w in self.client.scheduler_info(n_workers=-1).get("workers", {}).items()}
+        except Exception:
+            return {}
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            now = self._workers()
+            if not now and not self.known:
+                continue
+            for addr in set(self.known) - set(now):
+                self.echo(f"rmt-engine: worker {self.known[addr]} ({addr}) lost; the scheduler retries its tasks "
+                          f"on the {len(now)} remaining worker(s)")
+            for addr in set(now) - set(self.known):
+                self.echo(f"rmt-engine: worker {now[addr]} ({addr}) joined ({len(now)} now)")
+            self.known = now
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(timeout=5)
+
+
+def _is_deterministic(e: BaseException) -> bool:
+    """True for an error raised by the task's own computation (it would be raised again); False for
+    lost workers, cancellations, timeouts and I/O errors (a rerun may succeed)."""
+    transient = ("KilledWorker", "CommClosedError", "CancelledError", "FutureCancelledError", "TimeoutError")
+    if type(e).__name__ in transient or isinstance(e, (OSError, MemoryError)):
+        return False
+    return True
 
 
 def _collect(futures, results, failures, progress, tasks, as_completed):
@@ -1045,7 +1197,7 @@ def _collect(futures, results, failures, progress, tasks, as_completed):
             try:
                 res = fut.result()
             except Exception as e:  # task exception, KilledWorker, ...
-                failures.append(TaskFailure(task, f"{type(e).__name__}: {e}"))
+                failures.append(TaskFailure(task, f"{type(e).__name__}: {e}", _is_deterministic(e)))
                 advance(0, failed=True)
             else:
                 results.append(res)
@@ -1062,6 +1214,22 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda trials, failed=False: None
+        self.plain = not sys.stderr.isatty()
+        if self.plain:  # a log file or a batch system: a plain line at most every PROGRESS_INTERVAL_S
+            self.t0 = self.last = time.monotonic()
+            self.done = self.trials = self.failed = 0
+            interval = float(os.environ.get(PROGRESS_INTERVAL_ENV, PROGRESS_INTERVAL_S))
+
+            def advance(trials, failed=False):
+                self.done += 1
+                self.trials += trials
+                self.failed += int(failed)
+                now = time.monotonic()
+                if now - self.last >= interval or self.done == self.n_tasks:
+                    self.last = now
+                    print(self._line(now), file=sys.stderr, flush=True)
+
+            return advance
         from rich.console import Console  # noqa: PLC0415
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # noqa: PLC0415
 
@@ -1079,6 +1247,12 @@ class _progress:
 
         return advance
 
+    def _line(self, now) -> str:
+        el = now - self.t0
+        eta = el / self.done * (self.n_tasks - self.done) if self.done else float("nan")
+        return (f"rmt-engine: progress {self.done}/{self.n_tasks} regions, {self.trials}/{self.n_trials} trials, "
+                f"{self.failed} failed, elapsed {el:.0f} s, ETA {eta:.0f} s")
+
     def __exit__(self, *exc):
-        if self.enabled:
+        if self.enabled and not self.plain:
             self.p.__exit__(*exc)
