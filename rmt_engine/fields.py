@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .asymptotics import ASYM_FIELDS
+
 
 @dataclass(frozen=True)
 class FieldInfo:
@@ -75,12 +77,17 @@ FIELDS: dict[str, FieldInfo] = {
     "eq67_upper_sharp": _p("sharp Eq. 67 upper bound sqrt((1+delta2) * eq58_upper_sharp)", "Eq. 67"),
     "eq20_width": _p("Eq. 20 width scale sigma_max(X)^2 sqrt(n) / sigma_min(X^{*t})^3 (xi = 1)", "Eq. 20, 79", per_t=True),
     "eq19_scale": _p("w1 w2 sqrt(d0 d1) (Eq. 19 asks for O(1))", "Eq. 19"),
+    # the deterministic equivalent of the spectrum of M0 (rmt_engine.asymptotics), per grid point
+    **{k: _p(v[0], v[1]) for k, v in ASYM_FIELDS.items()},
     # per trial: spectra of M0 = phi(W0 X)^T phi(W0 X)
     "sigma_min_F": _r("sigma_min(phi(W0 X)) = sqrt(lambda_min(M0))", "Eq. 67"),
     "sigma_max_F": _r("sigma_max(phi(W0 X)) = sqrt(lambda_max(M0))", "Eq. 67"),
     "lambda_min_M0": _r("smallest eigenvalue of M0", "Eq. 59"),
     "lambda_max_M0": _r("largest eigenvalue of M0 (the c_0 spike when c_0 != 0)", "Eq. 59"),
     "lambda_2_M0": _r("second largest eigenvalue of M0 (bulk edge)", "Eq. 59"),
+    "asym_ratio_lambda_min": _r("lambda_min(M0) / asym_lambda_min (NaN when the prediction is 0)", "LLC 2018"),
+    "asym_ratio_lambda_2": _r("lambda_2(M0) / asym_lambda_2_classical", "LLC 2018"),
+    "asym_ratio_spike": _r("lambda_max(M0) / asym_lambda_spike (NaN without a spike)", "LLC 2018"),
     "delta1": _r("empirical delta1 = 1 - lambda_min(M0)/lambda_min(E[M0])", "Eq. 67"),
     "delta2": _r("empirical delta2 = lambda_max(M0)/lambda_max(E[M0]) - 1", "Eq. 67"),
     "dev_M0": _r("||M0 - E[M0]||_2", "Eq. 66"),

@@ -373,6 +373,15 @@ def write_task(path, variables: list[Variable], point: tuple[int, ...], block: i
               for name, data in values.items()]
     done_idx = region(by_name["done"], point, block, trials, trials_per_task)
     writes.append(("done", done_idx, np.ones(tuple(s.stop - s.start for s in done_idx), dtype=bool)))
+    import zarr  # noqa: PLC0415
+
+    # every chunk of a done region is stored, also an all-NaN one (zarr skips chunks equal to the
+    # fill value by default): a missing chunk file then always means lost data (``missing_chunks``)
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        _write_all(path, writes)
+
+
+def _write_all(path, writes) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -21,6 +21,7 @@ from .data import make_data
 from .expected import expected_gram
 from .fields import AUTO_T, FIELDS, field_name, int_orders, record_fields
 from .gram import accumulate
+from .asymptotics import predict_record
 from .hadamard import hadamard_lower_bound
 from .hermite import hermite_coefficients, hermite_tail, normalized_hermite_coefficients
 from .khatri_rao import RankDeficiencyWarning, data_extremes, khatri_rao_extremes, symmetric_tensor_dim
@@ -84,8 +85,8 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
     aw = normalized_hermite_coefficients(act, order, w1)
     cinf2, cinf2_w = hermite_tail(act, 1.0), hermite_tail(act, w1)
     smin_X, smax_X = data_extremes(pd.X)
-    ext = extreme_eigenvalues(pd.K)
-    lam_min_K, lam_max_K = float(ext["lambda_min"]), float(ext["lambda_max"])
+    ev_K = np.asarray(to_numpy(eigvalsh(pd.K)), dtype=np.float64)  # once: extremes and the deterministic equivalent
+    lam_min_K, lam_max_K = float(ev_K[0]), float(ev_K[-1])
     lower_r, _ = bounds.homogeneity_exponents(w1, act.r1, act.r2)
     paper_factor = bounds.homogeneity_factor(w1, lower_r, 2.0)
     hadamard, hadamard_order = hadamard_lower_bound(pd.X, act, w1, d1, min_order=order)
@@ -101,6 +102,7 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
         "eq67_lower_hadamard": bounds.eq67_lower(hadamard, spec.bound_delta1),
         "eq67_upper": bounds.eq67_upper(d1, n, c[0], c[1], cinf2, smax_X, spec.bound_delta2, w1, act.r2, act.r1),
         "eq19_scale": bounds.eq19_scale(w1, spec.w2, d0, d1),
+        **predict_record(None, d1, eigenvalues=np.clip(ev_K, 0.0, None)),
     }
     rec["eq67_upper_sharp"] = bounds.eq67_upper_sharp(rec["eq58_upper_sharp"], spec.bound_delta2)
     for key in spec.t:
@@ -129,6 +131,10 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
 
 
 _PER_T_BASES = [b for b, info in FIELDS.items() if info.per_t]
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 and math.isfinite(b) else math.nan
 #: E[M0] counts as numerically singular when lambda_min <= this * n * lambda_max (then delta1 is NaN).
 EM0_SINGULAR_RTOL = 64 * 2.2e-16
 
@@ -177,6 +183,9 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
     rec.update({
         "sigma_min_F": sigma_min_F, "sigma_max_F": sigma_max_F,
         "lambda_min_M0": lam_min, "lambda_max_M0": lam_max, "lambda_2_M0": lam_2,
+        "asym_ratio_lambda_min": _ratio(lam_min, rec["asym_lambda_min"]),
+        "asym_ratio_lambda_2": _ratio(lam_2, rec["asym_lambda_2_classical"]),
+        "asym_ratio_spike": _ratio(lam_max, rec["asym_lambda_spike"]),
         "delta1": (math.nan if rec["EM0_singular"] else
                    1.0 - (0.0 if rank_deficient else lam_min) / rec["lambda_min_EM0"]),
         "delta2": lam_max / rec["lambda_max_EM0"] - 1.0,

@@ -1,0 +1,529 @@
+"""Gradient descent in a result cube: the statistics and the Markdown section of a ``[train]`` study.
+
+Rule of this module: a trial whose field is NaN (a rate that could not be fitted, a cube region not
+written, a ratio that is undefined) is never counted as a success nor as a failure -- it is left out,
+and every fraction is reported with the number of trials it was computed from. Every statistic is a
+function of the cube's per-trial fields (xarray in, xarray out, reducing over ``trial``); figures
+(``rmt_engine.train_plots``) are drawn only where the cube's axes allow, else ``NothingToDraw``
+says why.
+
+What is compared with what (the paper's equations, see MATH.md and ``rmt_engine.train``):
+
+- Convergence against width: ``P(gd_status == 0)`` (``h_K <= tol h_0`` within ``max_iters`` steps)
+  beside ``P(margin > 1)`` (Eq. 9 with C = 1, the theorem's sufficient condition), with Wilson
+  intervals (``analysis.binomial_interval``). ``gd_thresholds``: the smallest d1 at which each
+  reaches ``level`` (``analysis.width_threshold(event=...)``), and their ratio
+  ``d1*(margin) / d1*(GD)`` -- how much wider the theory needs the network than GD does; with
+  censoring (``ratio_bound``): a threshold at the smallest d1 is an upper bound on the true one, a
+  threshold never reached is above the largest d1.
+- Rate (Eq. 14): ``log(gd_rate) / log(gd_rate_theory)``, the number of Eq. 14 steps one measured
+  step is worth (> 1: GD contracts faster than the theorem says); defined only where both rates lie
+  in (0, 1). ``eq14_envelope``: whether the recorded curve satisfies Eq. 14 itself,
+  ``h_k / h_0 <= (1 - 2 lr mu^2)^k`` at every recorded k the trial reached.
+- The ball of Eq. 6 (``gd_max_dist_over_rho <= 1``: Theorem 1/2's iterates never leave
+  ``ball(Theta_0, rho)``) and Eq. 18's bound ``sigma_max(V_k) <= chi_max`` (``gd_max_sigma_V_over_chi``;
+  with the default ``chi_max = sigma_max(V0)`` it is >= 1 by construction: the excess is what is measured).
+- Lazy training (App. F): ``gd_rel_change_W``, ``gd_rel_change_V``, ``ntk_rel_change`` and the record's
+  ``lazy_ratio = beta / nu^2`` against ``w2 / w1`` along the (w1, w2) pairs of the grid that share a
+  product ``w1 w2`` (``lazy_groups``; the grid axes are crossed, so a product is fixed by selecting
+  an anti-diagonal of a geometric (w1, w2) grid).
+- Loss curves: median over trials of ``h_k / h_0`` (``held_curves``: a trial that stopped at K is held
+  at ``h_K / h_0`` after K, so the median is not taken over the slow trials only).
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import product as _product
+
+import numpy as np
+
+from . import analysis as A
+from .store import GRID_AXES
+
+#: The per-trial fields the section reads besides the TRAIN_FIELDS (all optional but margin).
+RECORD_FIELDS = ("margin", "mu", "rho", "lazy_ratio", "eq19_scale", "eta_max")
+#: The lazy-training measures (App. F), in the order drawn.
+LAZY_MEASURES = {
+    "gd_rel_change_W": r"$\|W_K - W_0\|_F / \|W_0\|_F$",
+    "gd_rel_change_V": r"$\|V_K - V_0\|_F / \|V_0\|_F$",
+    "ntk_rel_change": r"$\|J_KJ_K^T - J_0J_0^T\|_2 / \|J_0J_0^T\|_2$",
+    "lazy_ratio": r"$\beta / \nu^2$ at $\Theta_0$ (Eq. 82-85)",
+}
+#: ``ratio_bound`` codes of ``gd_thresholds``.
+RATIO_EXACT, RATIO_AT_LEAST, RATIO_AT_MOST, RATIO_UNDEFINED = 0, 1, 2, 3
+RATIO_WORDS = {RATIO_EXACT: "=", RATIO_AT_LEAST: ">=", RATIO_AT_MOST: "<=", RATIO_UNDEFINED: "undefined"}
+QUANTILES = (0.05, 0.5, 0.95)
+#: Relative slack for rounding in the Eq. 14 envelope test (h_k / h_0 is exact to ~1e-15).
+ENVELOPE_RTOL = 1e-9
+
+
+def _xr():
+    import xarray as xr  # noqa: PLC0415
+
+    return xr
+
+
+# ------------------------------------------------------------------------------------------------
+# per-trial events and quantities
+
+
+def _event(cond, *inputs):
+    """``cond`` as 1.0 / 0.0, NaN where any input is NaN."""
+    valid = None
+    for x in inputs:
+        v = np.isfinite(x)
+        valid = v if valid is None else valid & v
+    return cond.astype(float).where(valid)
+
+
+def converged(ds):
+    """Per trial: 1 where GD converged (``gd_status == 0``), 0 where it did not (1 max_iters, 2 diverged), NaN unwritten."""
+    s = ds["gd_status"]
+    return _event(s == 0, s)
+
+
+def margin_exceeds(ds, threshold=1.0):
+    """Per trial: 1 where the Eq. 9 margin exceeds ``threshold``, 0 where not, NaN where it is NaN."""
+    m = ds["margin"]
+    return _event(m > threshold, m)
+
+
+def rate(event, confidence=0.95):
+    """Fraction of trials with ``event == 1`` and its Wilson interval: Dataset ``rate, lo, hi, successes, trials``."""
+    return A.holding_rate(event, confidence=confidence, method="wilson")
+
+
+def convergence_rates(ds, confidence=0.95):
+    """``conv_*`` (GD converged) and ``margin_*`` (margin > 1) rates per grid point, Wilson intervals."""
+    xr = _xr()
+    out = xr.Dataset()
+    for prefix, ev in (("conv", converged(ds)), ("margin", margin_exceeds(ds))):
+        r = rate(ev, confidence)
+        for k in r.data_vars:
+            out[f"{prefix}_{k}"] = r[k]
+    out.attrs.update(confidence=float(confidence), method="wilson")
+    return out
+
+
+def _ratio_bound(gd, cg, mg, cm, d1_max):
+    """(ratio, code) of ``d1*(margin) / d1*(GD)`` with the censoring of both thresholds."""
+    gd_ok, m_ok = np.isfinite(gd), np.isfinite(mg)
+    if gd_ok and m_ok:
+        if cg and cm:
+            return math.nan, RATIO_UNDEFINED
+        if cm:  # the margin threshold is at or below the smallest d1
+            return mg / gd, RATIO_AT_MOST
+        return mg / gd, RATIO_AT_LEAST if cg else RATIO_EXACT
+    if gd_ok:  # margin never reached: its threshold lies above the largest d1
+        return d1_max / gd, RATIO_AT_LEAST
+    if m_ok:  # GD never reached: its threshold lies above the largest d1
+        return (mg / d1_max, RATIO_AT_MOST) if not cm else (math.nan, RATIO_UNDEFINED)
+    return math.nan, RATIO_UNDEFINED
+
+
+def gd_thresholds(ds, level=0.95):
+    """The empirical GD width threshold beside the theory's (Eq. 9), per grid point other than d1.
+
+    ``d1_star_gd``: smallest d1 (log-interpolated, ``analysis.width_threshold``) at which GD converged
+    in a fraction ``level`` of trials; ``d1_star_margin``: the same for ``margin > 1``; ``censored_*``:
+    reached at the smallest d1 already; ``ratio = d1_star_margin / d1_star_gd`` and ``ratio_bound``
+    (``RATIO_WORDS``): "=" exact on the grid, ">=" a lower bound (GD censored, or the margin never
+    reaching ``level``: then ``ratio = d1_max / d1_star_gd``), "<=" an upper bound, "undefined".
+    """
+    xr = _xr()
+    g = A.width_threshold(ds, level=level, event=converged(ds))
+    m = A.width_threshold(ds, level=level, event=margin_exceeds(ds))
+    out = xr.Dataset({"d1_star_gd": g["d1_star"], "censored_gd": g["censored"],
+                      "d1_star_margin": m["d1_star"], "censored_margin": m["censored"]}).compute()
+    d1_max = float(np.max(ds["d1"].values))
+    vals = [np.asarray(out[k].values) for k in ("d1_star_gd", "censored_gd", "d1_star_margin", "censored_margin")]
+    ratio = np.full(vals[0].shape, np.nan)
+    code = np.full(vals[0].shape, RATIO_UNDEFINED, dtype=np.int64)
+    for idx in np.ndindex(*vals[0].shape):
+        ratio[idx], code[idx] = _ratio_bound(*(float(v[idx]) for v in vals), d1_max)
+    out["ratio"] = (out["d1_star_gd"].dims, ratio)
+    out["ratio_bound"] = (out["d1_star_gd"].dims, code)
+    out.attrs.update(level=float(level), d1_min=float(np.min(ds["d1"].values)), d1_max=d1_max)
+    return out
+
+
+def log_rate_ratio(ds):
+    """Per trial ``log(gd_rate) / log(gd_rate_theory)``: how many Eq. 14 steps one GD step is worth.
+
+    NaN unless both rates lie strictly in (0, 1) (a rate >= 1 does not contract; NaN: not fitted).
+    """
+    r, th = ds["gd_rate"], ds["gd_rate_theory"]
+    ok = (r > 0) & (r < 1) & (th > 0) & (th < 1)
+    out = (np.log(r.where(ok)) / np.log(th.where(ok))).where(ok).rename("log_rate_ratio")
+    out.attrs = {"train": ds.attrs.get("train"), "long_name": "log(gd_rate) / log(gd_rate_theory)"}
+    return out
+
+
+def held_curves(ds):
+    """``gd_loss`` with each trial held at its final value ``h_K / h_0`` (``gd_final_loss``) after it stopped.
+
+    The curve of a trial is NaN after its last iteration K (``curve_on_grid``); holding it at
+    ``h_K / h_0`` (<= tol for a converged trial, > 1e6 or inf for a diverged one) keeps stopped
+    trials in the median instead of leaving only the slow ones. A trial without a curve stays NaN.
+    """
+    curve = ds["gd_loss"]
+    last = ds["gd_final_loss"]
+    held = curve.where(curve.notnull(), last)
+    return held.where(np.isfinite(curve.isel(iteration=0, drop=True)))
+
+
+def eq14_envelope(ds):
+    """Per trial: 1 where ``h_k / h_0 <= (1 - 2 lr mu^2)^k`` (Eq. 14, C = 1) at every recorded k <= K, else 0.
+
+    NaN where the trial has no curve or ``gd_rate_theory`` is not in (0, 1]. Only grid points the
+    trial reached count (NaN after K); a slack of ``ENVELOPE_RTOL`` absorbs rounding.
+    """
+    curve = ds["gd_loss"]
+    th = ds["gd_rate_theory"]
+    k = curve["iteration"].astype(float)
+    okth = (th > 0) & (th <= 1)
+    env = np.exp(k * np.log(th.where(okth)))
+    reached = curve.notnull()
+    below = (curve <= env * (1 + ENVELOPE_RTOL)) | ~reached
+    holds = below.all("iteration")
+    valid = okth & reached.any("iteration")
+    return holds.astype(float).where(valid)
+
+
+def quantiles(da, q=QUANTILES, dim="trial"):
+    """NaN-skipping quantiles over ``dim`` (a ``quantile`` dim); NaN where no trial is finite."""
+    da = da.where(np.isfinite(da))
+    some = da.count(dim) > 0
+    return da.where(some, 0.0).quantile(list(q), dim=dim).where(some)
+
+
+# ------------------------------------------------------------------------------------------------
+# lazy training: the (w1, w2) pairs sharing a product
+
+
+def lazy_groups(ds, *, min_pairs=2, rtol=1e-6):
+    """The (w1, w2) pairs of the grid grouped by product ``w1 w2``: a list of dicts, most pairs first.
+
+    Each: ``product``, ``pairs`` (list of (w1, w2), ascending in ``w2 / w1``), ``ratios``. Only
+    products shared by at least ``min_pairs`` pairs with distinct ratios are returned. Products are
+    matched in log scale to ``rtol``.
+    """
+    w1s = [float(v) for v in np.asarray(ds["w1"].values)]
+    w2s = [float(v) for v in np.asarray(ds["w2"].values)]
+    groups: list[dict] = []
+    for a, b in _product(w1s, w2s):
+        p = a * b
+        for g in groups:
+            if abs(math.log(p / g["product"])) <= rtol:
+                g["pairs"].append((a, b))
+                break
+        else:
+            groups.append({"product": p, "pairs": [(a, b)]})
+    out = []
+    for g in groups:
+        pairs = sorted(g["pairs"], key=lambda ab: ab[1] / ab[0])
+        ratios = [b / a for a, b in pairs]
+        if len(set(round(math.log(r), 9) for r in ratios)) >= min_pairs:
+            out.append({"product": g["product"], "pairs": pairs, "ratios": ratios})
+    out.sort(key=lambda g: (-len(g["pairs"]), g["product"]))
+    return out
+
+
+def along_product(ds, group):
+    """``ds`` along the pairs of one ``lazy_groups`` entry: a new dim ``w2_over_w1`` replaces w1 and w2
+    (their values stay as coordinates along it)."""
+    xr = _xr()
+    parts = [ds.sel(w1=a, w2=b) for a, b in group["pairs"]]
+    out = xr.concat(parts, dim="w2_over_w1", coords="minimal", compat="override", join="override")
+    out = out.assign_coords(w2_over_w1=("w2_over_w1", np.asarray(group["ratios"], dtype=float)),
+                            w1=("w2_over_w1", np.asarray([a for a, _ in group["pairs"]], dtype=float)),
+                            w2=("w2_over_w1", np.asarray([b for _, b in group["pairs"]], dtype=float)))
+    out.attrs["product"] = float(group["product"])
+    return out
+
+
+def lazy_summary(ds, group, q=QUANTILES):
+    """Quantiles over trials of the ``LAZY_MEASURES`` and the converged fraction along one product group."""
+    xr = _xr()
+    sub = along_product(ds, group)
+    out = xr.Dataset()
+    for k in LAZY_MEASURES:
+        if k in sub:
+            out[k] = quantiles(sub[k], q)
+    out["converged"] = converged(sub).mean("trial", skipna=True)
+    if "eq19_scale" in sub:
+        e = sub["eq19_scale"]
+        out["eq19_scale"] = e.isel(trial=0, drop=True) if "trial" in e.dims else e
+    out.attrs["product"] = float(group["product"])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _fmt(x, digits=3):
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not np.isfinite(x):
+        return "nan" if np.isnan(x) else ("inf" if x > 0 else "-inf")
+    return f"{x:.{digits}g}"
+
+
+def _varying(ds, exclude=()):
+    """Grid axes of ``ds`` with more than one value (in GRID_AXES order), minus ``exclude``."""
+    return [d for d in GRID_AXES if d in ds.dims and ds.sizes[d] > 1 and d not in exclude]
+
+
+def _index_rows(ds, dims):
+    """Every combination of ``dims`` as (labels dict, selector dict)."""
+    values = [list(np.asarray(ds[d].values).tolist()) for d in dims]
+    for combo in _product(*values):
+        yield dict(zip(dims, combo))
+
+
+def _md(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return lines
+
+
+def _sel(da, labels):
+    use = {k: v for k, v in labels.items() if k in da.dims}
+    return da.sel(use) if use else da
+
+
+def _scalar(da, labels):
+    v = _sel(da, labels)
+    for d in GRID_AXES:
+        if d in v.dims:
+            v = v.isel({d: 0})
+    return float(np.asarray(v.values).reshape(-1)[0]) if np.asarray(v.values).size else math.nan
+
+
+def _frac_text(k, n):
+    return f"{int(k)}/{int(n)}" if n > 0 else "0/0"
+
+
+def _count(ev):
+    """(successes, trials) of a 1/0/NaN event array, all trials pooled."""
+    v = np.asarray(ev.values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    return int(v.sum()), int(v.size)
+
+
+def _pooled_line(name, ev, mask=None, confidence=0.95):
+    if mask is not None:
+        ev = ev.where(mask == 1)
+    k, n = _count(ev)
+    if n == 0:
+        return f"{name}: no trial"
+    lo, hi = A.binomial_interval(k, n, confidence)
+    return f"{name}: {k}/{n} = {k / n:.3g} ({confidence:.0%} Wilson [{float(lo):.3g}, {float(hi):.3g}])"
+
+
+def _settings(ds):
+    tr = ds.attrs.get("train") or {}
+    lr = tr.get("lr")
+    scale = tr.get("lr_scale", 1.0)
+    step = (f"lr = {scale:g} x Eq. 13's eta_max" if lr is None else f"lr = {scale:g} x {lr:g}")
+    return (f"max_iters = {tr.get('max_iters', '?')}, tol = {tr.get('tol', '?')} (converged: h_K <= tol h_0), "
+            f"{step}, loss recorded at `{tr.get('record_every', '?')}` iterations")
+
+
+def _load(ds):
+    from .train import CURVE_NAME, TRAIN_FIELDS  # noqa: PLC0415
+
+    names = [k for k in list(TRAIN_FIELDS) + list(RECORD_FIELDS) + [CURVE_NAME] if k in ds]
+    return ds[names].load()
+
+
+def training_section(ds, fig, *, level=0.95, confidence=0.95) -> list[str]:
+    """The Markdown lines of the report's gradient-descent section; draws its figures through ``fig``.
+
+    ``fig(name, fn, *args, **kwargs)`` is ``report.write_report``'s figure helper (it calls
+    ``fn(*args, path=..., **kwargs)`` and records a ``NothingToDraw`` as "not drawn").
+    ``level``: the fraction of trials that defines a width threshold; ``confidence``: of the Wilson intervals.
+    """
+    from . import train_plots as TP  # noqa: PLC0415
+
+    ds = _load(ds)
+    ntr = ds.sizes.get("trial", 0)
+    md = ["## Gradient descent from the same initialization (Eq. 12-14, Theorem 2/3)", "",
+          f"Every trial also ran full-batch GD on h = ||V phi(W X) - Y||_F^2 from its own Theta_0: {_settings(ds)}. "
+          f"{ntr} trials per grid point. Fractions count only trials whose field is finite (the number used is "
+          f"given); intervals are {confidence:.0%} Wilson.", ""]
+
+    conv, marg = converged(ds), margin_exceeds(ds)
+    env = eq14_envelope(ds) if "gd_loss" in ds else None
+    ball = _event(ds["gd_max_dist_over_rho"] <= 1, ds["gd_max_dist_over_rho"])
+    lrr = log_rate_ratio(ds)
+    md += ["### Summary (all grid points pooled)", ""]
+    md.append("- " + _pooled_line("GD converged, all trials", conv, confidence=confidence))
+    md.append("- " + _pooled_line("GD converged where margin > 1 (Theorem 2 applies)", conv, marg, confidence))
+    md.append("- " + _pooled_line("GD converged where margin <= 1 (no guarantee)", conv, 1 - marg, confidence))
+    if env is not None:
+        md.append("- " + _pooled_line("loss curve within the Eq. 14 envelope (1 - 2 lr mu^2)^k, all trials", env,
+                                      confidence=confidence))
+        md.append("- " + _pooled_line("... where margin > 1", env, marg, confidence))
+    md.append("- " + _pooled_line("stayed in ball(Theta_0, rho) of Eq. 6, all trials", ball, confidence=confidence))
+    md.append("- " + _pooled_line("... where margin > 1", ball, marg, confidence))
+    v = np.asarray(lrr.values, float).ravel()
+    v = v[np.isfinite(v)]
+    if v.size:
+        md.append(f"- log(gd_rate) / log(gd_rate_theory) (how many Eq. 14 steps one GD step is worth): median "
+                  f"{np.median(v):.3g}, 5-95% [{np.quantile(v, 0.05):.3g}, {np.quantile(v, 0.95):.3g}] over "
+                  f"{v.size} trials with both rates in (0, 1)")
+    else:
+        md.append("- log-rate ratio: no trial has both rates in (0, 1)")
+    sv = np.asarray(ds["gd_max_sigma_V_over_chi"].values, float).ravel()
+    sv = sv[np.isfinite(sv)]
+    if sv.size:
+        md.append(f"- max_k sigma_max(V_k) / chi_max (Eq. 18): median {np.median(sv):.3g}, max {sv.max():.3g} "
+                  f"({int((sv <= 1).sum())}/{sv.size} trials <= 1; with chi_max = sigma_max(V0) it is >= 1 by construction)")
+    md.append("")
+
+    md += _convergence_tables(ds, fig, TP, level, confidence)
+    md += _rate_table(ds, fig, TP, env, lrr)
+    md += _ball_table(ds, fig, TP)
+    md += _lazy_section(ds, fig, TP)
+    md += _curves_section(ds, fig, TP)
+    return md
+
+
+def _convergence_tables(ds, fig, TP, level, confidence):
+    rates = convergence_rates(ds, confidence).compute()
+    dims = _varying(ds)
+    md = [f"### Convergence against width: P(GD converged) beside P(Eq. 9 margin > 1)", "",
+          "`converged`: h_K <= tol h_0 within max_iters steps (0 = converged of `gd_status`); `margin > 1`: Eq. 9 "
+          "holds (C = 1). k/N counts trials, [lo, hi] the Wilson interval.", ""]
+    med_margin = quantiles(ds["margin"], (0.5,)).sel(quantile=0.5, drop=True).compute()
+    rows = []
+    for lab in _index_rows(ds, dims):
+        r = [str(lab[d]) for d in dims]
+        for p in ("conv", "margin"):
+            k, n = _scalar(rates[f"{p}_successes"], lab), _scalar(rates[f"{p}_trials"], lab)
+            r += [_frac_text(k, n), f"[{_fmt(_scalar(rates[f'{p}_lo'], lab))}, {_fmt(_scalar(rates[f'{p}_hi'], lab))}]"]
+        r.append(_fmt(_scalar(med_margin, lab)))
+        rows.append(r)
+    md += _md(dims + ["converged", "interval", "margin > 1", "interval", "median margin"], rows) + [""]
+
+    thr = gd_thresholds(ds, level)
+    tdims = _varying(thr)
+    md += [f"### Width thresholds: GD against Eq. 9 ({level:.0%} of trials)", "",
+           f"d1*(GD): smallest d1 at which GD converged in {level:.0%} of trials; d1*(margin): the same for margin > 1 "
+           "(the theory's sufficient width). Log-interpolated between grid widths; `<= d1_min`: reached at the smallest "
+           "width; `> d1_max`: never reached on the grid. ratio = d1*(margin) / d1*(GD): how much wider the theorem "
+           "needs the network than GD does (`>=`: a lower bound).", ""]
+    d1min, d1max = float(np.min(ds["d1"].values)), float(np.max(ds["d1"].values))
+
+    def where(v, c):
+        if not np.isfinite(v):
+            return f"> {d1max:g}"
+        return f"<= {d1min:g}" if c else _fmt(v)
+
+    rows = []
+    for lab in _index_rows(thr, tdims):
+        g, cg = _scalar(thr["d1_star_gd"], lab), bool(_scalar(thr["censored_gd"], lab))
+        m, cm = _scalar(thr["d1_star_margin"], lab), bool(_scalar(thr["censored_margin"], lab))
+        code = int(_scalar(thr["ratio_bound"], lab))
+        ratio = RATIO_WORDS[code] if code == RATIO_UNDEFINED else f"{RATIO_WORDS[code]} {_fmt(_scalar(thr['ratio'], lab))}"
+        rows.append([str(lab[d]) for d in tdims] + [where(g, cg), where(m, cm), ratio])
+    md += _md(tdims + ["d1*(GD)", "d1*(margin)", "ratio"], rows) + [""]
+    fig("gd_convergence", TP.plot_convergence, ds, rates=rates, thresholds=thr, level=level)
+    fig("gd_threshold_vs_n", TP.plot_gd_thresholds, thr)
+    return md
+
+
+def _rate_table(ds, fig, TP, env, lrr):
+    dims = _varying(ds)
+    qr = quantiles(lrr).compute()
+    qg = quantiles(ds["gd_rate"], (0.5,)).sel(quantile=0.5, drop=True).compute()
+    qt = quantiles(ds["gd_rate_theory"], (0.5,)).sel(quantile=0.5, drop=True).compute()
+    md = ["### Rate: measured contraction against Eq. 14", "",
+          "`gd_rate`: fitted per-step contraction of h_k over the last 90% of the iterations; `theory`: 1 - 2 lr mu^2 "
+          "(Eq. 14, C = 1) at the lr used; `log ratio` = log(gd_rate) / log(theory) (> 1: GD contracts that many times "
+          "faster than Eq. 14; NaN where a rate is not in (0, 1)); `in envelope`: trials whose whole recorded curve "
+          "satisfies h_k/h_0 <= theory^k.", ""]
+    rows = []
+    for lab in _index_rows(ds, dims):
+        row = [str(lab[d]) for d in dims]
+        row += [_fmt(_scalar(qg, lab), 6), _fmt(_scalar(qt, lab), 6)]
+        row += [_fmt(_scalar(qr.sel(quantile=q, drop=True), lab)) for q in QUANTILES]
+        if env is not None:
+            k, n = _count(_sel(env, lab))
+            row.append(_frac_text(k, n))
+        rows.append(row)
+    head = dims + ["median gd_rate", "median theory", "log ratio q05", "median", "q95"]
+    md += _md(head + (["in envelope"] if env is not None else []), rows) + [""]
+    fig("gd_rate_vs_theory", TP.plot_rate_ratio, lrr)
+    return md
+
+
+def _ball_table(ds, fig, TP):
+    dims = _varying(ds)
+    md = ["### Staying near Theta_0: the ball of Eq. 6 and the bound on V of Eq. 18", "",
+          "`dist/rho` = max_k ||Theta_k - Theta_0||_F / rho, rho = mu / (2 beta) (<= 1: GD stayed in the ball the "
+          "theorem keeps it in); `sigma_V/chi` = max_k sigma_max(V_k) / chi_max. Median and 95% quantile over trials, "
+          "k/N trials <= 1.", ""]
+    qd = quantiles(ds["gd_max_dist_over_rho"]).compute()
+    qv = quantiles(ds["gd_max_sigma_V_over_chi"]).compute()
+    evd = _event(ds["gd_max_dist_over_rho"] <= 1, ds["gd_max_dist_over_rho"])
+    rows = []
+    for lab in _index_rows(ds, dims):
+        row = [str(lab[d]) for d in dims]
+        row += [_fmt(_scalar(qd.sel(quantile=0.5, drop=True), lab)), _fmt(_scalar(qd.sel(quantile=0.95, drop=True), lab)),
+                _frac_text(*_count(_sel(evd, lab)))]
+        row += [_fmt(_scalar(qv.sel(quantile=0.5, drop=True), lab)), _fmt(_scalar(qv.sel(quantile=0.95, drop=True), lab))]
+        rows.append(row)
+    md += _md(dims + ["dist/rho median", "q95", "<= 1", "sigma_V/chi median", "q95"], rows) + [""]
+    fig("gd_ball", TP.plot_ball, ds)
+    return md
+
+
+def _lazy_section(ds, fig, TP):
+    groups = lazy_groups(ds)
+    md = ["### Lazy training (App. F): relative change of the weights and of the NTK against w2 / w1", ""]
+    if not groups:
+        md += ["Not measured: no two (w1, w2) pairs of the grid share the product w1 w2 (App. F fixes it, Eq. 19); "
+               "vary w1 and w2 on geometric grids with the same step so that anti-diagonals have a common product.", ""]
+        fig("lazy_training", TP.plot_lazy, ds, groups=groups)
+        return md
+    md += ["Along each product w1 w2 shared by several (w1, w2) pairs of the grid (`eq19` = w1 w2 sqrt(d0 d1), "
+           "Eq. 19 asks for O(1)): medians over trials of ||W_K - W_0|| / ||W_0||, ||V_K - V_0|| / ||V_0||, the NTK's "
+           "relative change ||J_K J_K^T - J_0 J_0^T||_2 / ||J_0 J_0^T||_2, the record's beta / nu^2 (Eq. 82-85) and the "
+           "converged fraction (a trial that hit max_iters has not finished moving).", ""]
+    other = _varying(ds, exclude=("w1", "w2"))
+    rows = []
+    for g in groups:
+        s = lazy_summary(ds, g).compute()
+        for lab in _index_rows(s, other):
+            for i, (a, b) in enumerate(g["pairs"]):
+                sel = dict(lab, w2_over_w1=g["ratios"][i])
+                row = [f"{g['product']:.4g}", _fmt(_scalar(s["eq19_scale"], sel)) if "eq19_scale" in s else "?"]
+                row += [str(lab[d]) for d in other] + [f"{a:.4g}", f"{b:.4g}", f"{b / a:.4g}"]
+                for k in LAZY_MEASURES:
+                    row.append(_fmt(_scalar(s[k].sel(quantile=0.5, drop=True), sel)) if k in s else "?")
+                row.append(_fmt(_scalar(s["converged"], sel)))
+                rows.append(row)
+    md += _md(["w1 w2", "eq19"] + other + ["w1", "w2", "w2/w1", "rel. change W", "rel. change V", "NTK change",
+                                           "beta/nu^2", "converged"], rows) + [""]
+    fig("lazy_training", TP.plot_lazy, ds, groups=groups)
+    return md
+
+
+def _curves_section(ds, fig, TP):
+    md = ["### Loss curves", "",
+          "Median over trials of h_k / h_0 (a trial that stopped is held at its last value), 5-95% band, with the "
+          "Eq. 14 envelope (1 - 2 lr mu^2)^k at the median theory rate (dotted).", ""]
+    if "gd_loss" not in ds:
+        return md + ["_no loss curves in this cube_", ""]
+    tol = (ds.attrs.get("train") or {}).get("tol")
+    fig("gd_loss_curves", TP.plot_loss_curves, ds, tol=tol)
+    groups = lazy_groups(ds)
+    if groups:
+        fig("gd_loss_curves_lazy", TP.plot_loss_curves, along_product(ds, groups[0]), tol=tol, line_dim="w2_over_w1")
+    return md
