@@ -478,7 +478,12 @@ def c0_spike(ds, quantiles=(0.05, 0.5, 0.95), *, min_c0=1e-8):
     })
 
 
-def squeeze_grid(obj):
-    """Drop the grid axes of length one (kept as scalar coordinates)."""
+def squeeze_grid(obj, keep_one: bool = False):
+    """Drop the grid axes of length one (kept as scalar coordinates).
+
+    ``keep_one``: keep ``activation`` when every axis has length one (a one-point cube), so
+    the result still has a dimension (tables need one)."""
     dims = [d for d in GRID_AXES + ("t",) if d in obj.dims and obj.sizes[d] == 1]
+    if keep_one and set(obj.dims) <= set(dims) and "activation" in dims:
+        dims.remove("activation")
     return obj.squeeze(dims)

@@ -24,13 +24,14 @@ def _err(msg: str) -> None:
     print(f"rmt-engine: error: {msg}", file=sys.stderr, flush=True)
 
 
-def _console(stderr: bool = False):
+def _console(stderr: bool = False, width: int | None = None):
     from rich.console import Console  # noqa: PLC0415
 
     import os  # noqa: PLC0415
 
     tty = (sys.stderr if stderr else sys.stdout).isatty()
-    width = None if tty else int(os.environ.get("COLUMNS", 200))
+    if width is None:
+        width = None if tty else int(os.environ.get("COLUMNS", 200))
     return Console(stderr=stderr, highlight=False, markup=False, soft_wrap=False, width=width)
 
 
@@ -305,11 +306,18 @@ def _fmt(x, digits: int = 4) -> str:
     return f"{x:.{digits}g}"
 
 
+#: ``rmt-engine show`` columns by default (they fit 100 columns); ``--fields`` chooses others.
+SHOW_DEFAULT_FIELDS = ("sigma_min_F", "delta1", "margin", "lambda_min_EM0")
+
+
 def cmd_show(args) -> int:
     from .store import StoreError, summarize  # noqa: PLC0415
 
     try:
-        s = summarize(args.store)
+        fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
+        if fields is None and not args.json:
+            fields = list(SHOW_DEFAULT_FIELDS)
+        s = summarize(args.store, fields=fields)
     except (StoreError, FileNotFoundError) as e:
         _err(str(e))
         return EXIT_BAD_INPUT
@@ -319,7 +327,7 @@ def cmd_show(args) -> int:
     from rich.table import Table  # noqa: PLC0415
 
     a = s["attrs"]
-    con = _console()
+    con = _console(width=args.width)
     con.print(f"{a.get('study_name', '?')}  {args.store}  (rmt_engine {a.get('rmt_engine_version')}, "
               f"config {str(a.get('config_hash'))[:12]}, seed {a.get('seed')}, t = {a.get('t')})")
     pct = 100.0 * s["regions_done"] / max(s["regions_total"], 1)
@@ -402,7 +410,9 @@ def cmd_report(args) -> int:
         path = write_report(args.store, args.out, delta=args.delta, level=args.level, t=args.t)
     except ReportError as e:
         print(e.path)
-        _err(f"{e}. Is matplotlib installed (pip install matplotlib)? The report was written without them.")
+        hint = (" Is matplotlib installed (pip install matplotlib)?" if any("matplotlib" in f for f in e.failures)
+                else "")
+        _err(f"{e}.{hint} The report was written without them.")
         return EXIT_FAILED_TASKS
     except (StoreError, FileNotFoundError, FileExistsError, ValueError) as e:
         _err(str(e))
@@ -513,6 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("store", metavar="PATH")
     s.add_argument("--max-rows", type=_nonneg_int, default=50, metavar="N", help="grid points shown (0: all; default 50)")
     s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.add_argument("--fields", metavar="F1,F2,...",
+                   help="variables to show (default: " + ",".join(SHOW_DEFAULT_FIELDS) + "; per-trial ones as median "
+                        "(q05..q95), per-point ones as values; t-dependent ones as the max over t)")
+    s.add_argument("--width", type=_positive_int, default=100, help="table width in columns (default 100)")
     s.set_defaults(func=cmd_show)
 
     v = sub.add_parser("verify", help="audit a store: every chunk read back with its checksum, every done region whole",

@@ -24,6 +24,12 @@ class NothingToDraw(ValueError):
     """The cube has nothing this figure could show (the message says why)."""
 
 
+def _need_axis(obj, dim="d1"):
+    """Figures against ``dim`` need two or more of its values."""
+    if dim not in obj.dims or obj.sizes[dim] < 2:
+        raise NothingToDraw(f"the cube has a single value of {dim} (a figure against {dim} needs two or more)")
+
+
 def _figure(ncols, width=4.8, height=4.4):
     from matplotlib.figure import Figure  # noqa: PLC0415
 
@@ -122,6 +128,7 @@ def plot_bounds_vs_width(ds, path=None, *, t=None, delta=0.2):
     the all-orders lower bound ``sqrt((1-delta) eq58_lower_hadamard)`` (dash-dot) and the sharp
     upper bound ``sqrt((1+delta) eq58_upper_sharp)`` (dotted).
     """
+    _need_axis(ds)
     from matplotlib.lines import Line2D  # noqa: PLC0415
 
     t = A.default_t(ds) if t is None else t
@@ -169,6 +176,7 @@ def plot_bounds_vs_width(ds, path=None, *, t=None, delta=0.2):
 
 def plot_delta_distributions(ds, path=None):
     """Empirical delta1 and delta2 of Eq. 67 against d1: median and 5-95% band per series."""
+    _need_axis(ds)
     d = {k: _q(ds[k]) for k in ("delta1", "delta2")}
     panels = _panels(d["delta1"])
     fig, axes = _figure(len(panels))
@@ -205,6 +213,7 @@ def plot_violation_rates(rates, path=None, *, title="violation rate"):
     Panels whose bound is undefined everywhere (no trial counted) are left out; if every panel is,
     ``NothingToDraw`` is raised.
     """
+    _need_axis(rates)
     rates = rates.compute()
     panels = [(a, p) for a, p in _panels(rates["rate"]) if np.isfinite(np.asarray(p.values, float)).any()]
     if not panels:
@@ -276,6 +285,7 @@ def plot_c0_spike(ds, path=None):
 
     Activations with ``c_0(w1) = 0`` (tanh, erf: no spike) get no panel; ``NothingToDraw`` if none is left.
     """
+    _need_axis(ds)
     sp = A.c0_spike(ds, quantiles=(BAND[0], 0.5, BAND[1])).compute()["spike_ratio_q"]
     panels = [(a, s) for a, s in _panels(sp) if np.isfinite(np.asarray(s.values, float)).any()]
     if not panels:
@@ -303,6 +313,7 @@ def plot_lower_bound_tightness(ds, path=None, *, delta=0.2):
     One line style per bound: the single-t sharp bound at each t of the cube (t_auto included)
     and the all-orders bound. Ratios >= 1 mean the bound held; NaN where it is undefined.
     """
+    _need_axis(ds)
     ts = A.available_t(ds)
     entries = []
     for t in ts:

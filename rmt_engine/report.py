@@ -28,7 +28,7 @@ def _fmt(x, digits=3):
 
 def _table(ds, columns):
     """Markdown table of a Dataset over its (squeezed) grid dims: index columns then ``columns``."""
-    ds = A.squeeze_grid(ds)
+    ds = A.squeeze_grid(ds, keep_one=True)
     df = ds[list(columns)].to_dataframe().reset_index()
     idx = [c for c in df.columns if c not in columns and c in ds.dims]
     cols = idx + list(columns)
@@ -53,7 +53,7 @@ def _undefined_table(ds, t) -> str:
     v = A.at_t(ds, t)
     if "lower_undefined" not in v:
         return ""
-    codes = A.squeeze_grid(v["lower_undefined"]).compute()
+    codes = A.squeeze_grid(v["lower_undefined"], keep_one=True).compute()
     df = codes.to_dataframe().reset_index()
     bad = df[df["lower_undefined"] != 0]
     if bad.empty:
@@ -236,7 +236,7 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
 
 def _rate_table(v) -> str:
     """A violation-rate table in which a grid point with no counted trial reads ``undefined``."""
-    v = A.squeeze_grid(v)
+    v = A.squeeze_grid(v, keep_one=True)
     df = v[["rate", "lo", "hi", "successes", "trials"]].to_dataframe().reset_index()
     idx = [c for c in df.columns if c in v.dims]
     cols = idx + ["rate", "lo", "hi", "violations/trials"]

@@ -619,7 +619,7 @@ SUMMARY_TRIAL_FIELDS = ("sigma_min_F", "sigma_max_F", "delta1", "delta2", "margi
 SUMMARY_POINT_FIELDS = ("lambda_min_EM0", "eq67_lower_sharp", "eq67_upper_sharp")
 
 
-def summarize(path, quantiles=(0.05, 0.5, 0.95)) -> dict:
+def summarize(path, quantiles=(0.05, 0.5, 0.95), fields=None) -> dict:
     """A plain-data summary of a cube (also a partial one) for ``rmt-engine show``.
 
     Returns ``{"attrs", "grid", "varying", "regions_done", "regions_total", "trials_done",
@@ -635,9 +635,18 @@ def summarize(path, quantiles=(0.05, 0.5, 0.95)) -> dict:
     # trial-level mask from the block-level mask
     blocks = np.arange(trials) // tpt
     tmask = done[..., blocks]  # grid dims x trial
-    stats = {k: np.asarray(ds[k].values) for k in SUMMARY_TRIAL_FIELDS if k in ds}
+    if fields is not None:
+        unknown = [k for k in fields if k not in ds]
+        if unknown:
+            raise StoreError(f"unknown field(s) {unknown}; the cube has: {', '.join(sorted(ds.data_vars))}")
+        trial_fields = [k for k in fields if "trial" in ds[k].dims]
+        point_fields = [k for k in fields if "trial" not in ds[k].dims]
+    else:
+        trial_fields, point_fields = SUMMARY_TRIAL_FIELDS, SUMMARY_POINT_FIELDS
+    stats = {k: np.asarray(ds[k].max("t", skipna=True).values if "t" in ds[k].dims else ds[k].values)
+             for k in trial_fields if k in ds}
     point = {}
-    for k in SUMMARY_POINT_FIELDS:
+    for k in point_fields:
         if k in ds:
             v = ds[k]
             if "t" in v.dims:

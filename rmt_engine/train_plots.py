@@ -88,6 +88,14 @@ def _log_y(ax):
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def _x_ticks(ax, values):
+    """``_grid_ticks`` on x, with small rotated labels when neighbouring grid values are close (< x1.6)."""
+    _grid_ticks(ax, values)
+    vals = sorted({float(v) for v in np.ravel(values) if np.isfinite(v) and v > 0})
+    if len(vals) > 1 and min(b / a for a, b in zip(vals, vals[1:])) < 1.6:
+        ax.tick_params(axis="x", labelsize=7, labelrotation=45)
+
+
 def _v(x) -> str:
     return f"{x:g}" if isinstance(x, (int, float, np.number)) else str(x)
 
@@ -121,14 +129,14 @@ def plot_convergence(ds, path=None, *, rates=None, thresholds=None, level=0.95, 
         tget = {k: dict(_series(tsub[k], "d1")) for k in tsub.data_vars}
         labels, texts = [], []
         for c, (label, _) in zip(cols, ser):
-            for j, (p, marker, ls) in enumerate((("conv", "o", "-"), ("margin", "s", "--"))):
+            for p, marker, ls in (("conv", "o", "-"), ("margin", "s", "--")):
                 s = get[f"{p}_rate"][label]
-                x = s["d1"].values.astype(float) * (1.0 + 0.03 * j)
-                r = np.asarray(s.values, float)
-                err = np.vstack([r - np.asarray(get[f"{p}_lo"][label].values, float),
-                                 np.asarray(get[f"{p}_hi"][label].values, float) - r])
-                ax.errorbar(x, r, yerr=np.nan_to_num(err), marker=marker, ms=4, ls=ls, lw=1.2, capsize=2.5, color=c,
-                            mfc=c if p == "conv" else "white")
+                x = s["d1"].values.astype(float)
+                ax.fill_between(x, np.asarray(get[f"{p}_lo"][label].values, float),
+                                np.asarray(get[f"{p}_hi"][label].values, float), color=c,
+                                alpha=0.18 if p == "conv" else 0.10, lw=0, hatch=None if p == "conv" else "//")
+                ax.plot(x, np.asarray(s.values, float), marker=marker, ms=4, ls=ls, lw=1.3, color=c,
+                        mfc=c if p == "conv" else "white")
             g = float(np.ravel(tget["d1_star_gd"][label].values)[0])
             m = float(np.ravel(tget["d1_star_margin"][label].values)[0])
             if np.isfinite(g):
@@ -139,18 +147,21 @@ def plot_convergence(ds, path=None, *, rates=None, thresholds=None, level=0.95, 
             ratio = float(np.ravel(tget["ratio"][label].values)[0])
             rtxt = "undefined" if code == TR.RATIO_UNDEFINED else f"{TR.RATIO_WORDS[code]} {ratio:.3g}"
             labels.append(label)
-            texts.append((c, f"{label + ': ' if label else ''}d1*(margin) / d1*(GD) {rtxt}"))
+            texts.append(f"{label + ' ' if label else ''}{rtxt}")
         ax.axhline(level, color="0.5", lw=0.8)
-        for i, (c, txt) in enumerate(texts):
-            ax.text(0.98, 0.04 + 0.06 * (len(texts) - 1 - i), txt, color=c, transform=ax.transAxes, ha="right",
-                    va="bottom", fontsize=7.5, bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+        if not np.nanmax(np.asarray(sub["conv_rate"].values, float), initial=0.0) > 0:
+            fl = pick(ds["gd_final_loss"]) if "gd_final_loss" in ds else None
+            med = float(np.nanmedian(np.asarray(fl.values, float))) if fl is not None else math.nan
+            ax.text(0.5, 0.5, f"no trial converged within max_iters\n(median h_K / h_0 = {med:.2g})",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=8,
+                    bbox=dict(facecolor="white", edgecolor="0.7", pad=3))
         ax.set_xscale("log")
-        _grid_ticks(ax, rates["d1"].values)
+        _x_ticks(ax, rates["d1"].values)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel(r"width $d_1$")
-        ax.set_ylabel(f"fraction of trials ({conf:.0%} Wilson interval)")
-        ax.set_title(f"{act}: P(GD converged) and P(Eq. 9 margin > 1)" if act else "P(GD converged), P(margin > 1)",
-                     fontsize=9)
+        ax.set_ylabel(f"fraction of trials (band: {conf:.0%} Wilson interval)")
+        head = f"{act}: P(GD converged), P(Eq. 9 margin > 1)" if act else "P(GD converged), P(margin > 1)"
+        ax.set_title(head + "\nd1*(margin) / d1*(GD): " + "; ".join(texts), fontsize=8.5)
         style = [(Line2D([], [], color="k", marker="o", ls="-", ms=4), r"GD converged: $h_K \leq$ tol $h_0$"),
                  (Line2D([], [], color="k", marker="s", ls="--", ms=4, mfc="white"), "Eq. 9 margin > 1 (C = 1)"),
                  (Line2D([], [], color="k", ls=":", lw=1.3), f"d1*(GD): {level:.0%} converged"),
@@ -179,7 +190,8 @@ def plot_gd_thresholds(thr, path=None):
     if not fin.any():
         raise NothingToDraw("neither GD nor the margin reached the level at any width of the grid")
     d1_max = float(thr.attrs.get("d1_max", np.nan))
-    panels = _panels(thr["d1_star_gd"])
+    fin_da = np.isfinite(thr["d1_star_gd"]) | np.isfinite(thr["d1_star_margin"])
+    panels = [(a, p) for a, p in _panels(fin_da) if bool(np.asarray(p.values).any())]
     fig, axes = _grid_figure(1, len(panels))
     for ax, (act, _) in zip(axes[0], panels):
         sub = thr.sel(activation=act) if act else thr
@@ -212,7 +224,8 @@ def plot_gd_thresholds(thr, path=None):
         ax.set_yscale("log")
         _grid_ticks(ax, sub["n"].values)
         ax.set_xlabel("$n$")
-        ax.set_ylabel(f"$d_1^*$: first width with the event in {100 * thr.attrs.get('level', 0.95):g}% of trials")
+        _log_y(ax)
+        ax.set_ylabel(f"$d_1^*$ (event in {100 * thr.attrs.get('level', 0.95):g}% of trials)")
         ax.set_title(f"{act}: width thresholds, GD vs Eq. 9" if act else "width thresholds", fontsize=9)
         style = [(Line2D([], [], color="k", marker="o", ls=":"), "d1*(GD converged)"),
                  (Line2D([], [], color="k", marker="s", ls="--"), "d1*(margin > 1)"),
@@ -220,6 +233,9 @@ def plot_gd_thresholds(thr, path=None):
                  (Line2D([], [], color="k", marker="^", ls="none", mfc="white"), "not reached: above the largest d1"),
                  (Line2D([], [], color="k", lw=0.8, alpha=0.6), r"$\propto n^{3/2}$ (Eq. 21)")]
         _style_legend(ax, style, [lab for lab, _ in ser], cols)
+    left = [str(a) for a, p in _panels(fin_da) if a and not bool(np.asarray(p.values).any())]
+    fig.suptitle(f"smallest width with GD converged / with Eq. 9 margin > 1 in {thr.attrs.get('level', 0.95):.0%} of trials"
+                 + (f"; not reached at any n (no panel): {', '.join(left)}" if left else ""), fontsize=9)
     return _save(fig, path)
 
 
@@ -227,11 +243,16 @@ def plot_gd_thresholds(thr, path=None):
 # (b) the rate
 
 
-def plot_rate_ratio(lrr, path=None):
+def plot_rate_ratio(lrr, path=None, *, predicted=None):
     """log(gd_rate) / log(gd_rate_theory) against d1 (log-log): median and 5-95% band over trials; the
-    line at 1 is Eq. 14 exactly (C = 1); above it GD contracts faster than the theorem says."""
+    line at 1 is Eq. 14 exactly (C = 1); above it GD contracts faster than the theorem says.
+    ``predicted`` (``train_report.ntk_rate_ratio``): its median, dashed, the slowest mode of GD
+    linearized at Theta_K."""
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
     _need_widths(lrr, "the rate ratio")
     q = TR.quantiles(lrr, (BAND[0], 0.5, BAND[1])).compute()
+    pq = TR.quantiles(predicted, (0.5,)).sel(quantile=0.5, drop=True).compute() if predicted is not None else None
     panels = [(a, p) for a, p in _panels(q) if np.isfinite(np.asarray(p.values, float)).any()]
     if not panels:
         raise NothingToDraw("no trial has both gd_rate and gd_rate_theory in (0, 1)")
@@ -239,19 +260,29 @@ def plot_rate_ratio(lrr, path=None):
     for ax, (act, sub) in zip(axes[0], panels):
         ser = _series(sub, "d1")
         cols = _colors(len(ser))
+        pser = dict(_series(pq.sel(activation=act) if act else pq, "d1")) if pq is not None else {}
         for c, (label, s) in zip(cols, ser):
             x = s["d1"].values
             ax.fill_between(x, s.sel(quantile=BAND[0]), s.sel(quantile=BAND[1]), color=c, alpha=0.25, lw=0)
-            ax.plot(x, s.sel(quantile=0.5), "o-", ms=4, color=c, label=(label + ": " if label else "") + "median, 5-95% band")
-        ax.axhline(1.0, color="C3", lw=0.9, ls="--", label="1: exactly the Eq. 14 rate (C = 1)")
+            ax.plot(x, s.sel(quantile=0.5), "o-", ms=4, color=c)
+            if label in pser:
+                ax.plot(x, np.asarray(pser[label].values, float), ls="--", lw=1.1, color=c)
+        ax.axhline(1.0, color="C3", lw=0.9, ls=":")
+        ax.axhline(2.0, color="0.4", lw=0.7, ls="-.")
+        style = [(Line2D([], [], color="k", marker="o", ms=4), "measured: median, 5-95% band"),
+                 (Line2D([], [], color="k", ls="--", lw=1.1), r"linearized GD at $\Theta_K$, slowest mode (median)"),
+                 (Line2D([], [], color="0.4", ls="-.", lw=0.7), r"2: $(1 - 2\,\mathrm{lr}\,\mu^2)^2$, loss = residual$^2$"),
+                 (Line2D([], [], color="C3", ls=":", lw=0.9), "1: exactly the Eq. 14 rate (C = 1)")]
+        if pq is None:
+            style.pop(1)
+        _style_legend(ax, style, [lab for lab, _ in ser if lab], cols)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        _grid_ticks(ax, lrr["d1"].values)
+        _x_ticks(ax, lrr["d1"].values)
         _log_y(ax)
         ax.set_xlabel(r"width $d_1$")
         ax.set_ylabel(r"$\log(\mathrm{gd\_rate}) / \log(1 - 2\,\mathrm{lr}\,\mu^2)$")
         ax.set_title(f"{act}: measured / Eq. 14 contraction per step, in log" if act else "rate ratio", fontsize=9)
-        ax.legend(fontsize=7)
     fixed = _fixed_words(lrr, exclude=("d1",))
     fig.suptitle(f"how many Eq. 14 steps one GD step is worth; {_settings_words(lrr)}" + (f"; {fixed}" if fixed else ""),
                  fontsize=9)
@@ -284,7 +315,7 @@ def plot_ball(ds, path=None):
             ax.axhline(1.0, color="C3", lw=0.9, ls="--", label=ref)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            _grid_ticks(ax, ds["d1"].values)
+            _x_ticks(ax, ds["d1"].values)
             _log_y(ax)
             ax.set_xlabel(r"width $d_1$")
             ax.set_ylabel(ylabel)
@@ -412,13 +443,18 @@ def plot_loss_curves(ds, path=None, *, tol=None, line_dim="d1"):
                 med = np.asarray(s.sel(quantile=0.5).values, float)
                 lo = np.asarray(s.sel(quantile=BAND[0]).values, float)
                 hi = np.asarray(s.sel(quantile=BAND[1]).values, float)
-                ax.fill_between(k, lo, hi, color=c, alpha=0.18, lw=0)
-                ax.plot(k, med, color=c, lw=1.4)
-                if tol:
+                if tol:  # a held curve sits at its final value <= tol: draw each quantile until it first gets there
+                    for arr in (med, lo, hi):
+                        hit = np.nonzero(np.isfinite(arr) & (arr <= tol))[0]
+                        if hit.size:
+                            arr[hit[0] + 1:] = np.nan
                     below = np.nonzero(np.isfinite(hi) & (hi <= tol))[0]
                     kstop = k[below[0]] if below.size else k[-1]
+                    lo = np.where(np.isnan(lo) & np.isfinite(hi), tol, lo)
                 else:
                     kstop = k[-1]
+                ax.fill_between(k, lo, hi, color=c, alpha=0.18, lw=0)
+                ax.plot(k, med, color=c, lw=1.4)
                 kmax = max(kmax, kstop)
                 if np.isfinite(tr):
                     ax.plot(k, np.exp(k * math.log(tr)) if tr > 0 else np.zeros_like(k), color=c, ls=":", lw=1.1)
@@ -436,11 +472,12 @@ def plot_loss_curves(ds, path=None, *, tol=None, line_dim="d1"):
                 style = [(Line2D([], [], color="k", lw=1.4), "GD, median over trials"),
                          (Line2D([], [], color="k", ls=":", lw=1.1), r"Eq. 14: $(1 - 2\,\mathrm{lr}\,\mu^2)^k$, median"),
                          (Line2D([], [], color="0.5", lw=0.8), f"tol = {tol:g}" if tol else "tol")]
-                _style_legend(ax, style, [f"{sym} = {v:.3g}" for v in lines] if lines[0] is not None else [""], cols)
+                _style_legend(ax, style, [f"{sym} = {_v(v)}" for v in lines] if lines[0] is not None else [""], cols)
     fixed = _fixed_words(ds, exclude=(line_dim,))
     extra = ""
     if line_dim == "w2_over_w1" and "product" in ds.attrs:
         extra = f"; at $w_1 w_2$ = {ds.attrs['product']:.3g}"
-    fig.suptitle(f"{_settings_words(ds)}; x-axis ends where the 95% quantile reaches tol" + extra
+    fig.suptitle(f"{_settings_words(ds)}; each curve ends where it reaches tol, the x-axis where the 95% quantile does"
+                 + extra
                  + (f"; {fixed}" if fixed else ""), fontsize=9)
     return _save(fig, path)

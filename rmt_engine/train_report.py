@@ -18,7 +18,8 @@ What is compared with what (the paper's equations, see MATH.md and ``rmt_engine.
   threshold never reached is above the largest d1.
 - Rate (Eq. 14): ``log(gd_rate) / log(gd_rate_theory)``, the number of Eq. 14 steps one measured
   step is worth (> 1: GD contracts faster than the theorem says); defined only where both rates lie
-  in (0, 1). ``eq14_envelope``: whether the recorded curve satisfies Eq. 14 itself,
+  in (0, 1). Beside it ``ntk_rate_ratio``, what linearized GD predicts for its slowest mode,
+  ``2 log(1 - 2 lr sigma_min(J_K)^2) / log(1 - 2 lr mu^2) >= 2`` (the 2: the loss is the squared residual). ``eq14_envelope``: whether the recorded curve satisfies Eq. 14 itself,
   ``h_k / h_0 <= (1 - 2 lr mu^2)^k`` at every recorded k the trial reached.
 - The ball of Eq. 6 (``gd_max_dist_over_rho <= 1``: Theorem 1/2's iterates never leave
   ``ball(Theta_0, rho)``) and Eq. 18's bound ``sigma_max(V_k) <= chi_max`` (``gd_max_sigma_V_over_chi``;
@@ -158,6 +159,23 @@ def log_rate_ratio(ds):
     out = (np.log(r.where(ok)) / np.log(th.where(ok))).where(ok).rename("log_rate_ratio")
     out.attrs = {"train": ds.attrs.get("train"), "long_name": "log(gd_rate) / log(gd_rate_theory)"}
     return out
+
+
+def ntk_rate_ratio(ds, *, final=True):
+    """Per trial: the log-rate ratio that GD linearized at Theta_K (``final``) or Theta_0 would have on its
+    slowest mode, ``2 log(1 - 2 lr sigma_min(J)^2) / log(1 - 2 lr mu^2)``.
+
+    On the quadratic loss the residual of linearized GD contracts by ``1 - 2 lr lambda`` per step along an
+    eigenvector of ``J J^T`` with eigenvalue lambda, so the loss contracts by its square; the slowest mode has
+    ``lambda = sigma_min(J)^2 = mu_ntk^2 >= mu^2`` (``rmt_engine.train``): this ratio is >= 2, and a measured
+    ratio above it means GD stopped before its residual reached the slowest mode. NaN where a factor is not
+    in (0, 1).
+    """
+    m = ds["mu_ntk_final" if final else "mu_ntk"]
+    lr, mu = ds["gd_lr"], ds["mu"]
+    a, b = 1 - 2 * lr * m**2, 1 - 2 * lr * mu**2
+    ok = (a > 0) & (a < 1) & (b > 0) & (b < 1)
+    return (2 * np.log(a.where(ok)) / np.log(b.where(ok))).where(ok).rename("ntk_rate_ratio")
 
 
 def held_curves(ds):
@@ -443,23 +461,32 @@ def _rate_table(ds, fig, TP, env, lrr):
     qr = quantiles(lrr).compute()
     qg = quantiles(ds["gd_rate"], (0.5,)).sel(quantile=0.5, drop=True).compute()
     qt = quantiles(ds["gd_rate_theory"], (0.5,)).sel(quantile=0.5, drop=True).compute()
+    has_ntk = "mu_ntk_final" in ds and "mu_ntk" in ds
+    if has_ntk:
+        p0 = quantiles(ntk_rate_ratio(ds, final=False), (0.5,)).sel(quantile=0.5, drop=True).compute()
+        pK = quantiles(ntk_rate_ratio(ds, final=True), (0.5,)).sel(quantile=0.5, drop=True).compute()
     md = ["### Rate: measured contraction against Eq. 14", "",
           "`gd_rate`: fitted per-step contraction of h_k over the last 90% of the iterations; `theory`: 1 - 2 lr mu^2 "
           "(Eq. 14, C = 1) at the lr used; `log ratio` = log(gd_rate) / log(theory) (> 1: GD contracts that many times "
           "faster than Eq. 14; NaN where a rate is not in (0, 1)); `in envelope`: trials whose whole recorded curve "
-          "satisfies h_k/h_0 <= theory^k.", ""]
+          "satisfies h_k/h_0 <= theory^k. `NTK pred.`: median of 2 log(1 - 2 lr sigma_min(J)^2) / log(theory), the ratio of "
+          "linearized GD's slowest mode with the NTK at Theta_0 / Theta_K (>= 2: the loss is the squared residual; a "
+          "measured ratio above it: GD reached tol before its residual was left in the slowest mode).", ""]
     rows = []
     for lab in _index_rows(ds, dims):
         row = [str(lab[d]) for d in dims]
         row += [_fmt(_scalar(qg, lab), 6), _fmt(_scalar(qt, lab), 6)]
         row += [_fmt(_scalar(qr.sel(quantile=q, drop=True), lab)) for q in QUANTILES]
+        if has_ntk:
+            row += [_fmt(_scalar(p0, lab)), _fmt(_scalar(pK, lab))]
         if env is not None:
             k, n = _count(_sel(env, lab))
             row.append(_frac_text(k, n))
         rows.append(row)
     head = dims + ["median gd_rate", "median theory", "log ratio q05", "median", "q95"]
+    head += ["NTK pred. Theta_0", "NTK pred. Theta_K"] if has_ntk else []
     md += _md(head + (["in envelope"] if env is not None else []), rows) + [""]
-    fig("gd_rate_vs_theory", TP.plot_rate_ratio, lrr)
+    fig("gd_rate_vs_theory", TP.plot_rate_ratio, lrr, predicted=ntk_rate_ratio(ds) if has_ntk else None)
     return md
 
 

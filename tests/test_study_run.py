@@ -141,10 +141,13 @@ def test_dying_worker_is_reported_and_rerun_completes(reference, client, tmp_pat
     path = tmp_path / "die.zarr"
     study = _study(6)
     monkeypatch.setenv(TEST_FAIL_ENV, "exit:activation=gelu,n=20,d1=60")
-    summary = study.run(path, client=client, progress=False)
+    msgs = []
+    summary = study.run(path, client=client, progress=False, echo=msgs.append)
     assert not summary.ok
     failed = [str(f) for f in summary.failures]
     assert any("activation=gelu, data=sphere, n=20, d0=6, d1=60" in f and "KilledWorker" in f for f in failed), failed
+    assert not any(f.deterministic for f in summary.failures)  # a lost worker: a rerun may succeed
+    assert any("lost; the scheduler retries its tasks" in m for m in msgs), msgs  # the client says so
     assert not st.read_done(path).all()
     monkeypatch.delenv(TEST_FAIL_ENV)
     client.wait_for_workers(2, timeout=60)
