@@ -216,7 +216,12 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
                                                             for q in sp["quantile"].values]), ""]
     fig("c0_spike", P.plot_c0_spike, ds)
 
-    # 7. gradient descent from the same initialization (studies with a [train] table)
+    # 7. the deterministic equivalent of the spectrum (rmt_engine.asymptotics)
+    from .asymptotics_report import asymptotics_section  # noqa: PLC0415
+
+    md += asymptotics_section(ds, fig, _table, delta=delta)
+
+    # 8. gradient descent from the same initialization (studies with a [train] table)
     if "gd_status" in ds:
         from .train_report import training_section  # noqa: PLC0415
 

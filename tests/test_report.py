@@ -52,6 +52,9 @@ def test_report_cli_writes_files(tiny_store, tmp_path):
         assert f"({png}.png)" in md
     assert "FAILED" not in md
     assert "Violation rates" in md and "lambda_min_M0" in md and "3/2" in md
+    # the deterministic equivalent beside the measurement; no stored spectra here: that figure says why
+    assert "Sharp asymptotics" in md and (out / "asymptotics_sigma_min.png").stat().st_size > 1000
+    assert "asymptotics_spectra: not drawn, the cube has no stored spectra" in md
     # the threshold is never reached on this tiny grid: no empty figure, and the report says why
     assert not (out / "width_threshold.png").exists()
     assert "width_threshold: not drawn" in md
