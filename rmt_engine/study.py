@@ -1154,27 +1154,35 @@ class _WorkerWatch:
 
         self.client, self.echo, self.interval = client, echo, interval
         self._stop = threading.Event()
-        self.known = self._workers()
+        self.known = self._workers() or {}
         self.thread = threading.Thread(target=self._run, name="rmt-worker-watch", daemon=True)
         self.thread.start()
 
-    def _workers(self) -> dict:
+    def _workers(self) -> dict | None:
+        """The scheduler's workers now (a direct query, not the client's cached view), None if unknown."""
         try:
-            return {a: w.get("name", a) for a, w in self.client.scheduler_info(n_workers=-1).get("workers", {}).items()}
+            return dict(self.client.nthreads())
         except Exception:
-            return {}
+            return None
 
     def _run(self):
+        missing: dict = {}
         while not self._stop.wait(self.interval):
             now = self._workers()
-            if not now and not self.known:
+            if now is None:
                 continue
-            for addr in set(self.known) - set(now):
-                self.echo(f"rmt-engine: worker {self.known[addr]} ({addr}) lost; the scheduler retries its tasks "
-                          f"on the {len(now)} remaining worker(s)")
+            for addr in set(self.known) - set(now):  # gone in two queries in a row: lost
+                missing[addr] = missing.get(addr, 0) + 1
+                if missing[addr] == 2:
+                    self.echo(f"rmt-engine: worker {addr} lost; the scheduler retries its tasks on the "
+                              f"{len(now)} remaining worker(s)")
+                    del self.known[addr]
             for addr in set(now) - set(self.known):
-                self.echo(f"rmt-engine: worker {now[addr]} ({addr}) joined ({len(now)} now)")
-            self.known = now
+                self.echo(f"rmt-engine: worker {addr} joined ({len(now)} now)")
+                self.known[addr] = now[addr]
+            for addr in list(missing):
+                if addr in now:
+                    del missing[addr]
 
     def stop(self):
         self._stop.set()
