@@ -30,7 +30,7 @@ import math
 import numpy as np
 
 from .fields import AUTO_T, FIELDS
-from .store import GRID_AXES
+from .store import CASE_DIM, GRID_AXES
 
 PER_T_FIELDS = tuple(b for b, info in FIELDS.items() if info.per_t)
 
@@ -483,7 +483,7 @@ def squeeze_grid(obj, keep_one: bool = False):
 
     ``keep_one``: keep ``activation`` when every axis has length one (a one-point cube), so
     the result still has a dimension (tables need one)."""
-    dims = [d for d in GRID_AXES + ("t",) if d in obj.dims and obj.sizes[d] == 1]
+    dims = [d for d in GRID_AXES + ("t", CASE_DIM) if d in obj.dims and obj.sizes[d] == 1]
     if keep_one and set(obj.dims) <= set(dims) and "activation" in dims:
         dims.remove("activation")
     return obj.squeeze(dims)

@@ -68,6 +68,10 @@ def _panels(obj):
 def _label(s, dims) -> str:
     parts = []
     for d in dims:
+        if d == A.CASE_DIM:  # a linked case: label it with its linked axes (coordinates along case)
+            parts += [f"${_SYMBOL.get(c, c)}$={np.asarray(s[c].values).item():g}" for c in ("n", "d0")
+                      if c in s.coords and c not in dims and np.ndim(s[c].values) == 0]
+            continue
         v = np.asarray(s[d].values).item()
         parts.append(f"${_SYMBOL.get(d, d)}$={v:g}" if isinstance(v, (int, float, np.number)) else f"{d}={v}")
     return ", ".join(parts)

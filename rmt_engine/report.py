@@ -197,10 +197,12 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
            "Interpolated on the log-d1 grid; NaN: never reached on the grid; censored: reached at the smallest "
            "d1. Paper: d1* ~ n^{3/2} (Eq. 21), n^{5/3} without the bound on V_k (App. E).", "",
            _table(thr.drop_vars("fraction"), ["d1_star", "censored"]), ""]
-    if ds.sizes["n"] >= 2:
+    if "n" in ds.dims and ds.sizes["n"] >= 2:
         fit_ = A.fit_threshold_exponent(thr).compute()
         md += ["Fitted exponent of d1* in n:", ""] + [f"- {line}" for line in A.threshold_verdict(fit_)] + [""]
         fig("width_threshold", P.plot_threshold_fit, thr, fit_)
+    elif A.CASE_DIM in ds.dims and ds.sizes[A.CASE_DIM] >= 2:
+        md += _linked_threshold_section(ds, thr, level)
     else:
         skipped.append("width_threshold: not drawn, the study has one value of n (the exponent needs two or more)")
 
@@ -237,6 +239,18 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
     if failures:
         raise ReportError(f"{len(failures)} figure(s) failed: " + "; ".join(failures), path, failures)
     return path
+
+
+def _linked_threshold_section(ds, thr, level) -> list[str]:
+    """Along linked axes (n ~ d0^t): fit d0 d1* ~ n^a over the cases (Eq. 21 predicts a = 3/2)."""
+    d_star = thr["d1_star"].where(~thr["censored"].astype(bool))
+    y = d_star * ds["d0"]
+    fit = A.fit_power_law(y, A.CASE_DIM, x=ds["n"].broadcast_like(y), pool_dims=()).compute()
+    lines = [f"Along the linked cases (n, d0) = " + ", ".join(f"({int(a)}, {int(b)})" for a, b in
+                                                           zip(ds["n"].values, ds["d0"].values))
+             + f": least-squares fit of d0 d1* ~ n^a (d1* at level {level:g}; censored cases left out).", ""]
+    lines.append(_table(fit, ["exponent", "stderr", "npoints", "r2"]))
+    return lines + [""]
 
 
 def _rate_table(v) -> str:

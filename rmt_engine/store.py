@@ -49,6 +49,8 @@ from .fields import AUTO_T, FIELDS, field_name, int_orders, record_fields
 #: Bumped whenever the layout changes incompatibly; ``open_results`` refuses other versions.
 STORE_VERSION = 2
 GRID_AXES = ("activation", "data", "n", "d0", "d1", "d2", "w1", "w2")
+#: The cube dimension of linked axes ([grid.linked]).
+CASE_DIM = "case"
 STRING_AXES = ("activation", "data")
 FLOAT_AXES = ("w1", "w2")
 
@@ -59,6 +61,7 @@ COORD_ATTRS = {
     "d1": ("hidden width (rows of W0)", "1"), "d2": ("output dimension (rows of V0)", "1"),
     "w1": ("standard deviation of the entries of W0 (Eq. 17)", "1"),
     "w2": ("standard deviation of the entries of V0 (Eq. 17)", "1"),
+    CASE_DIM: ("case of the linked axes ([grid.linked]): one value of each linked axis", "1"),
 }
 PROVENANCE_KEYS = (
     "rmt_engine_store_version", "rmt_engine_version", "study_name", "study_toml", "study_source",
@@ -99,6 +102,31 @@ class Variable:
     per_t: bool  # has a trailing ``t`` dimension
     n: int | None = None  # for spectrum variables
     t_values: tuple = ()  # the record's t keys this variable holds (ints along ``t``, or ("auto",))
+    point_index: tuple | None = None  # which entries of a task's grid point index it spans (None: all)
+
+
+@dataclass(frozen=True)
+class CubeAxes:
+    """The grid dimensions of a cube and their coordinates.
+
+    A plain study has every axis of ``GRID_AXES`` as a dimension. Linked axes (``[grid.linked]``)
+    share one dimension ``case`` (each is a coordinate along it); a derived axis (``w2 = "eq19"``)
+    is no dimension, only a coordinate over the dimensions it depends on. ``coords``: name ->
+    ``(dims, values)``.
+    """
+
+    dims: tuple
+    sizes: tuple
+    coords: dict
+
+    @classmethod
+    def from_grid(cls, grid: dict) -> "CubeAxes":
+        return cls(tuple(GRID_AXES), tuple(len(grid[a]) for a in GRID_AXES),
+                   {a: ((a,), _coord_values(a, grid[a])) for a in GRID_AXES})
+
+
+def _axes(grid) -> CubeAxes:
+    return grid if isinstance(grid, CubeAxes) else CubeAxes.from_grid(grid)
 
 
 def n_blocks(trials: int, trials_per_task: int) -> int:
@@ -117,13 +145,15 @@ def layout(grid: dict, t_values, trials: int, trials_per_task: int, save_spectru
     ``train``: the study's ``TrainSpec`` (or None): adds the per-trial ``TRAIN_FIELDS`` and the loss
     curve ``gd_loss`` (dims grid + ``trial`` + ``iteration``).
     """
-    gshape = tuple(len(grid[a]) for a in GRID_AXES)
-    gchunks = (1,) * len(GRID_AXES)
+    axes = _axes(grid)
+    gdims = axes.dims
+    gshape = axes.sizes
+    gchunks = (1,) * len(gdims)
     orders = int_orders(t_values)
     nt = len(orders)
     out = []
     for base, info in FIELDS.items():
-        dims, shape, chunks = GRID_AXES, gshape, gchunks
+        dims, shape, chunks = gdims, gshape, gchunks
         if not info.per_point:
             dims, shape, chunks = dims + ("trial",), shape + (trials,), chunks + (trials_per_task,)
         if not info.per_t:
@@ -138,21 +168,24 @@ def layout(grid: dict, t_values, trials: int, trials_per_task: int, save_spectru
     if train is not None:
         from .train import CURVE_DIM, CURVE_NAME, TRAIN_FIELDS, curve_iterations  # noqa: PLC0415
 
-        tdims, tshape, tchunks = GRID_AXES + ("trial",), gshape + (trials,), gchunks + (trials_per_task,)
+        tdims, tshape, tchunks = gdims + ("trial",), gshape + (trials,), gchunks + (trials_per_task,)
         for base in TRAIN_FIELDS:
             out.append(Variable(base, base, tdims, tshape, tchunks, False, False))
         ni = len(curve_iterations(train))
         out.append(Variable(CURVE_NAME, CURVE_NAME, tdims + (CURVE_DIM,), tshape + (ni,), tchunks + (ni,),
                             False, False))
     if save_spectrum:
-        i_n = GRID_AXES.index("n")
-        for n in grid["n"]:
-            dims = GRID_AXES[:i_n] + GRID_AXES[i_n + 1:] + ("trial", f"eig_n{n}")
+        if "n" not in gdims:
+            raise ValueError("save_spectrum needs n as a grid dimension (not a linked axis)")
+        i_n = gdims.index("n")
+        for n in axes.coords["n"][1]:
+            dims = gdims[:i_n] + gdims[i_n + 1:] + ("trial", f"eig_n{n}")
             shape = gshape[:i_n] + gshape[i_n + 1:] + (trials, int(n))
-            chunks = (1,) * (len(GRID_AXES) - 1) + (trials_per_task, int(n))
-            out.append(Variable(spectrum_name(n), "spectrum", dims, shape, chunks, False, False, int(n)))
+            chunks = (1,) * (len(gdims) - 1) + (trials_per_task, int(n))
+            out.append(Variable(spectrum_name(n), "spectrum", dims, shape, chunks, False, False, int(n),
+                                point_index=tuple(k for k in range(len(gdims)) if k != i_n)))
     nb = n_blocks(trials, trials_per_task)
-    out.append(Variable("done", "done", GRID_AXES + ("trial_block",), gshape + (nb,), gchunks + (1,), False, False))
+    out.append(Variable("done", "done", gdims + ("trial_block",), gshape + (nb,), gchunks + (1,), False, False))
     return out
 
 
@@ -164,11 +197,7 @@ def region(var: Variable, point: tuple[int, ...], block: int, trials: int, trial
     """The index of ``var`` written by the task (``point``, ``block``) (a tuple of slices)."""
     if var.base == "done":
         return tuple(slice(i, i + 1) for i in point) + (slice(block, block + 1),)
-    if var.base == "spectrum":
-        i_n = GRID_AXES.index("n")
-        pt = point[:i_n] + point[i_n + 1:]
-    else:
-        pt = point
+    pt = point if var.point_index is None else tuple(point[k] for k in var.point_index)
     idx = tuple(slice(i, i + 1) for i in pt)
     if var.base == "spectrum" or not var.per_point:
         a, b = block_range(block, trials, trials_per_task)
@@ -244,8 +273,11 @@ def create_template(path, grid: dict, t_values, trials: int, trials_per_task: in
             data = da.full(var.shape, np.nan, dtype=np.float64, chunks=var.chunks)
         variables[var.name] = xr.Variable(var.dims, data, attrs=_attrs_for(var))
         encoding[var.name] = {"chunks": var.chunks, "compressors": _compressors()}
-    coords = {a: (a, _coord_values(a, grid[a]), dict(zip(("long_name", "units"), COORD_ATTRS[a])))
-              for a in GRID_AXES}
+    axes = _axes(grid)
+    coords = {}
+    for name, (cdims, values) in axes.coords.items():
+        attrs_c = dict(zip(("long_name", "units"), COORD_ATTRS.get(name, (name, "1"))))
+        coords[name] = (cdims, np.asarray(values), attrs_c)
     coords["trial"] = ("trial", np.arange(trials, dtype=np.int64),
                        {"long_name": "trial index (W0, V0 drawn from SeedSequence(seed, spawn_key=(stream, trial)))",
                         "units": "1"})
@@ -255,7 +287,7 @@ def create_template(path, grid: dict, t_values, trials: int, trials_per_task: in
         coords[CURVE_DIM] = (CURVE_DIM, curve_iterations(train),
                              {"long_name": "gradient-descent iteration k of the recorded loss", "units": "1"})
     if save_spectrum:
-        for n in grid["n"]:
+        for n in axes.coords["n"][1]:
             coords[f"eig_n{n}"] = (f"eig_n{n}", np.arange(int(n), dtype=np.int64),
                                    {"long_name": f"eigenvalue index of M0, ascending (n = {n})", "units": "1"})
     if int_orders(t_values):
@@ -271,6 +303,7 @@ def create_template(path, grid: dict, t_values, trials: int, trials_per_task: in
     g = _open_group(path, "r+")
     g["done"][...] = np.zeros(g["done"].shape, dtype=bool)
     g.attrs["variables"] = sorted(variables)  # what verify_store expects to find
+    g.attrs["cube_dims"] = list(axes.dims)
     g.attrs["template_complete"] = True  # last: a template interrupted before this is recreated
 
 
@@ -343,12 +376,16 @@ def has_computed_data(path) -> bool:
     """True if any data variable of the store at ``path`` has a chunk written (coordinates and
     ``done`` are written with the template and do not count)."""
     p = Path(path)
-    skip = set(GRID_AXES) | {"trial", "t", "trial_block", "done", "iteration"}
-    for child in p.iterdir() if p.is_dir() else ():
-        if child.is_dir() and child.name not in skip and not child.name.startswith("eig_n"):
-            c = child / "c"
-            if c.is_dir() and any(f.is_file() for f in c.rglob("*")):
-                return True
+    attrs = store_attrs(p) or {}
+    names = attrs.get("variables")
+    if names is None:  # an older template: every directory that is not a coordinate
+        skip = set(GRID_AXES) | {"trial", "t", "trial_block", "done", "iteration", CASE_DIM}
+        names = [c.name for c in p.iterdir() if c.is_dir() and c.name not in skip
+                 and not c.name.startswith("eig_n")] if p.is_dir() else []
+    for name in names:
+        c = p / name / "c"
+        if name != "done" and c.is_dir() and any(f.is_file() for f in c.rglob("*")):
+            return True
     return False
 
 
@@ -434,16 +471,16 @@ def missing_chunks(path, limit: int = 20) -> list[str]:
     if not done.any():
         return []
     tpt = int(g.attrs.get("trials_per_task", 1))
+    cube_dims = tuple(g.attrs.get("cube_dims", GRID_AXES))
+    data_names = set(g.attrs.get("variables", g.array_keys()))
     out = [f"variable {v} (deleted)" for v in g.attrs.get("variables", []) if not (p / v / "zarr.json").is_file()]
     for name in g.array_keys():
         arr = g[name]
         dims = arr.metadata.dimension_names or ()
-        if name == "done" or "trial" not in dims and not set(GRID_AXES) <= set(dims):
-            continue
-        if not set(GRID_AXES) <= set(dims):
+        if name == "done" or not set(cube_dims) <= set(dims) or name not in data_names:
             continue
         chunks = write_chunk_shape(arr)
-        gi = [dims.index(a) for a in GRID_AXES]
+        gi = [dims.index(a) for a in cube_dims]
         for idx in zip(*np.nonzero(done)):
             point, block = idx[:-1], idx[-1]
             if "trial" not in dims and block != 0:
@@ -628,7 +665,10 @@ def summarize(path, quantiles=(0.05, 0.5, 0.95), fields=None) -> dict:
     """
     ds = open_results(path, allow_partial=True)
     attrs = dict(ds.attrs)
-    grid = {a: [v.item() if hasattr(v, "item") else v for v in ds[a].values] for a in GRID_AXES}
+    cube_dims = list(attrs.get("cube_dims", GRID_AXES))
+    grid = {a: [v.item() if hasattr(v, "item") else v for v in np.ravel(ds[a].values)] for a in GRID_AXES}
+    dim_values = {d: [v.item() if hasattr(v, "item") else v for v in ds[d].values] for d in cube_dims}
+    linked = [a for a in GRID_AXES if a in ds.coords and ds[a].dims == (CASE_DIM,)]
     done = np.asarray(ds["done"].values, dtype=bool)
     trials = ds.sizes["trial"]
     tpt = int(attrs.get("trials_per_task", trials))
@@ -656,7 +696,11 @@ def summarize(path, quantiles=(0.05, 0.5, 0.95), fields=None) -> dict:
     rows = []
     for idx in np.ndindex(*tmask.shape[:-1]):
         m = tmask[idx]
-        row = {"labels": {a: grid[a][i] for a, i in zip(GRID_AXES, idx)}, "trials_done": int(m.sum()),
+        labels = {d: dim_values[d][i] for d, i in zip(cube_dims, idx) if d != CASE_DIM}
+        if CASE_DIM in cube_dims:
+            k = idx[cube_dims.index(CASE_DIM)]
+            labels.update({a: ds[a].values[k].item() for a in linked})
+        row = {"labels": labels, "trials_done": int(m.sum()),
                "stats": {}, "point": {}}
         for k, arr in stats.items():
             vals = arr[idx][m]
@@ -665,6 +709,8 @@ def summarize(path, quantiles=(0.05, 0.5, 0.95), fields=None) -> dict:
         for k, arr in point.items():
             row["point"][k] = float(arr[idx]) if done[idx][0] else None
         rows.append(row)
-    return {"attrs": attrs, "grid": grid, "varying": [a for a in GRID_AXES if len(grid[a]) > 1],
+    varying = [a for a in GRID_AXES if (a in linked and len(dim_values.get(CASE_DIM, [])) > 1)
+               or (a in dim_values and len(dim_values[a]) > 1)]
+    return {"attrs": attrs, "grid": grid, "varying": varying,
             "regions_done": int(done.sum()), "regions_total": int(done.size), "trials_done": int(tmask.sum()),
             "trials_total": int(tmask.size), "quantiles": tuple(quantiles), "points": rows}

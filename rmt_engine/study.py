@@ -47,7 +47,7 @@ from . import store as _store
 from ._version import __version__
 from .fields import FIELDS, field_name
 from .spec import DTYPES, MAX_T, TRIAL_SPEC_DEFAULTS, TrialSpec
-from .store import GRID_AXES
+from .store import CASE_DIM, GRID_AXES
 
 REQUIRED_AXES = ("activation", "n", "d0", "d1")
 AXIS_DEFAULTS = {a: (TRIAL_SPEC_DEFAULTS[a],) for a in ("data", "d2", "w1", "w2")}
@@ -69,6 +69,7 @@ STUDY_KEYS = {
     "C": ("float", TRIAL_SPEC_DEFAULTS["C"]),
     "chi_max": ("float", TRIAL_SPEC_DEFAULTS["chi_max"]),
     "backend": ("str", TRIAL_SPEC_DEFAULTS["backend"]),
+    "eq19_scale": ("float", 1.0),
 }
 AXIS_KINDS = {"activation": "str", "data": "str", "n": "posint", "d0": "posint", "d1": "posint",
               "d2": "posint", "w1": "float", "w2": "float"}
@@ -288,6 +289,9 @@ class Study:
     chi_max: float | None = TRIAL_SPEC_DEFAULTS["chi_max"]
     backend: str = TRIAL_SPEC_DEFAULTS["backend"]
     train: object = None  # a TrainSpec (or its table): every trial also trains by GD (rmt_engine.train)
+    eq19_scale: float = 1.0  # the constant of the derived rule w2 = "eq19"
+    linked: tuple = ()  # set from grid: the axes of [grid.linked]
+    derived: dict = field(default_factory=dict)  # set from grid: axis -> rule
     name: str = "study"
     description: str = ""
     execution: Execution = field(default_factory=Execution)
@@ -312,7 +316,16 @@ class Study:
         if not isinstance(self.execution, Execution):
             raise StudySpecError(f"execution must be an Execution or a table, got {_describe(self.execution)}",
                                  ("execution",))
-        object.__setattr__(self, "grid", _normalize_grid(self.grid))
+        grid, linked, derived = _normalize_grid(self.grid) if not self._normalized() else (
+            self.grid, self.linked, self.derived)
+        object.__setattr__(self, "grid", grid)
+        object.__setattr__(self, "linked", linked)
+        object.__setattr__(self, "derived", derived)
+        if not self.eq19_scale > 0:
+            raise StudySpecError(f"eq19_scale must be > 0, got {self.eq19_scale!r}", ("study", "eq19_scale"))
+        if self.save_spectrum and "n" in linked:
+            raise StudySpecError("save_spectrum stores one variable per value of n: n cannot be a linked axis "
+                                 "then (link d0 with another axis, or set save_spectrum = false)", ("grid", "linked"))
         if self.train is not None:
             from .train import TrainSpec  # noqa: PLC0415
 
@@ -373,6 +386,49 @@ class Study:
                 except (ValueError, OSError, ImportError) as e:
                     key = ("study", "data_path") if spec.data == "file" else ("grid", "data")
                     raise StudySpecError(f"data kind {spec.data!r} at d0={spec.d0}, n={spec.n}: {e}", key) from None
+
+    def _normalized(self) -> bool:
+        """True when ``grid`` is already this class's normal form (a copy made by dataclasses.replace)."""
+        g = self.grid
+        return (isinstance(g, dict) and set(g) == set(GRID_AXES) and all(isinstance(v, tuple) for v in g.values())
+                and all(len(g[a]) == len(g[self.linked[0]]) for a in self.linked)
+                and all(g[a] == (r,) for a, r in self.derived.items()))
+
+    def _dims(self) -> list:
+        """``(dim, values)`` of the cube's grid dimensions, in order (module store: ``CubeAxes``)."""
+        out = []
+        for a in GRID_AXES:
+            if a in self.derived:
+                continue
+            if a in self.linked:
+                if a == self.linked[0]:
+                    out.append((CASE_DIM, [dict(zip(self.linked, c)) for c in zip(*(self.grid[x] for x in self.linked))]))
+                continue
+            out.append((a, list(self.grid[a])))
+        return out
+
+    def _derive(self, labels: dict) -> dict:
+        if self.derived.get("w2") == "eq19":
+            labels["w2"] = self.eq19_scale / (labels["w1"] * math.sqrt(labels["d0"] * labels["d1"]))
+        return labels
+
+    def cube_axes(self):
+        """The cube's grid dimensions and coordinates (``store.CubeAxes``)."""
+        dims = self._dims()
+        names = tuple(d for d, _ in dims)
+        sizes = tuple(len(v) for _, v in dims)
+        coords = {}
+        for d, vals in dims:
+            if d == CASE_DIM:
+                coords[CASE_DIM] = ((CASE_DIM,), np.arange(len(vals), dtype=np.int64))
+                for a in self.linked:
+                    coords[a] = ((CASE_DIM,), _store._coord_values(a, [v[a] for v in vals]))
+            else:
+                coords[d] = ((d,), _store._coord_values(d, vals))
+        for a in self.derived:  # a coordinate over every grid dimension (no dimension of its own)
+            vals = np.array([p[a] for p in self.points()], dtype=np.float64).reshape(sizes)
+            coords[a] = (names, vals)
+        return _store.CubeAxes(names, sizes, coords)
 
     def bound_warnings(self) -> list[str]:
         """One line per requested t that gives no Eq. 58/67 lower bound at some grid points (with why)."""
@@ -453,16 +509,25 @@ class Study:
 
     # ------------------------------------------------------------------ derived
     def points(self):
-        """Every grid point as a dict axis -> value, in cube order (C order over GRID_AXES)."""
-        for values in product(*(self.grid[a] for a in GRID_AXES)):
-            yield dict(zip(GRID_AXES, values))
+        """Every grid point as a dict axis -> value (all of GRID_AXES), in cube order (C order over the
+        cube's dims: ``case`` for linked axes; derived axes computed)."""
+        dims = self._dims()
+        for combo in product(*(vals for _, vals in dims)):
+            labels = {}
+            for (d, _), v in zip(dims, combo):
+                if d == CASE_DIM:
+                    labels.update(v)
+                else:
+                    labels[d] = v
+            labels = self._derive(labels)
+            yield {a: labels[a] for a in GRID_AXES}
 
     def point_indices(self):
-        yield from product(*(range(len(self.grid[a])) for a in GRID_AXES))
+        yield from product(*(range(len(v)) for _, v in self._dims()))
 
     @property
     def n_points(self) -> int:
-        return math.prod(len(self.grid[a]) for a in GRID_AXES)
+        return math.prod(len(v) for _, v in self._dims())
 
     def trial_spec(self, labels: dict) -> TrialSpec:
         return TrialSpec(**self.spec_kwargs(labels))
@@ -486,7 +551,9 @@ class Study:
             "save_spectrum": self.save_spectrum, "allow_d1_below_n": self.allow_d1_below_n,
             "bound_delta1": self.bound_delta1, "bound_delta2": self.bound_delta2, "C": self.C, "chi_max": self.chi_max,
             "backend": self.backend, "data_file_sha256": data_sha,
-        } | ({"train": self.train.to_dict()} if self.train is not None else {})
+        } | ({"train": self.train.to_dict()} if self.train is not None else {}) | (
+            {"linked": list(self.linked)} if self.linked else {}) | (
+            {"derived": dict(self.derived), "eq19_scale": self.eq19_scale} if self.derived else {})
 
     def config_hash(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
@@ -506,7 +573,10 @@ class Study:
             v = getattr(self, k)
             if v is not None and (k in ("trials", "seed", "t") or v != default):
                 out.append(f"{k} = {_toml(list(v) if isinstance(v, tuple) else v)}")
-        out += ["", "[grid]"] + [f"{a} = {_toml(list(self.grid[a]))}" for a in GRID_AXES]
+        out += ["", "[grid]"] + [f"{a} = {_toml(self.derived[a] if a in self.derived else list(self.grid[a]))}"
+                                 for a in GRID_AXES if a not in self.linked]
+        if self.linked:
+            out += ["", "[grid.linked]"] + [f"{a} = {_toml(list(self.grid[a]))}" for a in self.linked]
         if self.train is not None:
             out += ["", "[train]"] + [f"{k} = {_toml(v)}" for k, v in self.train.to_dict().items() if v is not None]
         ex = self.execution
@@ -551,43 +621,93 @@ def _execution_from_dict(execution: dict, cluster: dict) -> Execution:
     return Execution(slurm=slurm, **execution)
 
 
-def _normalize_grid(grid) -> dict:
-    grid = _check_table(grid, ("grid",))
-    _check_unknown(grid, GRID_AXES, ("grid",), "[grid]")
-    out = {}
+#: Named derived rules for a grid axis (never evaluated code): axis -> rule -> description.
+DERIVED_RULES = {"w2": {"eq19": "w2 = eq19_scale / (w1 sqrt(d0 d1)): the Eq. 19 scale w1 w2 sqrt(d0 d1) held fixed"}}
+
+
+def _normalize_grid(grid) -> tuple[dict, tuple, dict]:
+    """``(axis -> values, linked axis names, derived axis -> rule)`` of a [grid] table.
+
+    ``[grid.linked]``: equal-length lists of axes that vary together along one cube dimension
+    ``case``; a string value such as ``w2 = "eq19"`` names a derived rule (``DERIVED_RULES``).
+    """
+    grid = dict(_check_table(grid, ("grid",)))
+    linked_tab = grid.pop("linked", None)
+    _check_unknown(grid, GRID_AXES + ("linked",), ("grid",), "[grid]")
+    linked: dict = {}
+    if linked_tab is not None:
+        linked_tab = _check_table(linked_tab, ("grid", "linked"))
+        _check_unknown(linked_tab, GRID_AXES, ("grid", "linked"), "[grid.linked]")
+        if len(linked_tab) < 2:
+            raise StudySpecError("[grid.linked] ties two or more axes together (e.g. d0 and n); with one axis, "
+                                 "put it in [grid]", ("grid", "linked"))
+        lengths = {}
+        for a, v in linked_tab.items():
+            if a in grid:
+                raise StudySpecError(f"axis {a!r} is both linked ([grid.linked]) and plain ([grid]): give it once",
+                                     ("grid", "linked", a))
+            vals = list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
+            norm = _axis_values(a, vals, ("grid", "linked", a), allow_repeats=True)
+            linked[a] = norm
+            lengths[a] = len(norm)
+        if len(set(lengths.values())) != 1:
+            raise StudySpecError("[grid.linked] lists must have equal lengths, got "
+                                 + ", ".join(f"{a}: {k}" for a, k in lengths.items()), ("grid", "linked"))
+        cases = list(zip(*(linked[a] for a in linked)))
+        if len(set(cases)) != len(cases):
+            raise StudySpecError("[grid.linked] repeats a case (the same values of every linked axis)",
+                                 ("grid", "linked"))
+    out, derived = {}, {}
     for a in GRID_AXES:
+        if a in linked:
+            out[a] = linked[a]
+            continue
         if a not in grid:
             if a in REQUIRED_AXES:
                 raise StudySpecError(f"missing required grid axis {a!r} (a list of values)", ("grid", a))
             out[a] = AXIS_DEFAULTS[a]
             continue
         v = grid[a]
+        if isinstance(v, str) and AXIS_KINDS[a] != "str":
+            rules = DERIVED_RULES.get(a, {})
+            if v not in rules:
+                known = "; ".join(f"{ax} = \"{r}\" ({d})" for ax, rs in DERIVED_RULES.items() for r, d in rs.items())
+                raise StudySpecError(f"unknown rule {v!r} for axis {a!r}; the named rules are: {known}", ("grid", a))
+            derived[a] = v
+            out[a] = (v,)
+            continue
         vals = list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
+        out[a] = _axis_values(a, vals, ("grid", a))
+    return out, tuple(a for a in GRID_AXES if a in linked), derived
+
+
+def _axis_values(a: str, vals: list, key: tuple, allow_repeats: bool = False) -> tuple:
+    """Checked, normalized values of grid axis ``a``."""
+    if True:
         if not vals:
-            raise StudySpecError("empty grid axis: give at least one value", ("grid", a))
+            raise StudySpecError("empty grid axis: give at least one value", key)
         kind = AXIS_KINDS[a]
-        norm = [_check_value(kind, x, ("grid", a)) for x in vals]
+        norm = [_check_value(kind, x, key) for x in vals]
         if kind == "str":
             norm = [x.lower() for x in norm]
         if kind == "float" and any(x <= 0 for x in norm):
-            raise StudySpecError(f"every value must be > 0, got {norm}", ("grid", a))
-        if len(set(norm)) != len(norm):
-            raise StudySpecError(f"repeated values in the grid axis: {norm}", ("grid", a))
+            raise StudySpecError(f"every value must be > 0, got {norm}", key)
+        if len(set(norm)) != len(norm) and not allow_repeats:
+            raise StudySpecError(f"repeated values in the grid axis: {norm}", key)
         if a == "activation":
             from .activations import available_activations  # noqa: PLC0415
 
             names = available_activations()
             for x in norm:
                 if x not in names:
-                    raise StudySpecError(f"unknown activation {x!r}; available: {', '.join(names)}", ("grid", a))
+                    raise StudySpecError(f"unknown activation {x!r}; available: {', '.join(names)}", key)
         if a == "data":
             from .data import DATA_KINDS  # noqa: PLC0415
 
             for x in norm:
                 if x not in DATA_KINDS:
-                    raise StudySpecError(f"unknown data kind {x!r}; expected one of {DATA_KINDS}", ("grid", a))
-        out[a] = tuple(norm)
-    return out
+                    raise StudySpecError(f"unknown data kind {x!r}; expected one of {DATA_KINDS}", key)
+        return tuple(norm)
 
 
 def _toml(v) -> str:
@@ -692,7 +812,7 @@ def check_store(study: Study, store, *, resume: bool = False) -> dict | None:
 
 @dataclass(frozen=True)
 class Task:
-    point: tuple  # indices along GRID_AXES
+    point: tuple  # indices along the cube's grid dims (Study.cube_axes().dims)
     labels: dict  # axis -> value
     block: int
     start: int
@@ -1020,8 +1140,8 @@ def create_store(study: Study, store, trials_per_task: int | None = None) -> dic
     Used by ``run`` before any task starts; returns the root attributes.
     """
     tpt = trials_per_task or study.trials_per_task()
-    _store.create_template(store, study.grid, study.t, study.trials, tpt, study.save_spectrum, provenance(study, tpt),
-                           train=study.train)
+    _store.create_template(store, study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum,
+                           provenance(study, tpt), train=study.train)
     return _store.store_attrs(store)
 
 
@@ -1075,7 +1195,7 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
         _store.update_attrs(store, runs=runs)
         done = _store.read_done(store)
         tasks, total = plan_tasks(study, tpt, done)
-        variables = _store.layout(study.grid, study.t, study.trials, tpt, study.save_spectrum, study.train)
+        variables = _store.layout(study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum, study.train)
         # the alignment of every region with the real chunks is checked again in each write
         run_started = _now()
         t0 = time.perf_counter()
@@ -1149,12 +1269,13 @@ def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progres
 class _WorkerWatch:
     """Says when a worker leaves while tasks run (the scheduler reruns its tasks elsewhere)."""
 
-    def __init__(self, client, echo, interval: float = 1.0):
+    def __init__(self, client, echo, interval: float = 0.5):
         import threading  # noqa: PLC0415
 
         self.client, self.echo, self.interval = client, echo, interval
         self._stop = threading.Event()
         self.known = self._workers() or {}
+        self.missing: dict = {}
         self.thread = threading.Thread(target=self._run, name="rmt-worker-watch", daemon=True)
         self.thread.start()
 
@@ -1165,28 +1286,34 @@ class _WorkerWatch:
         except Exception:
             return None
 
+    def _check(self, final: bool = False):
+        now = self._workers()
+        if now is None:
+            return
+        joined = set(now) - set(self.known)
+        for addr in set(self.known) - set(now):
+            self.missing[addr] = self.missing.get(addr, 0) + 1
+            # gone in two queries in a row, or replaced by a new worker, or still gone at the end: lost
+            if self.missing[addr] >= 2 or joined or final:
+                self.echo(f"rmt-engine: worker {addr} lost; the scheduler retries its tasks on the "
+                          f"{len(now)} remaining worker(s)")
+                del self.known[addr]
+                del self.missing[addr]
+        for addr in joined:
+            self.echo(f"rmt-engine: worker {addr} joined ({len(now)} now)")
+            self.known[addr] = now[addr]
+        for addr in list(self.missing):
+            if addr in now:
+                del self.missing[addr]
+
     def _run(self):
-        missing: dict = {}
         while not self._stop.wait(self.interval):
-            now = self._workers()
-            if now is None:
-                continue
-            for addr in set(self.known) - set(now):  # gone in two queries in a row: lost
-                missing[addr] = missing.get(addr, 0) + 1
-                if missing[addr] == 2:
-                    self.echo(f"rmt-engine: worker {addr} lost; the scheduler retries its tasks on the "
-                              f"{len(now)} remaining worker(s)")
-                    del self.known[addr]
-            for addr in set(now) - set(self.known):
-                self.echo(f"rmt-engine: worker {addr} joined ({len(now)} now)")
-                self.known[addr] = now[addr]
-            for addr in list(missing):
-                if addr in now:
-                    del missing[addr]
+            self._check()
 
     def stop(self):
         self._stop.set()
         self.thread.join(timeout=5)
+        self._check(final=True)
 
 
 def _is_deterministic(e: BaseException) -> bool:

@@ -1,0 +1,733 @@
+"""Estimators for the paper's scaling claims: width thresholds with intervals, exponent fits, verdicts.
+
+The claim (Eq. 20-21, MATH.md "Width"): the smallest width ``d1*`` at which an event holds
+with probability ``>= level`` (default: the Eq. 9 margin exceeds 1 in 95% of the trials)
+obeys ``d0 d1* ~ n^{3/2}`` along ``n ~ d0^t`` (``n^{5/3}`` without the bound on ``V_k``,
+Appendix E). And the concentration of Eq. 67: ``delta1 ~ (n / d1)^{1/2}``.
+
+Pipeline (xarray in, xarray out; every result carries its coordinates):
+
+1. ``threshold(event)``: per grid point (every dim of ``event`` but ``dim`` and ``trial``) the
+   crossing ``d*`` of ``level`` by the empirical probability ``p(dim)``, interpolated in
+   ``log dim``, with an interval (exact binomial bands or a bootstrap over trials) and
+   censoring flags.
+2. ``fit_scaling(thr, "n", y_factor="d0")``: weighted least squares ``log y = a + b log x``
+   (``y = d0 d1*``), the interval widths as the weights, with a z-score and a verdict per
+   prediction (Eq. 21: 3/2, App. E: 5/3). ``fit_power_law_2d`` separates ``d1* ~ A n^b d0^c``
+   on a grid where n and d0 vary independently.
+3. ``concentration_law(ds)``: ``delta1 ~ C (n/d1)^a`` per activation (expected ``a = 1/2``).
+4. ``claims_table(rows)``: a Markdown table "claim | prediction | measured (interval) | verdict";
+   ``fit_rows(fit, claim)`` builds its rows from a fit.
+
+Censoring: a threshold reached at the smallest grid value is only known to be ``<=`` it
+(``censored_below``; its interval's lower end is 0); one never reached on the grid is NaN
+(``censored_above``; its interval is ``[largest grid value, inf)``). An interval end that the
+data cannot fix is 0 or ``inf``, never a grid value pretending to be a bound: such a point
+carries no weight in ``fit_scaling`` and is left out of the weighted fit.
+
+A note on ``level = 0.95``: the exact (Clopper-Pearson) lower confidence bound on a
+proportion with all ``m`` trials successful is ``((1 - confidence)/2)^(1/m)``, which is
+below 0.95 for ``m < 72`` at ``confidence = 0.95`` (0.912 at m = 40). With fewer trials per
+grid value the binomial interval of ``d*`` is unbounded above (``hi = inf``) whatever the
+data: plan >= 100 trials per grid value, or use the bootstrap interval (which is narrower
+but covers less than nominal, 0.84-0.95 in the synthetic settings of ``threshold``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .analysis import THRESHOLD_EXPONENTS, binomial_interval
+
+#: Predictions of the exponent of ``d0 d1*`` in ``n`` (Eq. 21; App. E without the V_k bound).
+SCALING_PREDICTIONS = dict(THRESHOLD_EXPONENTS)
+#: Expected exponent ``a`` of ``delta1 ~ C (n/d1)^a`` (Eq. 67 concentration; matrix Chernoff scale).
+CONCENTRATION_EXPONENT = 0.5
+
+
+def _xr():
+    import xarray as xr  # noqa: PLC0415
+
+    return xr
+
+
+def _check_prob(name, v):
+    v = float(v)
+    if not (0.0 < v < 1.0):
+        raise ValueError(f"{name} must be strictly between 0 and 1, got {v!r}")
+    return v
+
+
+def _zcrit(confidence):
+    from scipy import stats  # noqa: PLC0415
+
+    return float(stats.norm.ppf(0.5 + confidence / 2.0))
+
+
+def _load(da):
+    return da.compute() if getattr(da, "chunks", None) else da
+
+
+# --------------------------------------------------------------------------- threshold
+
+
+def _crossings(x, p, level, eps=None):
+    """Vectorized first crossing of ``level`` by ``p`` along its last axis (x ascending, > 0).
+
+    ``x``: (G,); ``p``: (..., G), NaN = no data at that grid value. For each curve: the first
+    index ``k`` with ``p[k] >= level``; the crossing is interpolated linearly in ``log x``
+    between ``k`` and the last grid value ``j < k`` with data (``p[j] < level`` there). Returns
+    ``(x_star, below, above, empty)``:
+
+    - ``x_star``: the crossing (``x[k]`` when there is no ``j``); NaN when never reached;
+    - ``below``: reached at the first grid value with data (the truth is ``<= x_star``);
+    - ``above``: never reached although some grid value has data;
+    - ``empty``: no grid value has data.
+
+    Equal to ``analysis._crossing`` on curves without NaN (tested).
+    """
+    x = np.asarray(x, dtype=float)
+    p = np.asarray(p, dtype=float)
+    g = x.shape[0]
+    lx = np.log(x)
+    fin = np.isfinite(p)
+    hit = fin & (p >= level)
+    any_hit = hit.any(-1)
+    k = np.argmax(hit, axis=-1)
+    idx = np.where(fin, np.arange(g), -1)
+    last = np.maximum.accumulate(idx, axis=-1)
+    prev = np.concatenate([np.full(last.shape[:-1] + (1,), -1), last[..., :-1]], axis=-1)
+    j = np.take_along_axis(prev, k[..., None], -1)[..., 0]
+    jj = np.maximum(j, 0)
+    p1 = np.take_along_axis(p, k[..., None], -1)[..., 0]
+    p0 = np.take_along_axis(p, jj[..., None], -1)[..., 0]
+    interp = any_hit & (j >= 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if eps is None:
+            f = (level - p0) / (p1 - p0)
+        else:
+            e = np.broadcast_to(eps, p.shape)
+            e1 = np.take_along_axis(e, k[..., None], -1)[..., 0]
+            e0 = np.take_along_axis(e, jj[..., None], -1)[..., 0]
+            g1 = _logit(np.clip(p1, e1, 1 - e1))
+            g0 = _logit(np.clip(p0, e0, 1 - e0))
+            f = np.clip((_logit(level) - g0) / (g1 - g0), 0.0, 1.0)
+        xi = np.exp(lx[jj] + f * (lx[k] - lx[jj]))
+    xs = np.where(interp, xi, x[k])
+    xs = np.where(any_hit, xs, np.nan)
+    empty = ~fin.any(-1)
+    return xs, any_hit & (j < 0), ~any_hit & ~empty, empty
+
+
+def _logit(p):
+    return np.log(p) - np.log1p(-p)
+
+
+def _band_interval(x, pl, ph, level, eps=None):
+    """Interval of the crossing from the pointwise bands: ``[crossing(ph), crossing(pl)]``.
+
+    The upper band reaches ``level`` first, so its crossing is the lower end. Unfixable ends:
+    lower end 0 when ``ph`` already reaches ``level`` at the first grid value, ``x_max`` (of the
+    grid values with data) when ``ph`` never does; upper end ``inf`` when ``pl`` never does.
+    """
+    xl, bl, al, _ = _crossings(x, ph, level, eps)
+    xh, _, ah, _ = _crossings(x, pl, level, eps)
+    xmax = _last_with_data(x, ph)
+    lo = np.where(bl, 0.0, np.where(al, xmax, xl))
+    hi = np.where(ah, np.inf, xh)
+    return lo, hi
+
+
+def _last_with_data(x, p):
+    fin = np.isfinite(p)
+    g = x.shape[0]
+    last = np.where(fin, np.arange(g), -1).max(-1)
+    return np.where(last >= 0, np.asarray(x, float)[np.maximum(last, 0)], np.nan)
+
+
+def _bootstrap_interval(x, k, m, level, confidence, n_boot, seed, eps=None):
+    """Percentile bootstrap over trials of the crossing; ``k, m``: (..., G) successes, trials.
+
+    Resampling the ``m`` valid trials of a grid value with replacement gives a success count
+    ``k* ~ Binomial(m, k/m)`` exactly, independently per grid value: that is how it is drawn
+    (``numpy.random.default_rng(seed)``; one stream for the whole call, so the result does not
+    depend on chunking). Replicates reached at the first grid value count as 0, never reached
+    as ``inf``; the interval is the ``(1 -+ confidence)/2`` order statistics (``lower`` /
+    ``higher``: never interpolated across a censored replicate). Also returns the fractions of
+    replicates censored below / above.
+    """
+    rng = np.random.default_rng(seed)
+    mm = np.asarray(m, dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        phat = np.where(mm > 0, k / np.maximum(mm, 1), 0.0)
+    kb = rng.binomial(np.broadcast_to(mm, (n_boot,) + mm.shape), np.broadcast_to(phat, (n_boot,) + mm.shape))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pb = np.where(mm > 0, kb / np.maximum(mm, 1), np.nan)
+    xs, below, above, empty = _crossings(x, pb, level, eps)
+    vals = np.where(below, 0.0, np.where(above, np.inf, xs))
+    a = 1.0 - confidence
+    lo = np.quantile(vals, a / 2.0, axis=0, method="lower")
+    hi = np.quantile(vals, 1.0 - a / 2.0, axis=0, method="higher")
+    none = empty.all(0)
+    lo = np.where(none, np.nan, lo)
+    hi = np.where(none, np.nan, hi)
+    return lo, hi, below.mean(0), above.mean(0)
+
+
+def threshold(event, level=0.95, dim="d1", *, method="interp", interval="binomial", confidence=0.95,
+              n_boot=400, seed=0, trial_dim="trial"):
+    """Smallest ``dim`` value at which ``P(event)`` reaches ``level``, with a confidence interval.
+
+    ``event``: per-trial DataArray, 1 = holds, 0 = fails, NaN = missing (bool accepted), dims
+    ``(..., dim, trial)``, e.g. ``analysis.bound_events(ds)["margin"]`` (Eq. 9 margin > 1) or
+    ``scaling_events(ds)["gd_converged"]``. Over the remaining dims ``R`` (e.g. activation, n,
+    d0, or a linked ``case``; their coordinates, such as ``n`` and ``d0`` along ``case``, are
+    kept):
+
+    - ``p(x) = k(x) / m(x)``: successes over valid trials at each grid value ``x`` of ``dim``;
+    - ``d_star``: the first crossing of ``level`` by ``p``, ``x`` ascending, interpolated
+      between the first grid value with ``p >= level`` and the grid value below it, in
+      ``log x``. ``method="interp"``: ``p`` linear in ``log x`` (the rule of
+      ``analysis.width_threshold``; grid values without trials are skipped). Where the curve
+      is concave (near p = 1) this overestimates ``d*`` by up to a grid step (+11% for a
+      logistic of slope 3 in log x on a factor-2 grid). ``method="logit"``: ``logit p``
+      linear in ``log x`` (exact for a logistic curve), ``p`` clipped to ``[1/(2m), 1 -
+      1/(2m)]``; less biased with many trials (>= 100), more with few (the clip pulls a
+      ``p = 1`` point down);
+    - ``[lo, hi]``, ``interval="binomial"``: Clopper-Pearson bands ``p_lo(x) <= p <= p_hi(x)``
+      (two-sided ``confidence`` at each x) inverted: ``lo`` = crossing of ``p_hi``, ``hi`` =
+      crossing of ``p_lo``, so ``lo <= d_star <= hi``. Conservative: measured coverage of the
+      true point 0.94-1.00 (levels 0.8 and 0.95, logistic curves of slope 1-3 in log d1,
+      40-200 trials, 8 widths a factor 2 apart; lowest, 0.936, on the steepest curve, where
+      the interpolation bias above is largest against the interval's width; 0.997-0.999 with
+      ``method="logit"``). ``hi = inf`` when ``p_lo`` never reaches ``level``: always
+      so when ``m < 72`` at level = confidence = 0.95 (module docstring);
+    - ``[lo, hi]``, ``interval="bootstrap"``: percentile interval of the crossing over
+      ``n_boot`` resamplings of the trials at each grid value (deterministic ``seed``).
+      Narrower, and always finite-ended when the data allow, but it covers less than
+      nominal: measured 0.90-0.95 in the settings above, 0.84 with 40 trials on a shallow
+      curve (slope 1) where ``p = 1`` grid values have no bootstrap variability, and
+      0.81-0.92 with ``method="logit"``;
+    - ``censored_below``: ``d_star`` is the first grid value (truth ``<= d_star``; ``lo = 0``);
+      ``censored_above``: never reached (``d_star`` NaN, ``lo`` = largest grid value,
+      ``hi = inf``). Neither flag where there are no trials at all (``reason = "no data"``).
+
+    Returns a Dataset over ``R``: ``d_star, lo, hi, censored_below, censored_above, reason``
+    (``"ok" | "censored below" | "censored above" | "no data"``) and over ``R + (dim,)``: the
+    curve ``p``, its bands ``p_lo, p_hi``, ``successes``, ``trials``. Bootstrap adds
+    ``boot_below, boot_above`` (fractions of censored replicates). Dask inputs are reduced
+    over trials and loaded (the result is the size of the grid).
+    """
+    xr = _xr()
+    level = _check_prob("level", level)
+    confidence = _check_prob("confidence", confidence)
+    if method not in ("interp", "logit"):
+        raise ValueError(f"unknown method {method!r}: 'interp' (p linear in log x) or 'logit'")
+    if interval not in ("binomial", "bootstrap"):
+        raise ValueError(f"unknown interval {interval!r}: 'binomial' or 'bootstrap'")
+    if not isinstance(event, xr.DataArray):
+        raise TypeError("event must be a per-trial xarray.DataArray (1/0/NaN)")
+    for d in (dim, trial_dim):
+        if d not in event.dims:
+            raise ValueError(f"event has no {d!r} dim (its dims: {event.dims})")
+    if interval == "bootstrap" and int(n_boot) < 1:
+        raise ValueError("n_boot must be >= 1")
+    ev = event.astype(float) if event.dtype == bool else event
+    if dim not in ev.coords:
+        raise ValueError(f"event has no coordinate for {dim!r}")
+    ev = ev.sortby(dim)
+    x = np.asarray(ev[dim].values, dtype=float)
+    if not (np.all(np.isfinite(x)) and np.all(x > 0)):
+        raise ValueError(f"the {dim!r} coordinate must be positive and finite (log interpolation)")
+    valid = ev.notnull()
+    k = _load(ev.where(valid, 0.0).sum(trial_dim))
+    m = _load(valid.sum(trial_dim))
+    bad = _load(((ev != 0) & (ev != 1) & valid).any())
+    if bool(bad):
+        raise ValueError("event must hold only 1, 0 or NaN")
+    rest = [d for d in k.dims if d != dim]
+    k = k.transpose(*rest, dim)
+    m = m.transpose(*rest, dim)
+    K = np.asarray(k.values, dtype=float)
+    M = np.asarray(m.values, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        P = np.where(M > 0, K / np.where(M > 0, M, 1.0), np.nan)
+    pl, ph = binomial_interval(K, M, confidence, method="clopper-pearson")
+    eps = 0.5 / np.where(M > 0, M, 1.0) if method == "logit" else None
+    xs, below, above, empty = _crossings(x, P, level, eps)
+    if interval == "binomial":
+        lo, hi = _band_interval(x, pl, ph, level, eps)
+        extra = {}
+    else:
+        lo, hi, bb, ba = _bootstrap_interval(x, K, M, level, confidence, int(n_boot), seed, eps)
+        extra = {"boot_below": bb, "boot_above": ba}
+    lo = np.where(empty, np.nan, lo)
+    hi = np.where(empty, np.nan, hi)
+    reason = np.where(empty, "no data", np.where(below, "censored below", np.where(above, "censored above", "ok")))
+
+    template = k.isel({dim: 0}, drop=True)
+    template = template.drop_vars([c for c in template.coords if dim in k[c].dims], errors="ignore")
+
+    def grid(a):
+        return template.copy(data=np.asarray(a))
+
+    def curve(a):
+        return k.copy(data=np.asarray(a, dtype=float))
+
+    out = xr.Dataset({"d_star": grid(xs), "lo": grid(lo), "hi": grid(hi),
+                      "censored_below": grid(below), "censored_above": grid(above),
+                      "reason": grid(reason.astype(str)),
+                      **{n: grid(v) for n, v in extra.items()},
+                      "p": curve(P), "p_lo": curve(pl), "p_hi": curve(ph),
+                      "successes": curve(K), "trials": curve(M)})
+    out.attrs.update(level=level, dim=dim, method=method, interval=interval, confidence=confidence,
+                     equation="Eq. 9 / Eq. 21: smallest width at which the event holds with probability >= level")
+    if interval == "bootstrap":
+        out.attrs.update(n_boot=int(n_boot), seed=int(seed))
+    return out
+
+
+def scaling_events(ds, *, margin_threshold=1.0):
+    """Per-trial events (1/0/NaN) for ``threshold``: those the cube's fields allow.
+
+    - ``margin``: ``margin > margin_threshold`` (Eq. 9 convergence condition);
+    - ``gd_converged``: ``gd_status == 0`` (gradient descent reached its tolerance; needs a
+      ``[train]`` study).
+    """
+    xr = _xr()
+    out = xr.Dataset()
+    if "margin" in ds:
+        v = ds["margin"]
+        out["margin"] = (v > margin_threshold).astype(float).where(np.isfinite(v))
+    if "gd_status" in ds:
+        g = ds["gd_status"]
+        out["gd_converged"] = (g == 0).astype(float).where(np.isfinite(g))
+    return out
+
+
+# --------------------------------------------------------------------------- exponent fits
+
+
+def _resolve(obj, v, name):
+    """A regressor given as a coordinate/variable name of ``obj``, a DataArray, or a scalar."""
+    xr = _xr()
+    if v is None:
+        return None
+    if isinstance(v, str):
+        if v in obj.coords or (isinstance(obj, xr.Dataset) and v in obj):
+            return obj[v]
+        raise ValueError(f"{name} = {v!r} is neither a coordinate nor a variable of the input")
+    if isinstance(v, xr.DataArray):
+        return v
+    if np.ndim(v) == 0:
+        return xr.DataArray(float(v))
+    raise TypeError(f"{name} must be a name, a DataArray or a scalar")
+
+
+def _wls(lx, ly, w):
+    """Vectorized weighted least squares of ``ly = a + b lx`` along the last axis.
+
+    ``w``: weights, 0 for an unused point. Returns a dict of arrays over the leading axes:
+    ``b, a, sxx, S, mx, chi2`` (``sum w r^2``), ``m`` (points used) and ``r`` (residuals, NaN
+    where unused).
+    """
+    use = w > 0
+    lx0 = np.where(use, lx, 0.0)
+    ly0 = np.where(use, ly, 0.0)
+    S = w.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx = (w * lx0).sum(-1) / S
+        my = (w * ly0).sum(-1) / S
+        dx = np.where(use, lx0 - mx[..., None], 0.0)
+        dy = np.where(use, ly0 - my[..., None], 0.0)
+        sxx = (w * dx * dx).sum(-1)
+        b = (w * dx * dy).sum(-1) / sxx
+        a = my - b * mx
+        r = np.where(use, ly0 - a[..., None] - b[..., None] * lx0, np.nan)
+        chi2 = np.where(use, w * np.where(use, r, 0.0) ** 2, 0.0).sum(-1)
+    return {"b": b, "a": a, "sxx": sxx, "S": S, "mx": mx, "chi2": chi2, "m": use.sum(-1), "r": r}
+
+
+def _pvalue(z, dof, student):
+    from scipy import stats  # noqa: PLC0415
+
+    z = np.abs(np.asarray(z, float))
+    with np.errstate(invalid="ignore"):
+        if student:
+            return np.where(dof > 0, 2 * stats.t.sf(z, np.maximum(dof, 1)), np.nan)
+        return 2 * stats.norm.sf(z)
+
+
+def fit_scaling(d_star, x, *, dim=None, y_factor=None, lo=None, hi=None, predictions=None,
+                confidence=0.95, z_crit=2.0, drop_censored=True):
+    """Fit ``log y = a + b log x`` with ``y = d_star * y_factor``: the exponent of a scaling law.
+
+    E.g. ``fit_scaling(thr, "n", y_factor="d0")`` fits ``d0 d1* ~ A n^b`` (Eq. 21: b = 3/2;
+    App. E: 5/3) on ``thr = threshold(event)`` over a linked ``case`` dim (coordinates ``n``,
+    ``d0``).
+
+    ``d_star``: a DataArray, or a ``threshold`` Dataset (then ``lo``, ``hi`` default to its
+    interval and, with ``drop_censored``, censored points are left out: a point censored below
+    is only an upper bound). ``x``, ``y_factor``: names of coordinates/variables of
+    ``d_star``, DataArrays, or scalars (``y_factor``). ``dim``: the dim fitted along (default:
+    the dim of ``x``, when it has exactly one); every other dim gets its own fit.
+
+    Weights: with ``lo, hi`` (interval of ``d_star`` at ``confidence``), the standard deviation
+    of ``log y`` is taken as ``sigma = (log hi - log lo) / (2 z)`` with ``z = Phi^-1((1 +
+    confidence)/2)`` (1.96), and the fit minimizes ``chi^2 = sum ((log y - a - b log x) /
+    sigma)^2``. A point with an unbounded interval (``lo = 0`` or ``hi = inf``) or a degenerate
+    one (``hi <= lo``) has no weight and is left out (counted in ``unweighted_dropped``). The
+    standard error of ``b`` is ``sqrt(((X^T W X)^-1)_bb) * sqrt(max(1, chi^2/dof))`` (the
+    interval widths, inflated when the scatter exceeds them); ``stderr_abs`` is without the
+    inflation; z-scores use the normal distribution. Without ``lo, hi``: ordinary least squares,
+    the standard error from the residual variance ``RSS/(m-2)``, p-values and ``ci`` from
+    Student's t with ``m - 2`` degrees of freedom.
+
+    Returns a Dataset over the other dims: ``exponent`` (b), ``stderr``, ``stderr_abs``
+    (weighted only), ``ci_lo, ci_hi`` (``confidence`` interval of b), ``prefactor`` (``A =
+    exp(a)``), ``npoints``, ``dof`` (m - 2), ``chi2``, ``chi2_dof`` (weighted only, else NaN),
+    ``reason`` (``"ok"``, or why the exponent / its error is NaN: fewer than 2 points, 2 points,
+    no spread in x); ``residuals`` (``log y - a - b log x``) along ``dim``; and along a
+    ``prediction`` dim (labels of ``predictions``, default ``SCALING_PREDICTIONS``):
+    ``predicted``, ``z = (b - predicted)/stderr``, ``p_value`` and ``verdict``
+    (``"consistent"`` if ``|z| <= z_crit``, ``"disagrees"``, ``"undetermined"`` without a
+    standard error). Weighted residuals satisfy ``sum r / sigma^2 = 0``, unweighted ``sum r = 0``.
+    """
+    xr = _xr()
+    from scipy import stats  # noqa: PLC0415
+
+    confidence = _check_prob("confidence", confidence)
+    predictions = SCALING_PREDICTIONS if predictions is None else dict(predictions)
+    src = d_star
+    if isinstance(d_star, xr.Dataset):
+        if "d_star" not in d_star:
+            raise ValueError("a Dataset d_star must be a threshold() result (with a d_star variable)")
+        ds = d_star
+        d_star = ds["d_star"]
+        if lo is None and "lo" in ds:
+            lo = ds["lo"]
+        if hi is None and "hi" in ds:
+            hi = ds["hi"]
+        if drop_censored:
+            cens = (ds["censored_below"].astype(bool) if "censored_below" in ds else False)
+            cens = cens | (ds["censored_above"].astype(bool) if "censored_above" in ds else False)
+            d_star = d_star.where(~cens)
+    if (lo is None) != (hi is None):
+        raise ValueError("give both lo and hi (the interval of d_star), or neither")
+    xa = _resolve(src, x, "x")
+    yf = _resolve(src, y_factor, "y_factor")
+    if dim is None:
+        if xa.ndim == 1:
+            dim = xa.dims[0]
+        elif d_star.ndim == 1:
+            dim = d_star.dims[0]
+        else:
+            raise ValueError("give dim: x does not have exactly one dim")
+    if dim not in d_star.dims:
+        raise ValueError(f"d_star has no {dim!r} dim (its dims: {d_star.dims})")
+    y = d_star.astype(float) * (yf if yf is not None else 1.0)
+    weighted = lo is not None
+    arrays = [y, xa.astype(float)] + ([lo.astype(float), hi.astype(float)] if weighted else [])
+    arrays = [_load(a) for a in arrays]
+    arrays = xr.broadcast(*arrays)
+    rest = [d for d in arrays[0].dims if d != dim]
+    arrays = [a.transpose(*rest, dim) for a in arrays]
+    Y = arrays[0].values
+    X = arrays[1].values
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ly, lx = np.log(Y), np.log(X)
+        ok = np.isfinite(ly) & np.isfinite(lx)
+        zc = _zcrit(confidence)
+        if weighted:
+            L, H = arrays[2].values, arrays[3].values
+            sig = (np.log(H) - np.log(L)) / (2.0 * zc)
+            wok = ok & np.isfinite(sig) & (sig > 0)
+            w = np.where(wok, 1.0 / np.where(wok, sig, 1.0) ** 2, 0.0)
+            dropped = (ok & ~wok).sum(-1)
+        else:
+            w = ok.astype(float)
+            dropped = np.zeros(ok.shape[:-1], dtype=int)
+    f = _wls(lx, ly, w)
+    m = f["m"]
+    dof = m - 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread = f["sxx"] > 1e-300
+        fitted = (m >= 2) & spread
+        b = np.where(fitted, f["b"], np.nan)
+        a = np.where(fitted, f["a"], np.nan)
+        resid = np.where(fitted[..., None], f["r"], np.nan)
+        chi2 = np.where(fitted & (dof > 0), f["chi2"], np.nan)
+        if weighted:
+            se_abs = np.where(fitted, np.sqrt(1.0 / f["sxx"]), np.nan)
+            chi2_dof = chi2 / np.where(dof > 0, dof, np.nan)
+            se = np.where(dof > 0, se_abs * np.sqrt(np.maximum(1.0, chi2_dof)), np.nan)
+            q = np.full(b.shape, zc)
+        else:
+            se_abs = np.full(b.shape, np.nan)
+            chi2_dof = np.full(b.shape, np.nan)
+            s2 = f["chi2"] / np.where(dof > 0, dof, np.nan)
+            se = np.where(fitted & (dof > 0), np.sqrt(s2 / f["sxx"]), np.nan)
+            q = stats.t.ppf(0.5 + confidence / 2.0, np.maximum(dof, 1))
+        ci_lo, ci_hi = b - q * se, b + q * se
+    reason = np.where(m < 2, np.char.add(np.char.add(m.astype(str), " point(s) with a finite positive "
+                                                     "value" + (" and a bounded interval" if weighted else "")),
+                                         ": need >= 2"),
+                      np.where(~spread, "no spread in x", np.where(m == 2, "2 points: no standard error", "ok")))
+
+    tmpl = arrays[0].isel({dim: 0}, drop=True)
+    tmpl = tmpl.drop_vars([c for c in tmpl.coords if dim in arrays[0][c].dims], errors="ignore")
+
+    def g(v):
+        return tmpl.copy(data=np.asarray(v))
+
+    out = xr.Dataset({"exponent": g(b), "stderr": g(se), "stderr_abs": g(se_abs), "ci_lo": g(ci_lo),
+                      "ci_hi": g(ci_hi), "prefactor": g(np.exp(a)), "npoints": g(m), "dof": g(dof),
+                      "chi2": g(chi2), "chi2_dof": g(chi2_dof), "unweighted_dropped": g(dropped),
+                      "reason": g(reason.astype(str)),
+                      "residuals": arrays[0].copy(data=resid)})
+    labels = list(predictions)
+    pv = np.array([float(predictions[k]) for k in labels])
+    shape = (len(labels),) + b.shape
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (b[None] - pv.reshape((-1,) + (1,) * b.ndim)) / se[None]
+    pval = _pvalue(z, np.broadcast_to(dof, shape), student=not weighted)
+    verdict = np.where(~np.isfinite(z), "undetermined", np.where(np.abs(z) <= z_crit, "consistent", "disagrees"))
+    pdims = ("prediction",) + tuple(tmpl.dims)
+    pcoords = {"prediction": labels}
+    out["predicted"] = xr.DataArray(pv, dims=["prediction"], coords=pcoords)
+    out["z"] = xr.DataArray(z, dims=pdims, coords=pcoords).assign_coords(tmpl.coords)
+    out["p_value"] = xr.DataArray(pval, dims=pdims, coords=pcoords).assign_coords(tmpl.coords)
+    out["verdict"] = xr.DataArray(verdict.astype(str), dims=pdims, coords=pcoords).assign_coords(tmpl.coords)
+    out.attrs.update(fit=f"log y = log A + b log x along {dim!r} ("
+                     + ("weighted by the interval widths" if weighted else "ordinary least squares") + ")",
+                     confidence=confidence, z_crit=float(z_crit), weighted=bool(weighted), dim=dim)
+    return out
+
+
+def fit_power_law_2d(y, n, d0, *, dims=None, pool_dims=("trial",)):
+    """Least squares ``log y = log A + b log n + c log d0``: e.g. ``d1* ~ A n^b d0^c``.
+
+    Eq. 21 predicts ``b = 3/2, c = -1`` (``d1* ~ n^{3/2}/d0``). ``y``: a DataArray (or a
+    ``threshold`` Dataset: its ``d_star``, censored points dropped); ``n``, ``d0``: names of
+    coordinates of ``y`` or DataArrays broadcastable to it. ``dims``: the dims pooled into one
+    fit (default: those of ``n`` and ``d0``, plus ``pool_dims`` present); each other dim gets
+    its own fit. Non-finite and non-positive values are dropped.
+
+    Standard errors: ``s^2 (X^T X)^-1`` with ``s^2 = RSS / (m - 3)``, ``X = [1, log n, log d0]``.
+    Along a linked axis (``n ~ d0^t``) log n and log d0 are collinear and only a combination is
+    identifiable: then the result is NaN with ``reason`` saying so (fit ``y * d0`` against ``n``
+    with ``fit_scaling`` instead). Returns a Dataset: ``b, c, stderr_b, stderr_c, cov_bc,
+    prefactor, npoints, reason`` and ``residuals`` shaped like ``y``.
+    """
+    xr = _xr()
+    src = y
+    if isinstance(y, xr.Dataset):
+        cens = y["censored_below"].astype(bool) | y["censored_above"].astype(bool)
+        y = y["d_star"].where(~cens)
+    na = _resolve(src, n, "n")
+    da = _resolve(src, d0, "d0")
+    if dims is None:
+        dims = list(dict.fromkeys(list(na.dims) + list(da.dims) + [d for d in pool_dims if d in y.dims]))
+    dims = list(dims)
+    if not dims:
+        raise ValueError("give dims: n and d0 have no dims to fit along")
+    Y, N, D = (_load(v) for v in xr.broadcast(y.astype(float), na.astype(float), da.astype(float)))
+    rest = [d for d in Y.dims if d not in dims]
+    order = rest + dims
+    Y, N, D = (v.transpose(*order) for v in (Y, N, D))
+    lead = Y.shape[:len(rest)]
+    flat = (int(np.prod(lead, dtype=int)), -1)
+    yv, nv, dv = (v.values.reshape(flat) for v in (Y, N, D))
+    outs = {k: np.full(flat[0], np.nan) for k in ("b", "c", "stderr_b", "stderr_c", "cov_bc", "prefactor")}
+    npts = np.zeros(flat[0], dtype=int)
+    reasons = np.empty(flat[0], dtype=object)
+    resid = np.full(yv.shape, np.nan)
+    for i in range(flat[0]):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ly, ln, ld = np.log(yv[i]), np.log(nv[i]), np.log(dv[i])
+        ok = np.isfinite(ly) & np.isfinite(ln) & np.isfinite(ld)
+        m = int(ok.sum())
+        npts[i] = m
+        if m < 3:
+            reasons[i] = f"{m} point(s): need >= 3 for two exponents"
+            continue
+        A = np.column_stack([np.ones(m), ln[ok], ld[ok]])
+        sv = np.linalg.svd(A - np.r_[0.0, A[:, 1:].mean(0)], compute_uv=False)
+        if sv[-1] <= 1e-9 * sv[0]:
+            reasons[i] = "log n and log d0 are collinear (linked axis): only a combination is identifiable"
+            continue
+        coef, *_ = np.linalg.lstsq(A, ly[ok], rcond=None)
+        r = ly[ok] - A @ coef
+        resid[i, ok] = r
+        outs["b"][i], outs["c"][i], outs["prefactor"][i] = coef[1], coef[2], math.exp(coef[0])
+        if m == 3:
+            reasons[i] = "3 points: no standard error"
+            continue
+        cov = float(r @ r) / (m - 3) * np.linalg.inv(A.T @ A)
+        outs["stderr_b"][i], outs["stderr_c"][i] = math.sqrt(cov[1, 1]), math.sqrt(cov[2, 2])
+        outs["cov_bc"][i] = cov[1, 2]
+        reasons[i] = "ok"
+    tmpl = Y.isel({d: 0 for d in dims}, drop=True)
+    tmpl = tmpl.drop_vars([c for c in tmpl.coords if set(Y[c].dims) & set(dims)], errors="ignore")
+
+    def g(v):
+        return tmpl.copy(data=np.asarray(v).reshape(lead))
+
+    out = xr.Dataset({k: g(v) for k, v in outs.items()})
+    out["npoints"] = g(npts)
+    out["reason"] = g(reasons.astype(str))
+    out["residuals"] = Y.copy(data=resid.reshape(Y.shape))
+    out.attrs["fit"] = f"log y = log A + b log n + c log d0, pooled over {dims}"
+    return out
+
+
+def concentration_law(ds, var="delta1", x="d1/n", *, by=("activation",), min_ratio=1.0,
+                      expected=CONCENTRATION_EXPONENT, z_crit=2.0):
+    """Fit ``var ~ C (n/d1)^a`` (the concentration of Eq. 67; expected ``a = 1/2``).
+
+    ``ds``: the cube (``var`` and coordinates ``n``, ``d1``; ``n`` may be a coordinate along a
+    linked ``case`` dim). ``x``: ``"d1/n"`` or ``"n/d1"`` (the same law; the exponent is always
+    that of ``n/d1``) or a DataArray ``u`` (then ``var ~ C u^a``). Every dim not in ``by``
+    (trials and grid points) is pooled: one ordinary least-squares fit on logs per value of
+    ``by``. Used: finite positive ``var`` (a negative ``delta1``, ``lambda_min(M0)`` above its
+    expectation, cannot enter a log fit: ``dropped`` counts them, a selection bias when they
+    are many) at grid points with ``d1/n > min_ratio`` (default 1: for ``d1 < n``,
+    ``lambda_min(M0) = 0`` and ``delta1 = 1`` identically, not a fluctuation).
+
+    Returns a Dataset over ``by``: ``exponent`` (a), ``stderr`` (residual variance; the trials
+    are independent, the grid points share nothing), ``prefactor`` (C), ``npoints``,
+    ``dropped``, ``r2``, ``z = (a - expected)/stderr``, ``verdict``, ``reason``; and
+    ``residuals`` shaped like ``ds[var]`` (NaN where unused).
+    """
+    xr = _xr()
+    v = ds[var].astype(float)
+    if isinstance(x, str):
+        if x not in ("d1/n", "n/d1"):
+            raise ValueError(f"x must be 'd1/n', 'n/d1' or a DataArray, got {x!r}")
+        u = ds["n"].astype(float) / ds["d1"].astype(float)
+        ratio = 1.0 / u
+    else:
+        u = x.astype(float)
+        ratio = ds["d1"].astype(float) / ds["n"].astype(float) if "d1" in ds.coords and "n" in ds.coords else None
+    v, u = xr.broadcast(_load(v), _load(u))
+    keep = np.isfinite(v) & np.isfinite(u) & (u > 0)
+    if ratio is not None and min_ratio is not None:
+        keep = keep & (xr.broadcast(_load(ratio), v)[0] > min_ratio)
+    pos = keep & (v > 0)
+    dropped = (keep & ~pos)
+    by = [d for d in by if d in v.dims]
+    pool = [d for d in v.dims if d not in by]
+    if not pool:
+        raise ValueError("nothing to pool: every dim of var is in by")
+    V = v.where(pos).transpose(*by, *pool)
+    U = u.where(pos).transpose(*by, *pool)
+    lead = V.shape[:len(by)]
+    flat = (int(np.prod(lead, dtype=int)), -1)
+    yv = V.values.reshape(flat)
+    xv = U.values.reshape(flat)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ly, lx = np.log(yv), np.log(xv)
+    ok = np.isfinite(ly) & np.isfinite(lx)
+    f = _wls(lx, ly, ok.astype(float))
+    m = f["m"]
+    dof = m - 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fitted = (m >= 2) & (f["sxx"] > 1e-300)
+        b = np.where(fitted, f["b"], np.nan)
+        se = np.where(fitted & (dof > 0), np.sqrt(f["chi2"] / np.where(dof > 0, dof, np.nan) / f["sxx"]), np.nan)
+        my = np.where(ok, ly, 0.0).sum(-1) / m
+        sst = np.where(ok, (np.where(ok, ly, 0.0) - my[..., None]) ** 2, 0.0).sum(-1)
+        r2 = np.where(fitted, 1.0 - f["chi2"] / np.where(sst > 0, sst, np.nan), np.nan)
+        z = (b - expected) / se
+    reason = np.where(m < 2, "fewer than 2 usable values", np.where(~fitted, "no spread in the ratio",
+                      np.where(m == 2, "2 points: no standard error", "ok")))
+    verdict = np.where(~np.isfinite(z), "undetermined", np.where(np.abs(z) <= z_crit, "consistent", "disagrees"))
+    tmpl = V.isel({d: 0 for d in pool}, drop=True)
+    tmpl = tmpl.drop_vars([c for c in tmpl.coords if set(V[c].dims) & set(pool)], errors="ignore")
+
+    def g(a):
+        return tmpl.copy(data=np.asarray(a).reshape(lead))
+
+    out = xr.Dataset({"exponent": g(b), "stderr": g(se), "prefactor": g(np.exp(np.where(fitted, f["a"], np.nan))),
+                      "npoints": g(m), "dropped": g(dropped.sum(pool).transpose(*by).values), "r2": g(r2),
+                      "z": g(z), "verdict": g(verdict.astype(str)), "reason": g(reason.astype(str))})
+    out["residuals"] = V.copy(data=f["r"].reshape(V.shape)).transpose(*v.dims)
+    out.attrs.update(fit=f"log {var} = log C + a log(n/d1), pooled over {pool}", expected=float(expected),
+                     equation="Eq. 67 concentration")
+    return out
+
+
+# --------------------------------------------------------------------------- claims table
+
+
+def _f(v, digits=3):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if not np.isfinite(v):
+        return "inf" if v == np.inf else ("-inf" if v == -np.inf else "n/a")
+    return f"{v:.{digits}g}"
+
+
+def _cell(s):
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def claims_table(rows: Sequence[Mapping]) -> str:
+    """A Markdown table ``claim | prediction | measured (interval) | verdict``.
+
+    Each row: a mapping with ``claim`` (text), ``prediction`` (number or text), ``measured``
+    (number, NaN for none), optionally ``lo, hi`` (the interval, shown in parentheses) or
+    ``stderr`` (shown as ``+- se``), ``verdict`` (text; default ``"undetermined"``) and
+    ``note`` (appended to the verdict, e.g. the reason a fit is NaN). ``fit_rows`` builds
+    rows from a ``fit_scaling`` / ``concentration_law`` result.
+    """
+    out = ["| claim | prediction | measured (interval) | verdict |", "|---|---|---|---|"]
+    for r in rows:
+        meas = _f(r.get("measured", np.nan))
+        if r.get("lo") is not None and r.get("hi") is not None:
+            meas += f" ({_f(r['lo'])}, {_f(r['hi'])})"
+        elif r.get("stderr") is not None:
+            meas += f" +- {_f(r['stderr'], 2)}"
+        verdict = r.get("verdict") or "undetermined"
+        if r.get("note"):
+            verdict = f"{verdict} ({r['note']})"
+        out.append("| " + " | ".join(_cell(c) for c in (r.get("claim", ""), _f(r.get("prediction", "")),
+                                                           meas, verdict)) + " |")
+    return "\n".join(out) + "\n"
+
+
+def fit_rows(fit, claim, *, prediction=None):
+    """Rows for ``claims_table`` from a ``fit_scaling`` (one per prediction and per value of the
+    other dims) or ``concentration_law`` result (one per activation). The claim text gets the
+    labels of the other dims; the interval is ``ci_lo, ci_hi`` when present."""
+    rows = []
+    if "prediction" in fit.dims:
+        preds = [prediction] if prediction is not None else list(fit["prediction"].values)
+    else:
+        preds = [None]
+    grid_dims = [d for d in fit["exponent"].dims]
+    idxs = list(np.ndindex(*[fit.sizes[d] for d in grid_dims])) if grid_dims else [()]
+    for p in preds:
+        f = fit.sel(prediction=p) if p is not None else fit
+        for idx in idxs:
+            pt = f.isel(dict(zip(grid_dims, idx)))
+            label = ", ".join(f"{d}={pt[d].item()}" for d in grid_dims if d in pt.coords)
+            reason = str(pt["reason"].item()) if "reason" in pt else "ok"
+            row = {"claim": claim + (f" [{label}]" if label else ""),
+                   "prediction": float(pt["predicted"]) if "predicted" in pt else fit.attrs.get("expected", ""),
+                   "measured": float(pt["exponent"]),
+                   "verdict": str(pt["verdict"].item()) if "verdict" in pt else None,
+                   "note": None if reason == "ok" else reason}
+            if p is not None:
+                row["claim"] += f" vs {p}"
+            if "ci_lo" in pt and np.isfinite(float(pt["ci_lo"])):
+                row["lo"], row["hi"] = float(pt["ci_lo"]), float(pt["ci_hi"])
+            elif "stderr" in pt:
+                row["stderr"] = float(pt["stderr"])
+            rows.append(row)
+    return rows
