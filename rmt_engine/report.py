@@ -202,9 +202,14 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
         md += ["Fitted exponent of d1* in n:", ""] + [f"- {line}" for line in A.threshold_verdict(fit_)] + [""]
         fig("width_threshold", P.plot_threshold_fit, thr, fit_)
     elif A.CASE_DIM in ds.dims and ds.sizes[A.CASE_DIM] >= 2:
-        md += _linked_threshold_section(ds, thr, level)
+        md += ["The width law along the linked cases is fitted in the next section.", ""]
     else:
         skipped.append("width_threshold: not drawn, the study has one value of n (the exponent needs two or more)")
+
+    # 5b. the scaling claims with intervals (rmt_engine.scaling)
+    from .scaling_report import scaling_section  # noqa: PLC0415
+
+    md += scaling_section(ds, fig, level=level)
 
     # 6. c0 spike
     sp = A.c0_spike(ds).compute()
@@ -239,18 +244,6 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
     if failures:
         raise ReportError(f"{len(failures)} figure(s) failed: " + "; ".join(failures), path, failures)
     return path
-
-
-def _linked_threshold_section(ds, thr, level) -> list[str]:
-    """Along linked axes (n ~ d0^t): fit d0 d1* ~ n^a over the cases (Eq. 21 predicts a = 3/2)."""
-    d_star = thr["d1_star"].where(~thr["censored"].astype(bool))
-    y = d_star * ds["d0"]
-    fit = A.fit_power_law(y, A.CASE_DIM, x=ds["n"].broadcast_like(y), pool_dims=()).compute()
-    lines = [f"Along the linked cases (n, d0) = " + ", ".join(f"({int(a)}, {int(b)})" for a, b in
-                                                           zip(ds["n"].values, ds["d0"].values))
-             + f": least-squares fit of d0 d1* ~ n^a (d1* at level {level:g}; censored cases left out).", ""]
-    lines.append(_table(fit, ["exponent", "stderr", "npoints", "r2"]))
-    return lines + [""]
 
 
 def _rate_table(v) -> str:

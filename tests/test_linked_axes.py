@@ -100,4 +100,5 @@ def test_report_fits_along_the_cases(linked, tmp_path):
 
     _, d = linked
     md = write_report(d / "a.zarr", tmp_path / "r").read_text()
-    assert "Along the linked cases (n, d0) = (4, 4), (9, 6), (16, 8)" in md
+    assert "The paper's scaling claims, measured" in md and "d0 d1* ~ n^b" in md and "sigma_max(X) ~ (n/d0)^a" in md
+    assert "| claim | prediction | measured (interval) | verdict |" in md
