@@ -95,16 +95,18 @@ def scaling_section(ds, fig, *, level=0.95) -> list[str]:
                     np.ravel(tab["n"].values), *(np.ravel(tab[k].sel(activation=act).values)
                                                   for k in ("d_star", "lo", "hi"))))
                 for act in np.atleast_1d(tab["activation"].values)))
-        # Sec. 5.3: sigma_max(X) ~ sqrt(n/d0) and sigma_min(X^{*t}) ~ 1 along n ~ d0^t
+    geo_dim = A.CASE_DIM if _has_cases(ds) else ("n" if "n" in ds.dims and ds.sizes["n"] >= 2 else None)
+    if geo_dim is not None:
+        # Sec. 5.3: sigma_max(X) ~ sqrt(n/d0) and sigma_min(X^{*t}) ~ 1 (along n ~ d0^t when linked)
         geo = {d: 0 for d in ("activation", "d1", "w1", "d2") if d in ds.dims}  # X depends on (data, n, d0) only
         sx = ds["sigma_max_X"].isel(geo)
         u = (ds["n"] / ds["d0"]).broadcast_like(sx)
-        f = S.fit_scaling(sx, u, dim=A.CASE_DIM, predictions={"Sec. 5.3": 0.5})
+        f = S.fit_scaling(sx, u, dim=geo_dim, predictions={"Sec. 5.3": 0.5})
         rows += S.fit_rows(f, "sigma_max(X) ~ (n/d0)^a")
         if "sigma_min_xkr_auto" in ds:
             sm = ds["sigma_min_xkr_auto"].isel({d: 0 for d in ("d1", "d2") if d in ds.dims})
             sm = sm.where(sm > 0)
-            f = S.fit_scaling(sm, ds["n"].broadcast_like(sm), dim=A.CASE_DIM, predictions={"Sec. 5.3": 0.0})
+            f = S.fit_scaling(sm, ds["n"].broadcast_like(sm), dim=geo_dim, predictions={"Sec. 5.3": 0.0})
             rows += S.fit_rows(f, "sigma_min(X^{*t_auto}) ~ n^a")
     if "delta1" in ds and ds.sizes.get("d1", 0) >= 2:
         rows += S.fit_rows(S.concentration_law(ds), "delta1 ~ (n/d1)^a")
