@@ -229,7 +229,7 @@ def plot_violation_rates(rates, path=None, *, title="violation rate"):
         for i, (c, (label, s)) in enumerate(zip(_colors(len(ser)), ser)):
             x = s["d1"].values * (1 + 0.04 * i)  # small offset so bars do not overlap
             r = s["rate"].values
-            err = np.vstack([r - s["lo"].values, s["hi"].values - r])
+            err = np.clip(np.vstack([r - s["lo"].values, s["hi"].values - r]), 0.0, None)  # rounding
             ax.errorbar(x, r, yerr=np.nan_to_num(err), marker="o", ms=4, capsize=3, color=c,
                         label=label or "violation rate")
         ax.set_xscale("log")

@@ -87,7 +87,11 @@ def scaling_section(ds, fig, *, level=0.95) -> list[str]:
                 continue
             thr = S.threshold(events[name], level)
             fit = S.fit_scaling(thr, "n", y_factor="d0")
-            rows += S.fit_rows(fit, f"d0 d1* ~ n^b ({title}, level {level:g})")
+            rows += S.fit_rows(fit, f"d0 d1* ~ n^b ({title}, level {level:g}, weighted by the d1* intervals)")
+            # the same without weights: the binomial intervals ignore the d1 grid's resolution, so a case
+            # whose probability jumps between two grid values gets a tight interval and dominates
+            ols = S.fit_scaling(thr["d_star"].where(~thr["censored_below"]), "n", y_factor="d0")
+            rows += S.fit_rows(ols, f"d0 d1* ~ n^b ({title}, level {level:g}, unweighted)")
             fig(f"width_law_{name}", plot_width_law, thr, fit, title=title)
             tab = A.squeeze_grid(thr[["d_star", "lo", "hi"]]).compute()
             notes.append(f"d1* ({title}) per case: " + "; ".join(
