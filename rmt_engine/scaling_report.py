@@ -96,8 +96,8 @@ def scaling_section(ds, fig, *, level=0.95) -> list[str]:
             tab = A.squeeze_grid(thr[["d_star", "lo", "hi"]]).compute()
             notes.append(f"d1* ({title}) per case: " + "; ".join(
                 f"{act} " + ", ".join(f"n={int(n)}: {_num(d)} [{_num(l)}, {_num(h)}]" for n, d, l, h in zip(
-                    np.ravel(tab["n"].values), *(np.ravel(tab[k].sel(activation=act).values)
-                                                  for k in ("d_star", "lo", "hi"))))
+                    np.ravel(tab["n"].values), *(np.ravel((tab[k].sel(activation=act) if "activation" in tab[k].dims
+                                                           else tab[k]).values) for k in ("d_star", "lo", "hi"))))
                 for act in np.atleast_1d(tab["activation"].values)))
     geo_dim = A.CASE_DIM if _has_cases(ds) else ("n" if "n" in ds.dims and ds.sizes["n"] >= 2 else None)
     if geo_dim is not None:
