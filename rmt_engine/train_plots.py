@@ -96,6 +96,13 @@ def _x_ticks(ax, values):
         ax.tick_params(axis="x", labelsize=7, labelrotation=45)
 
 
+def _wrap(text, fig) -> str:
+    """``text`` wrapped to the figure's width (about 14 characters per inch at fontsize 9)."""
+    import textwrap  # noqa: PLC0415
+
+    return "\n".join(textwrap.wrap(text, max(40, int(fig.get_figwidth() * 14))))
+
+
 def _v(x) -> str:
     return f"{x:g}" if isinstance(x, (int, float, np.number)) else str(x)
 
@@ -128,15 +135,17 @@ def plot_convergence(ds, path=None, *, rates=None, thresholds=None, level=0.95, 
         get = {k: dict(_series(sub[k], "d1")) for k in sub.data_vars}
         tget = {k: dict(_series(tsub[k], "d1")) for k in tsub.data_vars}
         labels, texts = [], []
-        for c, (label, _) in zip(cols, ser):
-            for p, marker, ls in (("conv", "o", "-"), ("margin", "s", "--")):
+        for si, (c, (label, _)) in enumerate(zip(cols, ser)):
+            for j, (p, marker, ls) in enumerate((("conv", "o", "-"), ("margin", "s", "--"))):
                 s = get[f"{p}_rate"][label]
+                off = 1.0 + 0.035 * (2 * si + j - (2 * len(ser) - 1) / 2)  # side by side, so the bars do not overlap
                 x = s["d1"].values.astype(float)
-                ax.fill_between(x, np.asarray(get[f"{p}_lo"][label].values, float),
-                                np.asarray(get[f"{p}_hi"][label].values, float), color=c,
-                                alpha=0.18 if p == "conv" else 0.10, lw=0, hatch=None if p == "conv" else "//")
-                ax.plot(x, np.asarray(s.values, float), marker=marker, ms=4, ls=ls, lw=1.3, color=c,
-                        mfc=c if p == "conv" else "white")
+                r = np.asarray(s.values, float)
+                err = np.vstack([r - np.asarray(get[f"{p}_lo"][label].values, float),
+                                 np.asarray(get[f"{p}_hi"][label].values, float) - r])
+                ax.errorbar(x * off, r, yerr=np.nan_to_num(err), fmt="none", ecolor=c, elinewidth=0.8, alpha=0.55,
+                            capsize=1.5)
+                ax.plot(x, r, marker=marker, ms=4, ls=ls, lw=1.3, color=c, mfc=c if p == "conv" else "white")
             g = float(np.ravel(tget["d1_star_gd"][label].values)[0])
             m = float(np.ravel(tget["d1_star_margin"][label].values)[0])
             if np.isfinite(g):
@@ -159,7 +168,7 @@ def plot_convergence(ds, path=None, *, rates=None, thresholds=None, level=0.95, 
         _x_ticks(ax, rates["d1"].values)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel(r"width $d_1$")
-        ax.set_ylabel(f"fraction of trials (band: {conf:.0%} Wilson interval)")
+        ax.set_ylabel(f"fraction of trials (bars: {conf:.0%} Wilson interval)")
         head = f"{act}: P(GD converged), P(Eq. 9 margin > 1)" if act else "P(GD converged), P(margin > 1)"
         ax.set_title(head + "\nd1*(margin) / d1*(GD): " + "; ".join(texts), fontsize=8.5)
         style = [(Line2D([], [], color="k", marker="o", ls="-", ms=4), r"GD converged: $h_K \leq$ tol $h_0$"),
@@ -169,7 +178,7 @@ def plot_convergence(ds, path=None, *, rates=None, thresholds=None, level=0.95, 
                  (Line2D([], [], color="0.5", lw=0.8), f"level {level:.0%}")]
         _style_legend(ax, style, [lab for lab in labels if lab], cols)
     fixed = _fixed_words(ds, exclude=("d1",))
-    fig.suptitle(f"{_settings_words(ds)}; {_ntrials(ds)} trials per point" + (f"; {fixed}" if fixed else ""),
+    fig.suptitle(_wrap(f"{_settings_words(ds)}; {_ntrials(ds)} trials per point" + (f"; {fixed}" if fixed else ""), fig),
                  fontsize=9)
     return _save(fig, path)
 
@@ -284,8 +293,8 @@ def plot_rate_ratio(lrr, path=None, *, predicted=None):
         ax.set_ylabel(r"$\log(\mathrm{gd\_rate}) / \log(1 - 2\,\mathrm{lr}\,\mu^2)$")
         ax.set_title(f"{act}: measured / Eq. 14 contraction per step, in log" if act else "rate ratio", fontsize=9)
     fixed = _fixed_words(lrr, exclude=("d1",))
-    fig.suptitle(f"how many Eq. 14 steps one GD step is worth; {_settings_words(lrr)}" + (f"; {fixed}" if fixed else ""),
-                 fontsize=9)
+    fig.suptitle(_wrap(f"how many Eq. 14 steps one GD step is worth; {_settings_words(lrr)}"
+                       + (f"; {fixed}" if fixed else ""), fig), fontsize=9)
     return _save(fig, path)
 
 
@@ -323,7 +332,8 @@ def plot_ball(ds, path=None):
             ax.set_title(f"{act}: {what}" if act else what, fontsize=9)
             ax.legend(fontsize=7)
     fixed = _fixed_words(ds, exclude=("d1",))
-    fig.suptitle(f"does GD stay near Theta_0?  {_settings_words(ds)}" + (f"; {fixed}" if fixed else ""), fontsize=9)
+    fig.suptitle(_wrap(f"does GD stay near Theta_0?  {_settings_words(ds)}" + (f"; {fixed}" if fixed else ""), fig),
+                 fontsize=9)
     return _save(fig, path)
 
 
@@ -331,68 +341,83 @@ def plot_ball(ds, path=None):
 # (d) lazy training
 
 
-def _shown_groups(groups, most=5):
-    """The product groups drawn: the longest one and up to ``most - 1`` nearest in log product with >= 3 pairs."""
-    main = groups[0]
-    rest = [g for g in groups[1:] if len(g["pairs"]) >= 3]
-    rest.sort(key=lambda g: abs(math.log(g["product"] / main["product"])))
-    return [main] + rest[: most - 1]
+_LAZY_TITLES = {"gd_rel_change_W": "relative change of W", "gd_rel_change_V": "relative change of V",
+                "ntk_rel_change": "relative change of the NTK Gram",
+                "lazy_ratio": "beta / nu^2 at Theta_0 (App. F, Eq. 82-85)"}
 
 
 def plot_lazy(ds, path=None, *, groups=None):
     """Lazy-training measures against w2 / w1 at fixed products w1 w2 (App. F): one row per measure
     (relative change of W, of V, of the NTK Gram; beta / nu^2 at Theta_0), one column per activation.
-    One colour per product (label: w1 w2 sqrt(d0 d1), Eq. 19's scale); the product shared by the most
-    pairs gets the 5-95% band. Needs a product shared by two or more (w1, w2) pairs."""
+    One colour per product (ordered by product; label: w1 w2 sqrt(d0 d1), Eq. 19's scale); the product
+    shared by the most pairs is drawn thick with its 5-95% band; a dotted vertical line marks He's
+    ratio sqrt(d0 / d1) (w1 = sqrt(2/d0), w2 = sqrt(2/d1)) when d0 and d1 are fixed. Needs a product
+    shared by two or more (w1, w2) pairs."""
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
     groups = TR.lazy_groups(ds) if groups is None else groups
     if not groups:
         nw1, nw2 = ds.sizes.get("w1", 1), ds.sizes.get("w2", 1)
         raise NothingToDraw(f"no two (w1, w2) pairs of the grid ({nw1} w1 x {nw2} w2) share the product w1 w2: App. F "
                             "compares initializations at fixed w1 w2")
-    shown = _shown_groups(groups)
+    main = groups[0]
+    shown = TR.shown_groups(groups)
     measures = [k for k in TR.LAZY_MEASURES if k in ds]
     subs = [(g, TR.along_product(ds, g)) for g in shown]
     panels = _panels(subs[0][1]["gd_status"])
     fig, axes = _grid_figure(len(measures), len(panels), height=3.3)
     cols = _colors(len(shown))
     other_styles = ["-", "--", ":", "-."]
+    he = None
+    if all(d in ds.coords and np.asarray(ds[d].values).size == 1 for d in ("d0", "d1")):
+        he = math.sqrt(float(np.ravel(ds["d0"].values)[0]) / float(np.ravel(ds["d1"].values)[0]))
+    other_labels = []
     for j, (act, _) in enumerate(panels):
         for i, key in enumerate(measures):
             ax = axes[i, j]
             for gi, (g, sub) in enumerate(subs):
+                is_main = g is main
                 da = sub[key].sel(activation=act) if act else sub[key]
                 q = TR.quantiles(da, (BAND[0], 0.5, BAND[1]))
                 ser = _series(q, "w2_over_w1")
+                other_labels = [lab for lab, _ in ser]
                 for si, (label, s) in enumerate(ser):
                     x = s["w2_over_w1"].values
                     ls = other_styles[si % len(other_styles)]
-                    if gi == 0:
+                    if is_main:
                         ax.fill_between(x, s.sel(quantile=BAND[0]), s.sel(quantile=BAND[1]), color=cols[gi],
-                                        alpha=0.2, lw=0)
-                    ax.plot(x, s.sel(quantile=0.5), marker="o", ms=3.5 if gi == 0 else 2.5, ls=ls,
-                            lw=1.6 if gi == 0 else 0.9, color=cols[gi])
+                                        alpha=0.25, lw=0)
+                    ax.plot(x, s.sel(quantile=0.5), marker="o", ms=3.5 if is_main else 2.5, ls=ls,
+                            lw=2.0 if is_main else 0.9, color=cols[gi], zorder=3 if is_main else 2)
+            if he is not None:
+                ax.axvline(he, color="C3", ls=":", lw=1)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            _ratio_ticks(ax, shown[0]["ratios"])
+            _ratio_ticks(ax, main["ratios"])
             _log_y(ax)
             ax.tick_params(axis="x", labelsize=7)
             ax.set_xlabel(r"$w_2 / w_1$")
             ax.set_ylabel(TR.LAZY_MEASURES[key], fontsize=8)
-            ax.set_title(f"{act}: {key}" if act else key, fontsize=9)
-    from matplotlib.lines import Line2D  # noqa: PLC0415
-
-    labels = []
-    for g, sub in subs:
+            ax.set_title(f"{act}: {_LAZY_TITLES.get(key, key)}" if act else _LAZY_TITLES.get(key, key), fontsize=9)
+    handles, labels = [], []
+    for gi, (g, sub) in enumerate(subs):
         e = sub["eq19_scale"] if "eq19_scale" in sub else None
         ev = np.unique(np.round(np.ravel(np.asarray(e.values, float)), 6)) if e is not None else []
         etxt = ", ".join(f"{x:.3g}" for x in ev[:3]) + ("..." if len(ev) > 3 else "")
-        labels.append(f"$w_1w_2$ = {g['product']:.3g} ($w_1w_2\\sqrt{{d_0d_1}}$ = {etxt}), {len(g['pairs'])} pairs")
-    ser0 = _series(TR.quantiles(subs[0][1]["gd_status"], (0.5,)), "w2_over_w1")
-    style = [(Line2D([], [], color="k", ls=other_styles[si % 4]), lab) for si, (lab, _) in enumerate(ser0) if lab]
-    style.append((Line2D([], [], color=cols[0], lw=6, alpha=0.3), "5-95% band (first product)"))
-    _style_legend(axes[0, 0], style, labels, cols)
+        thick = g is main
+        handles.append(Line2D([], [], color=cols[gi], lw=2.0 if thick else 0.9, marker="o", ms=3))
+        labels.append(f"$w_1w_2$ = {g['product']:.3g} ($w_1w_2\\sqrt{{d_0d_1}}$ = {etxt}), {len(g['pairs'])} pairs"
+                      + (", band 5-95%" if thick else ""))
+    for si, lab in enumerate(other_labels):
+        if lab:
+            handles.append(Line2D([], [], color="k", ls=other_styles[si % 4]))
+            labels.append(lab)
+    if he is not None:
+        handles.append(Line2D([], [], color="C3", ls=":", lw=1))
+        labels.append(f"He: $w_2/w_1 = \\sqrt{{d_0/d_1}}$ = {he:.3g}")
+    fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncols=2, frameon=False)
     fixed = _fixed_words(ds, exclude=("w1", "w2"))
-    fig.suptitle(f"lazy training (App. F): median over trials at fixed $w_1 w_2$; {_settings_words(ds)}"
+    fig.suptitle(f"lazy training (App. F): median over trials at fixed $w_1 w_2$\n{_settings_words(ds)}"
                  + (f"; {fixed}" if fixed else ""), fontsize=9)
     return _save(fig, path)
 
@@ -472,12 +497,13 @@ def plot_loss_curves(ds, path=None, *, tol=None, line_dim="d1"):
                 style = [(Line2D([], [], color="k", lw=1.4), "GD, median over trials"),
                          (Line2D([], [], color="k", ls=":", lw=1.1), r"Eq. 14: $(1 - 2\,\mathrm{lr}\,\mu^2)^k$, median"),
                          (Line2D([], [], color="0.5", lw=0.8), f"tol = {tol:g}" if tol else "tol")]
-                _style_legend(ax, style, [f"{sym} = {_v(v)}" for v in lines] if lines[0] is not None else [""], cols)
+                names = ([f"{sym} = {_v(v) if line_dim == 'd1' else f'{v:.3g}'}" for v in lines]
+                         if lines[0] is not None else [""])
+                _style_legend(ax, style, names, cols)
     fixed = _fixed_words(ds, exclude=(line_dim,))
     extra = ""
     if line_dim == "w2_over_w1" and "product" in ds.attrs:
         extra = f"; at $w_1 w_2$ = {ds.attrs['product']:.3g}"
-    fig.suptitle(f"{_settings_words(ds)}; each curve ends where it reaches tol, the x-axis where the 95% quantile does"
-                 + extra
-                 + (f"; {fixed}" if fixed else ""), fontsize=9)
+    fig.suptitle(_wrap(f"{_settings_words(ds)}; each curve ends where it reaches tol, the x-axis where the 95% "
+                       "quantile does" + extra + (f"; {fixed}" if fixed else ""), fig), fontsize=9)
     return _save(fig, path)

@@ -19,7 +19,8 @@ What is compared with what (the paper's equations, see MATH.md and ``rmt_engine.
 - Rate (Eq. 14): ``log(gd_rate) / log(gd_rate_theory)``, the number of Eq. 14 steps one measured
   step is worth (> 1: GD contracts faster than the theorem says); defined only where both rates lie
   in (0, 1). Beside it ``ntk_rate_ratio``, what linearized GD predicts for its slowest mode,
-  ``2 log(1 - 2 lr sigma_min(J_K)^2) / log(1 - 2 lr mu^2) >= 2`` (the 2: the loss is the squared residual). ``eq14_envelope``: whether the recorded curve satisfies Eq. 14 itself,
+  ``2 log(1 - 2 lr sigma_min(J_K)^2) / log(1 - 2 lr mu^2) >= 2`` (the 2: the loss is the squared
+  residual). ``eq14_envelope``: whether the recorded curve satisfies Eq. 14 itself,
   ``h_k / h_0 <= (1 - 2 lr mu^2)^k`` at every recorded k the trial reached.
 - The ball of Eq. 6 (``gd_max_dist_over_rho <= 1``: Theorem 1/2's iterates never leave
   ``ball(Theta_0, rho)``) and Eq. 18's bound ``sigma_max(V_k) <= chi_max`` (``gd_max_sigma_V_over_chi``;
@@ -248,6 +249,17 @@ def lazy_groups(ds, *, min_pairs=2, rtol=1e-6):
     return out
 
 
+def shown_groups(groups, most=5):
+    """The product groups the figure and the table show, ascending in product: the one with the most pairs
+    and up to ``most - 1`` others with >= 3 pairs, nearest to it in log product."""
+    if not groups:
+        return []
+    main = groups[0]
+    rest = [g for g in groups[1:] if len(g["pairs"]) >= 3]
+    rest.sort(key=lambda g: abs(math.log(g["product"] / main["product"])))
+    return sorted([main] + rest[: most - 1], key=lambda g: g["product"])
+
+
 def along_product(ds, group):
     """``ds`` along the pairs of one ``lazy_groups`` entry: a new dim ``w2_over_w1`` replaces w1 and w2
     (their values stay as coordinates along it)."""
@@ -296,11 +308,29 @@ def _varying(ds, exclude=()):
     return [d for d in GRID_AXES if d in ds.dims and ds.sizes[d] > 1 and d not in exclude]
 
 
-def _index_rows(ds, dims):
-    """Every combination of ``dims`` as (labels dict, selector dict)."""
+def _index_rows(ds, dims, keep=None):
+    """Every combination of ``dims`` as a labels dict (those ``keep(labels)`` accepts, when given)."""
     values = [list(np.asarray(ds[d].values).tolist()) for d in dims]
     for combo in _product(*values):
-        yield dict(zip(dims, combo))
+        lab = dict(zip(dims, combo))
+        if keep is None or keep(lab):
+            yield lab
+
+
+def _pair_filter(ds):
+    """``(keep, note)``: with (w1, w2) pairs sharing a product, per-grid-point tables list only the pairs of
+    the product shared by the most pairs (the lazy-training table has the rest); else no filter."""
+    groups = lazy_groups(ds)
+    if not groups:
+        return None, ""
+    main = {(round(a, 12), round(b, 12)) for a, b in groups[0]["pairs"]}
+
+    def keep(lab):
+        return (round(float(lab.get("w1", 1.0)), 12), round(float(lab.get("w2", 1.0)), 12)) in main \
+            if "w1" in lab and "w2" in lab else True
+
+    return keep, (f"Rows: only the (w1, w2) pairs with w1 w2 = {groups[0]['product']:.4g} (the product most pairs share); "
+                  "the summary above pools every pair.")
 
 
 def _md(header, rows):
@@ -401,7 +431,13 @@ def training_section(ds, fig, *, level=0.95, confidence=0.95) -> list[str]:
     sv = sv[np.isfinite(sv)]
     if sv.size:
         md.append(f"- max_k sigma_max(V_k) / chi_max (Eq. 18): median {np.median(sv):.3g}, max {sv.max():.3g} "
-                  f"({int((sv <= 1).sum())}/{sv.size} trials <= 1; with chi_max = sigma_max(V0) it is >= 1 by construction)")
+                  f"({int((sv <= 1).sum())}/{sv.size} trials <= 1; with the default chi_max = sigma_max(V0) it is >= 1 "
+                  "by construction, = 1 where V never grew past V0)")
+        svm = np.asarray(ds["gd_max_sigma_V_over_chi"].where(marg == 1).values, float).ravel()
+        svm = svm[np.isfinite(svm)]
+        if svm.size:
+            md.append(f"- ... where margin > 1: median {np.median(svm):.3g}, max {svm.max():.3g} (> 1: V grew past the "
+                      "chi_max the margin's beta was computed with)")
     md.append("")
 
     md += _convergence_tables(ds, fig, TP, level, confidence)
@@ -419,8 +455,11 @@ def _convergence_tables(ds, fig, TP, level, confidence):
           "`converged`: h_K <= tol h_0 within max_iters steps (0 = converged of `gd_status`); `margin > 1`: Eq. 9 "
           "holds (C = 1). k/N counts trials, [lo, hi] the Wilson interval.", ""]
     med_margin = quantiles(ds["margin"], (0.5,)).sel(quantile=0.5, drop=True).compute()
+    keep, note = _pair_filter(ds)
+    if note:
+        md += [note, ""]
     rows = []
-    for lab in _index_rows(ds, dims):
+    for lab in _index_rows(ds, dims, keep):
         r = [str(lab[d]) for d in dims]
         for p in ("conv", "margin"):
             k, n = _scalar(rates[f"{p}_successes"], lab), _scalar(rates[f"{p}_trials"], lab)
@@ -472,8 +511,11 @@ def _rate_table(ds, fig, TP, env, lrr):
           "satisfies h_k/h_0 <= theory^k. `NTK pred.`: median of 2 log(1 - 2 lr sigma_min(J)^2) / log(theory), the ratio of "
           "linearized GD's slowest mode with the NTK at Theta_0 / Theta_K (>= 2: the loss is the squared residual; a "
           "measured ratio above it: GD reached tol before its residual was left in the slowest mode).", ""]
+    keep, note = _pair_filter(ds)
+    if note:
+        md += [note, ""]
     rows = []
-    for lab in _index_rows(ds, dims):
+    for lab in _index_rows(ds, dims, keep):
         row = [str(lab[d]) for d in dims]
         row += [_fmt(_scalar(qg, lab), 6), _fmt(_scalar(qt, lab), 6)]
         row += [_fmt(_scalar(qr.sel(quantile=q, drop=True), lab)) for q in QUANTILES]
@@ -499,8 +541,11 @@ def _ball_table(ds, fig, TP):
     qd = quantiles(ds["gd_max_dist_over_rho"]).compute()
     qv = quantiles(ds["gd_max_sigma_V_over_chi"]).compute()
     evd = _event(ds["gd_max_dist_over_rho"] <= 1, ds["gd_max_dist_over_rho"])
+    keep, note = _pair_filter(ds)
+    if note:
+        md += [note, ""]
     rows = []
-    for lab in _index_rows(ds, dims):
+    for lab in _index_rows(ds, dims, keep):
         row = [str(lab[d]) for d in dims]
         row += [_fmt(_scalar(qd.sel(quantile=0.5, drop=True), lab)), _fmt(_scalar(qd.sel(quantile=0.95, drop=True), lab)),
                 _frac_text(*_count(_sel(evd, lab)))]
@@ -524,8 +569,27 @@ def _lazy_section(ds, fig, TP):
            "relative change ||J_K J_K^T - J_0 J_0^T||_2 / ||J_0 J_0^T||_2, the record's beta / nu^2 (Eq. 82-85) and the "
            "converged fraction (a trial that hit max_iters has not finished moving).", ""]
     other = _varying(ds, exclude=("w1", "w2"))
+    main = lazy_summary(ds, groups[0]).compute()
+    r = groups[0]["ratios"]
+    md += [f"Along w1 w2 = {groups[0]['product']:.4g} ({len(r)} pairs, w2/w1 from {r[0]:.3g} to {r[-1]:.3g}), medians:", ""]
+    for lab in _index_rows(main, other):
+        where = ", ".join(f"{d} = {lab[d]}" for d in other)
+        parts = []
+        for k, name in (("gd_rel_change_W", "||dW||/||W0||"), ("gd_rel_change_V", "||dV||/||V0||"),
+                        ("ntk_rel_change", "NTK change"), ("lazy_ratio", "beta/nu^2")):
+            if k not in main:
+                continue
+            v = np.asarray(_sel(main[k].sel(quantile=0.5, drop=True), lab).squeeze().values, float).ravel()
+            if v.size != len(r) or not np.isfinite(v).any():
+                continue
+            j = int(np.nanargmax(v))
+            parts.append(f"{name} {_fmt(v[0])} -> {_fmt(v[-1])} (largest {_fmt(v[j])} at w2/w1 = {r[j]:.3g})")
+        md.append(f"- {where}: " + "; ".join(parts))
+    table_groups = shown_groups(groups)
+    md += ["", f"The {len(table_groups)} products drawn in `lazy_training.png` (the most shared one and its nearest "
+           "neighbours with three or more pairs):", ""]
     rows = []
-    for g in groups:
+    for g in table_groups:
         s = lazy_summary(ds, g).compute()
         for lab in _index_rows(s, other):
             for i, (a, b) in enumerate(g["pairs"]):

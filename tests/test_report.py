@@ -34,7 +34,8 @@ def tiny_store(tmp_path_factory):
     return d / "tiny.zarr"
 
 
-@pytest.mark.parametrize("name", ["concentration", "khatri_rao", "width_law", "lazy_ratio"])
+@pytest.mark.parametrize("name", ["concentration", "khatri_rao", "width_law", "lazy_ratio", "concentration_law",
+                                  "data_geometry", "data_geometry_digits", "train_width", "lazy_training"])
 def test_study_tomls_are_valid(name):
     s = Study.from_toml(ROOT / "studies" / f"{name}.toml")
     assert s.n_points >= 1
