@@ -10,6 +10,8 @@ data         make_data, check_data, normalize_columns
 gram         gram                                (streamed M0, Eq. 59)
 spec, trial  TrialSpec, run_trial, record_fields
 study, store Study, open_results
+train        TrainSpec, train_trial              (gradient descent from Theta0, Eq. 12-14)
+asymptotics  deterministic_equivalent, predict_record (Louart-Liao-Couillet 2018)
 """
 
 from ._version import __version__
@@ -26,6 +28,8 @@ from .spectra import extreme_eigenvalues, extreme_singular_values
 from .store import IncompatibleStoreError, IncompleteStoreError, StoreError, open_results
 from .study import RunSummary, Study, StudySpecError
 from .trial import run_trial
+from .asymptotics import deterministic_equivalent, predict_record
+from .train import TrainSpec, train_trial
 
 __all__ = [
     "__version__", "Activation", "activation", "available_activations", "register_activation",
@@ -35,5 +39,5 @@ __all__ = [
     "khatri_rao_extremes", "khatri_rao_gram", "symmetric_tensor_dim", "TrialSpec",
     "extreme_eigenvalues", "extreme_singular_values", "IncompatibleStoreError",
     "IncompleteStoreError", "StoreError", "open_results", "RunSummary", "Study", "StudySpecError",
-    "run_trial",
+    "run_trial", "deterministic_equivalent", "predict_record", "TrainSpec", "train_trial",
 ]
