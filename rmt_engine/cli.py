@@ -73,24 +73,23 @@ def _with_site_slurm(study, path):
     return dataclasses.replace(study, execution=ex)
 
 
-def _positive_int(v: str) -> int:
-    try:
-        i = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}") from None
-    if i < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
-    return i
+def _int_at_least(low: int, what: str):
+    """An argparse type: an integer >= ``low`` (``what`` names it in the error)."""
+
+    def parse(v: str) -> int:
+        try:
+            i = int(v)
+        except ValueError:
+            i = None
+        if i is None or i < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {v!r}")
+        return i
+
+    return parse
 
 
-def _nonneg_int(v: str) -> int:
-    try:
-        i = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v!r}") from None
-    if i < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v!r}")
-    return i
+_positive_int = _int_at_least(1, "a positive integer")
+_nonneg_int = _int_at_least(0, "an integer >= 0")
 
 
 def cmd_verify(args) -> int:
@@ -425,13 +424,7 @@ def _t_arg(v: str):
     """A Khatri-Rao order on the command line: an integer >= 1 or 'auto'."""
     if v.strip().lower() == "auto":
         return "auto"
-    try:
-        t = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer order >= 1 or 'auto', got {v!r}") from None
-    if t < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer order >= 1 or 'auto', got {v!r}")
-    return t
+    return _int_at_least(1, "an integer order >= 1 or 'auto'")(v)
 
 
 def _delta_arg(v: str) -> float:
