@@ -60,6 +60,14 @@ def available_t(ds) -> list:
     return out
 
 
+def t_label(ds, t) -> str:
+    """``"t = 3"``, or for ``"auto"`` the orders it took: ``"t = t_auto (2, 4)"`` (report and figure titles)."""
+    if t == AUTO_T and "t_auto" in ds:
+        vals = sorted({int(v) for v in np.ravel(ds["t_auto"].values) if np.isfinite(v)})
+        return "t = t_auto (" + (", ".join(map(str, vals)) or "none") + ")"
+    return f"t = {t}"
+
+
 def default_t(ds):
     """``"auto"`` when the cube has it, else its first explicit order (None if it has neither)."""
     ts = available_t(ds)

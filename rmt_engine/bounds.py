@@ -155,6 +155,11 @@ def lemma3(sigma_min_F: float, sigma_max_F: float, smax_X: float, smax_V0: float
     return mu, nu, beta
 
 
+def measured_ratio(a: float, b: float) -> float:
+    """``a / b`` for a measurement over a positive finite reference, NaN otherwise (no ratio with 0)."""
+    return a / b if b > 0 and math.isfinite(b) else math.nan
+
+
 def _ratio(num: float, den: float) -> float:
     if den == 0.0:
         return math.inf if num > 0 else math.nan

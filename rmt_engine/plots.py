@@ -102,13 +102,6 @@ def _q(da, q=(BAND[0], 0.5, BAND[1])):
     return A._single_chunk(da, ["trial"]).quantile(list(q), dim="trial").compute()
 
 
-def _t_words(ds, t) -> str:
-    if t == A.AUTO_T and "t_auto" in ds:
-        vals = sorted({int(v) for v in np.ravel(ds["t_auto"].values) if np.isfinite(v)})
-        return "t = t_auto (" + ", ".join(map(str, vals)) + ")" if vals else "t = t_auto (none)"
-    return f"t = {t}"
-
-
 def _style_legend(ax, handles_labels, series_labels, colors):
     """One legend below the whole figure: a colour per series, then the line styles (drawn once)."""
     from matplotlib.lines import Line2D  # noqa: PLC0415
@@ -164,7 +157,7 @@ def plot_bounds_vs_width(ds, path=None, *, t=None, delta=0.2):
         _grid_ticks(ax, smin["d1"].values)
         ax.set_xlabel(r"width $d_1$")
         ax.set_ylabel(r"singular value of $\phi(W_0X)$")
-        tw = _t_words(pick(ds) if act else ds, t)
+        tw = A.t_label(pick(ds) if act else ds, t)
         ax.set_title(f"{act}: Eq. 67 bounds, {tw}, $\\delta$ = {delta:g}", fontsize=9)
         if undefined:
             ax.text(0.03, 0.03, f"single-t lower bound undefined at {tw}", transform=ax.transAxes, fontsize=7)
@@ -323,7 +316,7 @@ def plot_lower_bound_tightness(ds, path=None, *, delta=0.2):
     for t in ts:
         v = A.at_t(ds, t)
         b = np.sqrt((1 - delta) * v["eq58_lower_sharp"]).where(A.lower_defined(v) & (v["eq58_lower_sharp"] > 0))
-        entries.append((f"single t: {_t_words(ds, t)}", (v["sigma_min_F"] / b)))
+        entries.append((f"single t: {A.t_label(ds, t)}", (v["sigma_min_F"] / b)))
     b = np.sqrt((1 - delta) * ds["eq58_lower_hadamard"]).where(ds["eq58_lower_hadamard"] > 0)
     entries.append(("all Hermite orders", ds["sigma_min_F"] / b))
     meds = [(lab, _q(r, (0.5,)).sel(quantile=0.5, drop=True)) for lab, r in entries]

@@ -14,16 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from . import analysis as A
+from ._format import fmt
 
 
-def _fmt(x, digits=3):
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if not np.isfinite(x):
-        return "nan" if np.isnan(x) else ("inf" if x > 0 else "-inf")
-    return f"{x:.{digits}g}"
+_fmt = fmt  # the reports' one number format (rmt_engine._format)
 
 
 def _table(ds, columns):
@@ -66,13 +60,6 @@ def _undefined_table(ds, t) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _t_label(ds, t) -> str:
-    if t == A.AUTO_T and "t_auto" in ds:
-        vals = sorted({int(x) for x in np.ravel(ds["t_auto"].values) if np.isfinite(x)})
-        return f"t = t_auto (per grid point: {', '.join(map(str, vals)) or 'none'})"
-    return f"t = {t}"
-
-
 def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95) -> Path:
     """Write ``report.md`` and figures for the cube at ``store`` into directory ``out``; return the .md path.
 
@@ -106,7 +93,7 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
         md += [str(attrs["study_description"]), ""]
     md += [f"- store: `{store}`" + (" (**partial**: missing trials read as NaN)" if partial else ""),
            f"- trials per grid point: {ds.sizes.get('trial')}; Khatri-Rao orders: "
-           + "; ".join(_t_label(ds, tt) for tt in ts) + f"; delta = {delta}",
+           + "; ".join(A.t_label(ds, tt) for tt in ts) + f"; delta = {delta}",
            f"- rmt_engine {attrs.get('rmt_engine_version', '?')}, config hash `{attrs.get('config_hash', '?')}`",
            "- grid: " + ", ".join(f"{d}={list(np.asarray(ds[d].values).tolist())}" for d in A.GRID_AXES), ""]
 
@@ -130,7 +117,7 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
            "| activation | bound | points defined | trials held | median slack |", "|---|---|---|---|---|"]
     for act in ds["activation"].values:
         sub = ds.sel(activation=[act])
-        rows = [(f"sharp, {_t_label(sub, tt)}", A.at_t(sub, tt), "eq58_lower_sharp") for tt in ts]
+        rows = [(f"sharp, {A.t_label(sub, tt)}", A.at_t(sub, tt), "eq58_lower_sharp") for tt in ts]
         rows.append(("all Hermite orders", sub, "eq58_lower_hadamard"))
         for label, v, key in rows:
             defined = (A.lower_defined(v) if key == "eq58_lower_sharp" else v[key] > 0) & (v[key] > 0)
@@ -153,7 +140,7 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
         for name in ("lower_ratio", "upper_ratio", "delta1", "delta2"):
             for q in (0.05, 0.95):
                 tab[f"{name}_q{int(q * 100):02d}"] = conc[f"{name}_q"].sel(quantile=q, drop=True)
-        md += [f"## Eq. 67 at {_t_label(ds, tt)}: measured singular values against the sharp bounds", "",
+        md += [f"## Eq. 67 at {A.t_label(ds, tt)}: measured singular values against the sharp bounds", "",
                "`lower_ratio` = sigma_min(phi(W0 X)) / eq67_lower_sharp (bound holds if >= 1; `undefined` where "
                "the bound is), `hadamard_ratio` the same against the all-orders bound, `upper_ratio` = "
                "sigma_max(phi(W0 X)) / eq67_upper_sharp (holds if <= 1); the bounds are at the study's "
@@ -169,7 +156,7 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
     md += [f"## Violation rates at delta = {delta} ({int(confidence * 100)}% Wilson intervals)", "",
            "`undefined`: the bound is undefined at that grid point (no trial is counted).", ""]
     events = [(ev, tt, text) for tt in ts for ev, text in
-              (("eq67_lower", f"sigma_min(F) < sqrt((1-delta) eq58_lower_sharp), {_t_label(ds, tt)}"),)]
+              (("eq67_lower", f"sigma_min(F) < sqrt((1-delta) eq58_lower_sharp), {A.t_label(ds, tt)}"),)]
     events += [("eq67_lower_hadamard", None, "sigma_min(F) < sqrt((1-delta) eq58_lower_hadamard)"),
                ("eq67_upper", None, "sigma_max(F) > sqrt((1+delta) eq58_upper_sharp)"),
                ("conc_lower", None, "delta1 > delta"), ("conc_upper", None, "delta2 > delta")]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import analysis as A
+from ._format import fmt
 from . import scaling as S
 from .plots import NothingToDraw, _colors, _figure, _grid_ticks, _save
 
@@ -95,7 +96,7 @@ def scaling_section(ds, fig, *, level=0.95) -> list[str]:
             fig(f"width_law_{name}", plot_width_law, thr, fit, title=title)
             tab = A.squeeze_grid(thr[["d_star", "lo", "hi"]]).compute()
             notes.append(f"d1* ({title}) per case: " + "; ".join(
-                f"{act} " + ", ".join(f"n={int(n)}: {_num(d)} [{_num(l)}, {_num(h)}]" for n, d, l, h in zip(
+                f"{act} " + ", ".join(f"n={int(n)}: {fmt(d)} [{fmt(l)}, {fmt(h)}]" for n, d, l, h in zip(
                     np.ravel(tab["n"].values), *(np.ravel((tab[k].sel(activation=act) if "activation" in tab[k].dims
                                                            else tab[k]).values) for k in ("d_star", "lo", "hi"))))
                 for act in np.atleast_1d(tab["activation"].values)))
@@ -122,7 +123,3 @@ def scaling_section(ds, fig, *, level=0.95) -> list[str]:
     md += [f"- {x}" for x in notes] + [""]
     return md
 
-
-def _num(v) -> str:
-    v = float(v)
-    return "nan" if np.isnan(v) else ("inf" if np.isinf(v) else f"{v:.3g}")

@@ -683,31 +683,30 @@ def _normalize_grid(grid) -> tuple[dict, tuple, dict]:
 
 def _axis_values(a: str, vals: list, key: tuple, allow_repeats: bool = False) -> tuple:
     """Checked, normalized values of grid axis ``a``."""
-    if True:
-        if not vals:
-            raise StudySpecError("empty grid axis: give at least one value", key)
-        kind = AXIS_KINDS[a]
-        norm = [_check_value(kind, x, key) for x in vals]
-        if kind == "str":
-            norm = [x.lower() for x in norm]
-        if kind == "float" and any(x <= 0 for x in norm):
-            raise StudySpecError(f"every value must be > 0, got {norm}", key)
-        if len(set(norm)) != len(norm) and not allow_repeats:
-            raise StudySpecError(f"repeated values in the grid axis: {norm}", key)
-        if a == "activation":
-            from .activations import available_activations  # noqa: PLC0415
+    if not vals:
+        raise StudySpecError("empty grid axis: give at least one value", key)
+    kind = AXIS_KINDS[a]
+    norm = [_check_value(kind, x, key) for x in vals]
+    if kind == "str":
+        norm = [x.lower() for x in norm]
+    if kind == "float" and any(x <= 0 for x in norm):
+        raise StudySpecError(f"every value must be > 0, got {norm}", key)
+    if len(set(norm)) != len(norm) and not allow_repeats:
+        raise StudySpecError(f"repeated values in the grid axis: {norm}", key)
+    if a == "activation":
+        from .activations import available_activations  # noqa: PLC0415
 
-            names = available_activations()
-            for x in norm:
-                if x not in names:
-                    raise StudySpecError(f"unknown activation {x!r}; available: {', '.join(names)}", key)
-        if a == "data":
-            from .data import DATA_KINDS  # noqa: PLC0415
+        names = available_activations()
+        for x in norm:
+            if x not in names:
+                raise StudySpecError(f"unknown activation {x!r}; available: {', '.join(names)}", key)
+    if a == "data":
+        from .data import DATA_KINDS  # noqa: PLC0415
 
-            for x in norm:
-                if x not in DATA_KINDS:
-                    raise StudySpecError(f"unknown data kind {x!r}; expected one of {DATA_KINDS}", key)
-        return tuple(norm)
+        for x in norm:
+            if x not in DATA_KINDS:
+                raise StudySpecError(f"unknown data kind {x!r}; expected one of {DATA_KINDS}", key)
+    return tuple(norm)
 
 
 def _toml(v) -> str:

@@ -585,10 +585,6 @@ def initial_weights(spec: TrialSpec, trial: int):
     return W0, xp.ascontiguousarray(Vt.T)
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 and math.isfinite(b) else math.nan
-
-
 def train_trial(spec: TrialSpec, trial: int, train: TrainSpec | None = None, cache: dict | None = None, *,
                 return_curve: bool = False):
     """The record of ``run_trial(spec, trial, cache=cache)`` plus the fields ``TRAIN_FIELDS`` of GD
@@ -638,8 +634,8 @@ def add_training(spec: TrialSpec, trial: int, rec: dict, train: TrainSpec, cache
         "gd_final_loss": res.final_loss, "gd_rate": res.rate,
         "gd_rate_theory": bounds.eq14_rate(lr, rec["mu"], 1.0), "gd_lr": lr,
         "gd_path_length": res.path_length, "gd_max_dist": res.max_dist,
-        "gd_max_dist_over_rho": _ratio(res.max_dist, rec["rho"]),
-        "gd_max_sigma_V": res.max_sigma_V, "gd_max_sigma_V_over_chi": _ratio(res.max_sigma_V, chi),
+        "gd_max_dist_over_rho": bounds.measured_ratio(res.max_dist, rec["rho"]),
+        "gd_max_sigma_V": res.max_sigma_V, "gd_max_sigma_V_over_chi": bounds.measured_ratio(res.max_sigma_V, chi),
         "gd_rel_change_W": res.rel_change_W, "gd_rel_change_V": res.rel_change_V,
         "mu_ntk": res.mu_ntk, "mu_ntk_final": res.mu_ntk_final, "ntk_rel_change": res.ntk_rel_change,
     })

@@ -41,6 +41,7 @@ from itertools import product as _product
 import numpy as np
 
 from . import analysis as A
+from ._format import fmt
 from .store import GRID_AXES
 
 #: The per-trial fields the section reads besides the TRAIN_FIELDS (all optional but margin).
@@ -70,13 +71,7 @@ def _xr():
 # per-trial events and quantities
 
 
-def _event(cond, *inputs):
-    """``cond`` as 1.0 / 0.0, NaN where any input is NaN."""
-    valid = None
-    for x in inputs:
-        v = np.isfinite(x)
-        valid = v if valid is None else valid & v
-    return cond.astype(float).where(valid)
+_event = A._event  # ``cond`` as 1.0 / 0.0, NaN where any input is NaN
 
 
 def converged(ds):
@@ -293,14 +288,7 @@ def lazy_summary(ds, group, q=QUANTILES):
 # Markdown
 
 
-def _fmt(x, digits=3):
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if not np.isfinite(x):
-        return "nan" if np.isnan(x) else ("inf" if x > 0 else "-inf")
-    return f"{x:.{digits}g}"
+_fmt = fmt  # the reports' one number format (rmt_engine._format)
 
 
 def _varying(ds, exclude=()):

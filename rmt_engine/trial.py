@@ -133,8 +133,6 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
 _PER_T_BASES = [b for b, info in FIELDS.items() if info.per_t]
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 and math.isfinite(b) else math.nan
 #: E[M0] counts as numerically singular when lambda_min <= this * n * lambda_max (then delta1 is NaN).
 EM0_SINGULAR_RTOL = 64 * 2.2e-16
 
@@ -183,9 +181,9 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
     rec.update({
         "sigma_min_F": sigma_min_F, "sigma_max_F": sigma_max_F,
         "lambda_min_M0": lam_min, "lambda_max_M0": lam_max, "lambda_2_M0": lam_2,
-        "asym_ratio_lambda_min": _ratio(lam_min, rec["asym_lambda_min"]),
-        "asym_ratio_lambda_2": _ratio(lam_2, rec["asym_lambda_2_classical"]),
-        "asym_ratio_spike": _ratio(lam_max, rec["asym_lambda_spike"]),
+        "asym_ratio_lambda_min": bounds.measured_ratio(lam_min, rec["asym_lambda_min"]),
+        "asym_ratio_lambda_2": bounds.measured_ratio(lam_2, rec["asym_lambda_2_classical"]),
+        "asym_ratio_spike": bounds.measured_ratio(lam_max, rec["asym_lambda_spike"]),
         "delta1": (math.nan if rec["EM0_singular"] else
                    1.0 - (0.0 if rank_deficient else lam_min) / rec["lambda_min_EM0"]),
         "delta2": lam_max / rec["lambda_max_EM0"] - 1.0,
