@@ -205,7 +205,7 @@ def environment_info() -> dict:
     from importlib.util import find_spec  # noqa: PLC0415
 
     from ._backend import _cupy_or_none  # noqa: PLC0415
-    from .study import library_versions  # noqa: PLC0415
+    from .provenance import library_versions  # noqa: PLC0415
 
     info = {"versions": library_versions(), "python": sys.executable, "cores": available_cores(),
             "backends": {"numpy": True, "cupy": False}, "gpus": [], "blas": [],

@@ -46,6 +46,7 @@ import numpy as np
 from . import store as _store
 from ._version import __version__
 from .fields import FIELDS, field_name
+from .provenance import _now, blas_description, engine_git_commit, library_versions
 from .spec import DTYPES, MAX_T, TRIAL_SPEC_DEFAULTS, TrialSpec
 from .store import CASE_DIM, GRID_AXES
 
@@ -90,9 +91,13 @@ EXECUTION_KEYS = {
 #: (``--slurm-config FILE`` / $RMT_ENGINE_SLURM_CONFIG, a TOML with a [slurm] table) unless the run
 #: passes ``--allow-shell-in-study``.
 SITE_ONLY_SLURM_KEYS = ("job_script_prologue", "python", "shebang", "job_extra_directives", "worker_extra_args")
-#: [cluster.slurm] keys passed to dask_jobqueue.SLURMCluster, plus ``jobs`` (how many to start).
+#: [cluster.slurm] keys passed to dask_jobqueue.SLURMCluster, plus the engine's own: ``jobs`` (a
+#: fixed count) or ``minimum_jobs`` / ``maximum_jobs`` (dask-jobqueue's adaptive mode), and
+#: ``join_timeout`` (seconds to wait for the first worker to join).
+SLURM_ENGINE_KEYS = ("jobs", "minimum_jobs", "maximum_jobs", "join_timeout")
 SLURM_KEYS = {
-    "jobs": "posint", "queue": "str", "account": "str", "cores": "posint", "processes": "posint",
+    "jobs": "posint", "minimum_jobs": "posint", "maximum_jobs": "posint", "join_timeout": "float",
+    "queue": "str", "account": "str", "cores": "posint", "processes": "posint",
     "memory": "str", "walltime": "str", "job_extra_directives": "str_list",
     "job_script_prologue": "str_list", "job_directives_skip": "str_list", "local_directory": "str",
     "log_directory": "str", "interface": "str", "name": "str", "python": "str", "shebang": "str",
@@ -263,6 +268,20 @@ class Execution:
             slurm[k] = _check_value(SLURM_KEYS[k], v, ("cluster", "slurm", k))
             if SLURM_KEYS[k] == "str_list":
                 slurm[k] = list(slurm[k])
+        adaptive = [k for k in ("minimum_jobs", "maximum_jobs") if k in slurm]
+        if adaptive and "jobs" in slurm:
+            raise StudySpecError("[cluster.slurm]: give jobs (a fixed count) or minimum_jobs/maximum_jobs (adaptive), "
+                                 "not both", ("cluster", "slurm", adaptive[0]))
+        if len(adaptive) == 1:
+            raise StudySpecError(f"[cluster.slurm]: {adaptive[0]} needs "
+                                 f"{({'minimum_jobs', 'maximum_jobs'} - set(adaptive)).pop()} too (adaptive mode)",
+                                 ("cluster", "slurm", adaptive[0]))
+        if adaptive and slurm["minimum_jobs"] > slurm["maximum_jobs"]:
+            raise StudySpecError(f"[cluster.slurm]: minimum_jobs = {slurm['minimum_jobs']} > maximum_jobs = "
+                                 f"{slurm['maximum_jobs']}", ("cluster", "slurm", "minimum_jobs"))
+        if "join_timeout" in slurm and not slurm["join_timeout"] > 0:
+            raise StudySpecError(f"[cluster.slurm] join_timeout must be > 0 seconds, got {slurm['join_timeout']}",
+                                 ("cluster", "slurm", "join_timeout"))
         object.__setattr__(self, "slurm", slurm)
 
 
@@ -1055,52 +1074,6 @@ def execute_task(job: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- driver
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def library_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-
-    out = {"python": sys.version.split()[0], "rmt_engine": __version__}
-    for pkg in ("numpy", "scipy", "dask", "distributed", "xarray", "zarr", "cupy-cuda12x", "dask-jobqueue",
-                "dask-cuda", "threadpoolctl"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def blas_description() -> str:
-    """The BLAS/LAPACK libraries NumPy uses (threadpoolctl), e.g. 'openblas 0.3.27 (pthreads)'."""
-    try:
-        from threadpoolctl import threadpool_info  # noqa: PLC0415
-
-        libs = [f"{d.get('internal_api')} {d.get('version')} ({d.get('threading_layer', '?')})"
-                for d in threadpool_info() if d.get("user_api") == "blas"]
-        return "; ".join(sorted(set(libs))) or "unknown"
-    except Exception:  # provenance must never stop a run
-        return "unknown"
-
-
-def engine_git_commit() -> str:
-    """The git commit of the rmt_engine source when it runs from a git checkout ('' otherwise)."""
-    import subprocess  # noqa: PLC0415
-
-    src = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=False)
-        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    if out.returncode != 0:
-        return ""
-    return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
 
 
 def provenance(study: Study, trials_per_task: int) -> dict:
