@@ -45,6 +45,15 @@ def test_wheel_contains_the_kernel_sources(wheel):
             assert f"rmt_engine/_kernels/{p.name}" in names, p.name
 
 
+def test_wheel_contains_every_module_of_the_checkout(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    pkg = REPO / "rmt_engine"
+    missing = [f"rmt_engine/{p.relative_to(pkg).as_posix()}" for p in pkg.rglob("*.py")
+               if f"rmt_engine/{p.relative_to(pkg).as_posix()}" not in names]
+    assert not missing, f"not in the wheel: {missing}"
+    assert {"rmt_engine/study/__init__.py", "rmt_engine/study/spec.py", "rmt_engine/study/run.py"} <= names
+
+
 def test_installed_layout_finds_and_inlines_kernels(wheel, tmp_path):
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)

@@ -1,26 +1,20 @@
-"""Studies: a grid of ``TrialSpec`` parameters times a number of trials, run on Dask into one cube.
+"""Study definitions: TOML (or ``Study(...)``) -> a validated ``Study`` / ``Execution``, and its config hash.
 
 Rules of this module
 - A study is defined by a TOML file (``Study.from_toml``; stdlib ``tomllib``, nothing is
   evaluated) or by ``Study(...)`` in Python. Everything is validated -- unknown keys, types,
-  every ``TrialSpec`` of the grid, data files, the store path -- *before* anything is created;
-  errors are ``StudySpecError`` naming the key and, for files, the line.
+  every ``TrialSpec`` of the grid, data files -- *before* anything is created; errors are
+  ``StudySpecError`` naming the key and, for files, the line (``_key_lines``). (The store path is
+  checked by ``rmt_engine.study.plan.check_store``.)
 - The *config hash* is the SHA-256 of the canonical JSON of the scientific definition (grid, t,
   trials, seed, dtype, block_rows, deltas, C, chi_max, backend, save_spectrum, the data file's
   SHA-256): comments, whitespace, key order, ``name``/``description`` and the ``[execution]`` /
   ``[cluster]`` tables do not change it, because they do not change a single number of the cube.
-- One task = one trial block of one grid point = one chunk of every variable it writes (see
-  ``store``). Tasks write their region themselves and return only a small status dict; results
-  never travel through the scheduler. Dask is the only scheduler.
-- Trial ``i`` of a grid point depends only on ``(TrialSpec, i)`` (counter-based keys): the cube
-  is bitwise identical whatever the number of workers, trials per task, task order or number of
-  interruptions. BLAS runs single-threaded inside every task (``blas_threads = 1`` by default,
-  enforced with threadpoolctl where installed, and by OMP/OPENBLAS/MKL_NUM_THREADS in the
-  workers the engine starts), so a worker never splits a reduction differently from another.
-- Test-only hooks, read by the *driver* from its environment and passed to every task (so they
-  work on any cluster): ``RMT_ENGINE_TEST_TASK_DELAY=SECONDS`` sleeps at the start of each task;
-  ``RMT_ENGINE_TEST_FAIL="raise:AXIS=VALUE,..."`` makes the tasks of matching grid points raise,
-  ``"exit:AXIS=VALUE,..."`` makes them kill their worker process (``os._exit``).
+- Named derived rules (``DERIVED_RULES``, e.g. ``w2 = "eq19"``) and linked axes
+  (``[grid.linked]``) are resolved here, into the grid points and the cube's axes.
+- This module imports nothing of the other ``rmt_engine.study`` modules (imports flow
+  spec <- plan <- tasks <- run). ``Study.check_store`` and ``Study.run`` call the functions that
+  ``plan`` and ``run`` register in ``_ENTRY_POINTS`` when the package is imported.
 """
 
 from __future__ import annotations
@@ -28,27 +22,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import shutil
-import socket
-import sys
-import tempfile
-import time
 import tomllib
-import uuid
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
 
 import numpy as np
 
-from . import store as _store
-from ._version import __version__
-from .fields import FIELDS, field_name
-from .provenance import _now, blas_description, engine_git_commit, library_versions
-from .spec import DTYPES, MAX_T, TRIAL_SPEC_DEFAULTS, TrialSpec
-from .store import CASE_DIM, GRID_AXES
+from .. import store as _store
+from ..spec import DTYPES, MAX_T, TRIAL_SPEC_DEFAULTS, TrialSpec
+from ..store import CASE_DIM, GRID_AXES
 
 REQUIRED_AXES = ("activation", "n", "d0", "d1")
 AXIS_DEFAULTS = {a: (TRIAL_SPEC_DEFAULTS[a],) for a in ("data", "d2", "w1", "w2")}
@@ -106,11 +90,11 @@ SLURM_KEYS = {
 }
 #: [study] keys of earlier versions -> their names now (a clear error, never a silent default).
 RENAMED_STUDY_KEYS = {"delta1": "bound_delta1", "delta2": "bound_delta2"}
-TEST_DELAY_ENV = "RMT_ENGINE_TEST_TASK_DELAY"
-#: Without a terminal the progress is a plain line at most this often (seconds; env override for tests).
-PROGRESS_INTERVAL_S = 30.0
-PROGRESS_INTERVAL_ENV = "RMT_ENGINE_PROGRESS_INTERVAL"
-TEST_FAIL_ENV = "RMT_ENGINE_TEST_FAIL"
+
+#: ``Study.check_store`` -> ``plan.check_store`` and ``Study.run`` -> ``run.run_study``, registered by
+#: those modules (``rmt_engine.study`` imports them, and importing this module imports the package
+#: first): the methods stay here without this module importing the ones above it.
+_ENTRY_POINTS: dict = {}
 
 
 _ALLOW_SHELL_IN_STUDY = [False]  # set by ``allow_shell_in_study()`` (the CLI's --allow-shell-in-study)
@@ -346,7 +330,7 @@ class Study:
             raise StudySpecError("save_spectrum stores one variable per value of n: n cannot be a linked axis "
                                  "then (link d0 with another axis, or set save_spectrum = false)", ("grid", "linked"))
         if self.train is not None:
-            from .train import TrainSpec  # noqa: PLC0415
+            from ..train import TrainSpec  # noqa: PLC0415
 
             if isinstance(self.train, dict):
                 try:
@@ -398,7 +382,7 @@ class Study:
             dkey = (spec.data, spec.d0, spec.n)
             if spec.data in ("file", "digits") and dkey not in seen_data:
                 seen_data.add(dkey)
-                from .data import make_data  # noqa: PLC0415
+                from ..data import make_data  # noqa: PLC0415
 
                 try:
                     make_data(spec.data, spec.d0, spec.n, spec.seed, path=spec.data_path)
@@ -451,7 +435,7 @@ class Study:
 
     def bound_warnings(self) -> list[str]:
         """One line per requested t that gives no Eq. 58/67 lower bound at some grid points (with why)."""
-        from . import orders  # noqa: PLC0415
+        from .. import orders  # noqa: PLC0415
 
         out = []
         for t in self.t:
@@ -610,11 +594,11 @@ class Study:
     # ------------------------------------------------------------------ running
     def check_store(self, store, *, resume: bool = False) -> dict | None:
         """Validate ``store`` for this study without writing; return its attrs if it exists."""
-        return check_store(self, store, resume=resume)
+        return _ENTRY_POINTS["check_store"](self, store, resume=resume)
 
     def resource_problems(self) -> list[str]:
         """The resource limits this study exceeds (``rmt_engine.resources``; empty when none)."""
-        from .resources import check_limits  # noqa: PLC0415
+        from ..resources import check_limits  # noqa: PLC0415
 
         return check_limits(self, self.execution.limits())
 
@@ -628,9 +612,9 @@ class Study:
         and closed at the end). A store of the same config hash is resumed; ``resume=True``
         additionally requires the store to exist. A store of another study is refused.
         """
-        return run_study(self, store, client=client, resume=resume, progress=progress, workers=workers,
-                         cluster=cluster, scheduler=scheduler, scheduler_file=scheduler_file, echo=echo,
-                         force=force)
+        return _ENTRY_POINTS["run_study"](self, store, client=client, resume=resume, progress=progress,
+                                          workers=workers, cluster=cluster, scheduler=scheduler,
+                                          scheduler_file=scheduler_file, echo=echo, force=force)
 
 
 def _execution_from_dict(execution: dict, cluster: dict) -> Execution:
@@ -713,14 +697,14 @@ def _axis_values(a: str, vals: list, key: tuple, allow_repeats: bool = False) ->
     if len(set(norm)) != len(norm) and not allow_repeats:
         raise StudySpecError(f"repeated values in the grid axis: {norm}", key)
     if a == "activation":
-        from .activations import available_activations  # noqa: PLC0415
+        from ..activations import available_activations  # noqa: PLC0415
 
         names = available_activations()
         for x in norm:
             if x not in names:
                 raise StudySpecError(f"unknown activation {x!r}; available: {', '.join(names)}", key)
     if a == "data":
-        from .data import DATA_KINDS  # noqa: PLC0415
+        from ..data import DATA_KINDS  # noqa: PLC0415
 
         for x in norm:
             if x not in DATA_KINDS:
@@ -765,601 +749,3 @@ def _key_lines(text: str) -> dict:
         if m:
             lines.setdefault(table + _split_key(m.group(1)), no)
     return lines
-
-
-# --------------------------------------------------------------------------- store checks
-
-
-def _check_parent_writable(store: Path) -> None:
-    parent = store.parent
-    if not parent.exists():
-        raise _store.StoreError(f"cannot create the store {store}: its directory {parent} does not exist")
-    if not parent.is_dir():
-        raise _store.StoreError(f"cannot create the store {store}: {parent} is not a directory")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".rmt_engine_probe_", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise _store.StoreError(f"cannot create the store {store}: directory {parent} is not writable "
-                                f"({e.strerror or e})") from None
-
-
-def _diff(a, b, prefix="") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff(va, vb, prefix + k + ".")
-        elif va != vb:
-            out.append(f"{prefix}{k}: store has {va!r}, study has {vb!r}")
-    return out
-
-
-def check_store(study: Study, store, *, resume: bool = False) -> dict | None:
-    """Raise ``StoreError`` if ``study`` cannot write ``store``; return the store's attrs if it exists."""
-    store = Path(store).absolute()
-    if not store.exists():
-        if resume:
-            raise _store.StoreError(f"--resume: there is no store at {store} to resume")
-        _check_parent_writable(store)
-        return None
-    if not store.is_dir():
-        raise _store.StoreError(f"{store} exists and is not a zarr store (a file); choose another --store")
-    attrs = _store.store_attrs(store)
-    if attrs is None:
-        if store.is_dir() and not any(store.iterdir()):
-            raise _store.StoreError(f"{store} is an empty directory, not a result store; remove it or choose "
-                                    "another --store")
-        raise _store.StoreError(f"{store} exists and is not a zarr store; choose another --store")
-    _store.check_version(attrs, store)
-    if attrs.get("config_hash") != study.config_hash():
-        try:
-            diffs = _diff(json.loads(attrs.get("config_canonical", "{}")), study.canonical())
-        except ValueError:
-            diffs = []
-        detail = ("; differences: " + "; ".join(diffs)) if diffs else ""
-        raise _store.StoreError(
-            f"{store} holds another study (config hash {str(attrs.get('config_hash'))[:12]}, this study "
-            f"{study.config_hash()[:12]}){detail}. Use a new --store, or the study that wrote it.")
-    return attrs
-
-
-# --------------------------------------------------------------------------- tasks
-
-
-@dataclass(frozen=True)
-class Task:
-    point: tuple  # indices along the cube's grid dims (Study.cube_axes().dims)
-    labels: dict  # axis -> value
-    block: int
-    start: int
-    stop: int
-
-    def describe(self) -> str:
-        pt = ", ".join(f"{a}={self.labels[a]}" for a in GRID_AXES)
-        return f"({pt}) trials {self.start}-{self.stop - 1}"
-
-
-@dataclass
-class TaskFailure:
-    task: Task
-    error: str
-    deterministic: bool = False  # raised by the computation itself: a rerun repeats it
-
-    def __str__(self):
-        return f"{self.task.describe()}: {self.error}"
-
-
-@dataclass
-class RunSummary:
-    """What ``Study.run`` did: regions are (grid point, trial block) pairs = tasks."""
-
-    store: str
-    regions_total: int
-    regions_computed: int
-    regions_skipped: int
-    failures: list
-    trials_computed: int
-    wall_s: float
-    workers: int | None = None
-    devices: list = field(default_factory=list)
-
-    @property
-    def regions_failed(self) -> int:
-        return len(self.failures)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    @property
-    def trials_per_s(self) -> float:
-        return self.trials_computed / self.wall_s if self.wall_s > 0 else float("nan")
-
-    def line(self) -> str:
-        if self.regions_computed == 0 and not self.failures and self.workers is None:
-            return (f"nothing to compute: all {self.regions_total} regions were already done "
-                    f"({self.regions_skipped} skipped)")
-        w = self.workers if self.workers is not None else "?"
-        return (f"{self.trials_computed} trials in {self.wall_s:.1f} s ({self.trials_per_s:.1f} trials/s) on "
-                f"{w} worker{'' if w == 1 else 's'}; regions: "
-                f"{self.regions_computed} computed, {self.regions_skipped} skipped (already done), "
-                f"{self.regions_failed} failed, of {self.regions_total}")
-
-    def to_dict(self) -> dict:
-        return {"store": self.store, "regions_total": self.regions_total, "regions_computed": self.regions_computed,
-                "regions_skipped": self.regions_skipped, "regions_failed": self.regions_failed,
-                "failures": [str(f) for f in self.failures], "trials_computed": self.trials_computed,
-                "wall_s": self.wall_s, "trials_per_s": self.trials_per_s, "workers": self.workers,
-                "devices": self.devices}
-
-
-def plan_tasks(study: Study, trials_per_task: int, done: np.ndarray | None = None) -> tuple[list[Task], int]:
-    """The tasks whose region is not done (all if ``done`` is None) and the number of regions."""
-    nb = _store.n_blocks(study.trials, trials_per_task)
-    tasks = []
-    total = 0
-    for point, labels in zip(study.point_indices(), study.points()):
-        for b in range(nb):
-            total += 1
-            if done is not None and done[point + (b,)]:
-                continue
-            a, e = _store.block_range(b, study.trials, trials_per_task)
-            tasks.append(Task(point, labels, b, a, e))
-    return tasks, total
-
-
-def _test_hooks() -> dict:
-    hooks = {}
-    delay = os.environ.get(TEST_DELAY_ENV)
-    if delay:
-        hooks["delay"] = float(delay)
-    fail = os.environ.get(TEST_FAIL_ENV)
-    if fail:
-        mode, _, cond = fail.partition(":")
-        if mode not in ("raise", "exit"):
-            raise ValueError(f"{TEST_FAIL_ENV} must look like 'raise:AXIS=VALUE,...' or 'exit:...', got {fail!r}")
-        match = dict(kv.split("=", 1) for kv in cond.split(",") if kv)
-        hooks["fail"] = (mode, match)
-    return hooks
-
-
-def _matches(labels: dict, match: dict) -> bool:
-    for k, v in match.items():
-        x = labels.get(k)
-        if isinstance(x, str):
-            if x != v.lower():
-                return False
-        elif x is None or float(x) != float(v):
-            return False
-    return True
-
-
-def _blas_limit(n: int):
-    try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415
-
-        return threadpool_limits(limits=n)
-    except ImportError:
-        import contextlib  # noqa: PLC0415
-
-        return contextlib.nullcontext()
-
-
-_DEVICE = {}
-
-
-def _device_of(backend: str) -> tuple[str, str]:
-    if backend not in _DEVICE:
-        from ._backend import backend_name, device_description, get_xp  # noqa: PLC0415
-
-        xp = get_xp(backend)
-        _DEVICE[backend] = (backend_name(xp), device_description(xp))
-    return _DEVICE[backend]
-
-
-def _shipped_activation(name: str):
-    """A user-registered activation travels with the task (workers are other processes: their
-    registry only has the built-ins); a built-in travels as its name."""
-    from .activations import activation  # noqa: PLC0415
-
-    act = activation(name)
-    return None if act.builtin else act
-
-
-def _file_sha256(path: str) -> str:
-    st = os.stat(path)
-    key = (path, st.st_mtime_ns, st.st_size)
-    if key in _SHA_CACHE:
-        return _SHA_CACHE[key]
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
-
-
-_SHA_CACHE: dict = {}
-
-
-def make_job(study: Study, store, task: Task, variables, trials_per_task: int, hooks: dict | None = None,
-             data_sha256: str | None = None) -> dict:
-    """Everything ``execute_task`` needs (small and picklable: no data)."""
-    return {"task": task, "spec": study.spec_kwargs(task.labels), "store": str(store), "variables": variables,
-            "trials": study.trials, "trials_per_task": trials_per_task, "save_spectrum": study.save_spectrum,
-            "train": study.train.to_dict() if study.train is not None else None,
-            "data_sha256": data_sha256 if task.labels["data"] == "file" else None,
-            "activation": _shipped_activation(task.labels["activation"]),
-            "blas_threads": study.execution.blas_threads, "hooks": hooks or {}}
-
-
-def execute_task(job: dict) -> dict:
-    """Run one task on a worker: its trials, then write its region and mark it done.
-
-    Returns a small status dict; the data go to the store, never through the scheduler.
-    """
-    task: Task = job["task"]
-    hooks = job.get("hooks", {})
-    if hooks.get("delay"):
-        time.sleep(hooks["delay"])
-    if "fail" in hooks:
-        mode, match = hooks["fail"]
-        if _matches(task.labels, match):
-            if mode == "exit":
-                os._exit(13)
-            raise RuntimeError(f"{TEST_FAIL_ENV}: injected failure")
-    from .trial import run_trial  # noqa: PLC0415
-
-    t0 = time.perf_counter()
-    if job.get("activation") is not None:
-        from .activations import _REGISTRY  # noqa: PLC0415
-
-        _REGISTRY[job["activation"].name] = job["activation"]  # the driver's registration, also over a built-in name
-    if job.get("data_sha256"):
-        got = _file_sha256(job["spec"]["data_path"])
-        if got != job["data_sha256"]:
-            raise RuntimeError(f"the data file {job['spec']['data_path']} changed since the study was defined "
-                               f"(SHA-256 {got[:12]} != {job['data_sha256'][:12]}): refusing to mix two data sets "
-                               "in one cube")
-    spec = TrialSpec(**job["spec"])
-    save = job["save_spectrum"]
-    records, eigs, curves = [], [], []
-    cache: dict = {}
-    train = None
-    if job.get("train") is not None:
-        from .train import TrainSpec, add_training, curve_on_grid  # noqa: PLC0415
-
-        train = TrainSpec.from_dict(job["train"])
-    with _blas_limit(job["blas_threads"]):
-        for i in range(task.start, task.stop):
-            out = run_trial(spec, i, spectrum=save, cache=cache)
-            if save:
-                rec, eig = out
-                eigs.append(np.asarray(eig, dtype=np.float64))
-            else:
-                rec = out
-            if train is not None:
-                rec, its, losses = add_training(spec, i, rec, train, cache)
-                curves.append(curve_on_grid(train, its, losses))
-            records.append(rec)
-    values = {}
-    for var in job["variables"]:
-        if var.base == "done":
-            continue
-        if var.base == "spectrum":
-            if var.n == spec.n:
-                values[var.name] = np.stack(eigs)
-            continue
-        if var.base == "gd_loss":
-            values[var.name] = np.stack(curves)
-            continue
-        if var.per_point and task.block != 0:
-            continue  # exactly one writer per chunk: the task of block 0
-        keys = [field_name(var.base, t) for t in var.t_values] if var.t_values else [var.base]
-        rows = records[:1] if var.per_point else records
-        arr = np.array([[float(r[k]) for k in keys] for r in rows], dtype=np.float64)
-        if var.per_point:
-            arr = arr[0]
-        if not var.per_t:
-            arr = arr[..., 0]
-        values[var.name] = arr
-    _store.write_task(job["store"], job["variables"], task.point, task.block, job["trials"],
-                      job["trials_per_task"], values)
-    backend, device = _device_of(spec.backend)
-    return {"point": task.point, "block": task.block, "trials": task.stop - task.start,
-            "seconds": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid(),
-            "backend": backend, "device": device}
-
-
-# --------------------------------------------------------------------------- driver
-
-
-def provenance(study: Study, trials_per_task: int) -> dict:
-    return {
-        "rmt_engine_store_version": _store.STORE_VERSION,
-        "rmt_engine_version": __version__,
-        "study_name": study.name,
-        "study_description": study.description,
-        "study_toml": study.toml_text if study.toml_text is not None else study.to_toml(),
-        "study_source": str(Path(study.source).absolute()) if study.source else "",
-        "config_hash": study.config_hash(),
-        "config_canonical": json.dumps(study.canonical(), sort_keys=True),
-        "seed": study.seed,
-        "seed_entropy": str(np.random.SeedSequence(study.seed).entropy),
-        "trials": study.trials,
-        "trials_per_task": trials_per_task,
-        "t": list(study.t),
-        "train": study.train.to_dict() if study.train is not None else None,
-        "layout": "dims = all grid axes (also length-1) + trial [+ t]; per-point fields without trial; "
-                  "spectrum_n{n} per n; done = grid x trial_block",
-        "versions": library_versions(),
-        "blas": blas_description(),
-        "engine_git_commit": engine_git_commit(),
-        "backend": study.backend,
-        "device": "",
-        "started": _now(),
-        "finished": "",
-        "complete": False,
-        "runs": [],
-    }
-
-
-def create_store(study: Study, store, trials_per_task: int | None = None) -> dict:
-    """Create the empty cube of ``study`` at ``store`` (metadata, coordinates, all-False ``done``).
-
-    Used by ``run`` before any task starts; returns the root attributes.
-    """
-    tpt = trials_per_task or study.trials_per_task()
-    _store.create_template(store, study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum,
-                           provenance(study, tpt), train=study.train)
-    return _store.store_attrs(store)
-
-
-def run_study(study: Study, store, *, client=None, resume: bool = False, progress: bool = True,
-              workers: int | None = None, cluster: str | None = None, scheduler: str | None = None,
-              scheduler_file: str | None = None, echo=None, force: bool = False) -> RunSummary:
-    """See ``Study.run``."""
-    from . import cluster as _cluster  # noqa: PLC0415
-
-    from .trial import run_trial  # noqa: F401, PLC0415 - a broken install fails here, before any store exists
-
-    echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    store = Path(store).absolute()
-    if store.is_symlink() or any(p.is_symlink() for p in store.parents):
-        store = store.resolve()  # one lock per real store, whatever path reaches it
-    problems = study.resource_problems()
-    if problems and not force:
-        raise StudySpecError("refusing to run: " + "; ".join(problems) + ". Raise the limit in [execution] or "
-                             "pass --force (rmt_engine.resources explains the estimate)", ("execution",))
-    check_store(study, store, resume=resume)  # before the lock: never create anything for a bad store
-    hooks = _test_hooks()
-    with _store.StoreLock(store, on_message=echo):
-        attrs = check_store(study, store, resume=resume)  # again, now that we own the store
-        if attrs is not None and not attrs.get("template_complete"):
-            if _store.has_computed_data(store):
-                raise _store.StoreError(
-                    f"{store} has no template_complete attribute but holds computed data: refusing to delete it. "
-                    "Inspect it (rmt_engine.open_results(..., allow_partial=True) fails on it), then move it "
-                    "away or choose another --store")
-            # a driver died while creating the template: no task can have run, nothing is lost
-            echo(f"recreating {store}: its creation was interrupted before any task ran")
-            shutil.rmtree(store)
-            attrs = None
-        tpt = study.trials_per_task()
-        created = attrs is None
-        if attrs is None:
-            attrs = create_store(study, store, tpt)
-        else:
-            stored_tpt = int(attrs["trials_per_task"])
-            if stored_tpt != tpt:
-                echo(f"note: the store is chunked by {stored_tpt} trials per task; using that (not {tpt})")
-            tpt = stored_tpt
-            echo(f"resuming {store} (same study, config hash {attrs['config_hash'][:12]})")
-        runs = list(attrs.get("runs", []))
-        for r in runs:  # a run still marked running was killed (its driver could not finish it)
-            if r.get("status") == "running":
-                r["status"] = "killed"
-                r["finished"] = f"(killed; found by the run started {_now()})"
-        driver = f"{socket.gethostname()}:{os.getpid()}"
-        runs.append({"started": _now(), "finished": "", "status": "running", "driver": driver})
-        _store.update_attrs(store, runs=runs)
-        done = _store.read_done(store)
-        tasks, total = plan_tasks(study, tpt, done)
-        variables = _store.layout(study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum, study.train)
-        # the alignment of every region with the real chunks is checked again in each write
-        run_started = _now()
-        t0 = time.perf_counter()
-        results, failures = [], []
-        n_workers = None
-        if tasks:
-            if (cluster or study.execution.cluster) == "cuda" and study.backend == "numpy":
-                echo("warning: --cluster cuda with backend = \"numpy\": the trials run on the CPU; set "
-                     "backend = \"cupy\" (or \"auto\") in [study] to use the GPUs")
-            try:
-                conn = _cluster.connect(study.execution, client=client, workers=workers, cluster=cluster,
-                                        scheduler=scheduler, scheduler_file=scheduler_file)
-                cl = conn.__enter__()
-            except BaseException:
-                if created and not _store.has_computed_data(store):
-                    shutil.rmtree(store, ignore_errors=True)  # nothing computed: leave no orphan store behind
-                raise
-            try:
-                n_workers = len(cl.scheduler_info(n_workers=-1).get("workers", {})) if hasattr(cl, "scheduler_info") else None
-                results, failures = _submit_and_wait(cl, study, store, tasks, variables, tpt, hooks, progress, echo)
-            except BaseException as e:
-                conn.__exit__(type(e), e, e.__traceback__)
-                raise
-            conn.__exit__(None, None, None)
-        wall = time.perf_counter() - t0
-        devices = sorted({f"{r['backend']}: {r['device']} @ {r['host']}" for r in results})
-        done_now = _store.read_done(store)
-        # a task whose result was lost after it marked its region done (e.g. its worker died
-        # later and the recomputation failed) did its job: only not-done regions are failures
-        failures = [f for f in failures if not done_now[f.task.point + (f.task.block,)]]
-        complete = bool(done_now.all())
-        runs[-1] = {"started": run_started, "finished": _now(), "status": "finished", "driver": driver,
-                    "workers": n_workers, "regions_computed": len(results), "regions_failed": len(failures),
-                    "regions_skipped": total - len(tasks), "wall_s": round(wall, 3), "devices": devices}
-        upd = {"runs": runs, "complete": complete}
-        if devices:
-            prev = [d for d in str(attrs.get("device", "")).split("; ") if d]
-            upd["device"] = "; ".join(sorted(set(prev) | set(devices)))
-            upd["backend"] = ", ".join(sorted({r["backend"] for r in results} |
-                                              set(filter(None, str(attrs.get("backend", "")).split(", ")))))
-        if complete:
-            upd["finished"] = _now()
-        _store.update_attrs(store, **upd)
-        if complete:
-            _store.consolidate(store)  # xarray.open_zarr reads it without the "no consolidated metadata" warning
-    return RunSummary(str(store), total, len(results), total - len(tasks), failures,
-                      sum(r["trials"] for r in results), wall, n_workers, devices)
-
-
-def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progress, echo=None):
-    from distributed import as_completed  # noqa: PLC0415
-
-    token = uuid.uuid4().hex[:8]
-    sha = study.canonical()["data_file_sha256"]
-    jobs = [make_job(study, store, task, variables, tpt, hooks, sha) for task in tasks]
-    keys = [f"rmt-task-{token}-{'-'.join(map(str, task.point))}-b{task.block}" for task in tasks]
-    # one graph update for all tasks (a submit per task costs the scheduler ~15 ms each)
-    futures = dict(zip(client.map(execute_task, jobs, key=keys, pure=False), tasks))
-    results, failures = [], []
-    watch = _WorkerWatch(client, echo or (lambda m: print(m, file=sys.stderr, flush=True)))
-    try:
-        _collect(futures, results, failures, progress, tasks, as_completed)
-    except BaseException:  # KeyboardInterrupt, lost scheduler: stop what still runs, keep what is done
-        client.cancel(list(futures))
-        raise
-    finally:
-        watch.stop()
-    return results, failures
-
-
-class _WorkerWatch:
-    """Says when a worker leaves while tasks run (the scheduler reruns its tasks elsewhere)."""
-
-    def __init__(self, client, echo, interval: float = 0.5):
-        import threading  # noqa: PLC0415
-
-        self.client, self.echo, self.interval = client, echo, interval
-        self._stop = threading.Event()
-        self.known = self._workers() or {}
-        self.missing: dict = {}
-        self.thread = threading.Thread(target=self._run, name="rmt-worker-watch", daemon=True)
-        self.thread.start()
-
-    def _workers(self) -> dict | None:
-        """The scheduler's workers now (a direct query, not the client's cached view), None if unknown."""
-        try:
-            return dict(self.client.nthreads())
-        except Exception:
-            return None
-
-    def _check(self, final: bool = False):
-        now = self._workers()
-        if now is None:
-            return
-        joined = set(now) - set(self.known)
-        for addr in set(self.known) - set(now):
-            self.missing[addr] = self.missing.get(addr, 0) + 1
-            # gone in two queries in a row, or replaced by a new worker, or still gone at the end: lost
-            if self.missing[addr] >= 2 or joined or final:
-                self.echo(f"rmt-engine: worker {addr} lost; the scheduler retries its tasks on the "
-                          f"{len(now)} remaining worker(s)")
-                del self.known[addr]
-                del self.missing[addr]
-        for addr in joined:
-            self.echo(f"rmt-engine: worker {addr} joined ({len(now)} now)")
-            self.known[addr] = now[addr]
-        for addr in list(self.missing):
-            if addr in now:
-                del self.missing[addr]
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            self._check()
-
-    def stop(self):
-        self._stop.set()
-        self.thread.join(timeout=5)
-        self._check(final=True)
-
-
-def _is_deterministic(e: BaseException) -> bool:
-    """True for an error raised by the task's own computation (it would be raised again); False for
-    lost workers, cancellations, timeouts and I/O errors (a rerun may succeed)."""
-    transient = ("KilledWorker", "CommClosedError", "CancelledError", "FutureCancelledError", "TimeoutError")
-    if type(e).__name__ in transient or isinstance(e, (OSError, MemoryError)):
-        return False
-    return True
-
-
-def _collect(futures, results, failures, progress, tasks, as_completed):
-    with _progress(progress, len(tasks), sum(t.stop - t.start for t in tasks)) as advance:
-        for fut in as_completed(list(futures)):
-            task = futures[fut]
-            try:
-                res = fut.result()
-            except Exception as e:  # task exception, KilledWorker, ...
-                failures.append(TaskFailure(task, f"{type(e).__name__}: {e}", _is_deterministic(e)))
-                advance(0, failed=True)
-            else:
-                results.append(res)
-                advance(res["trials"])
-            fut.release()
-
-
-class _progress:
-    """A rich progress bar over finished tasks on stderr (or nothing)."""
-
-    def __init__(self, enabled: bool, n_tasks: int, n_trials: int):
-        self.enabled, self.n_tasks, self.n_trials = enabled, n_tasks, n_trials
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda trials, failed=False: None
-        self.plain = not sys.stderr.isatty()
-        if self.plain:  # a log file or a batch system: a plain line at most every PROGRESS_INTERVAL_S
-            self.t0 = self.last = time.monotonic()
-            self.done = self.trials = self.failed = 0
-            interval = float(os.environ.get(PROGRESS_INTERVAL_ENV, PROGRESS_INTERVAL_S))
-
-            def advance(trials, failed=False):
-                self.done += 1
-                self.trials += trials
-                self.failed += int(failed)
-                now = time.monotonic()
-                if now - self.last >= interval or self.done == self.n_tasks:
-                    self.last = now
-                    print(self._line(now), file=sys.stderr, flush=True)
-
-            return advance
-        from rich.console import Console  # noqa: PLC0415
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # noqa: PLC0415
-
-        self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("regions, {task.fields[trials]} trials, {task.fields[failed]} failed"),
-                          TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True))
-        self.p.__enter__()
-        self.id = self.p.add_task("trials", total=self.n_tasks, trials=0, failed=0)
-        self.trials = self.failed = 0
-
-        def advance(trials, failed=False):
-            self.trials += trials
-            self.failed += int(failed)
-            self.p.update(self.id, advance=1, trials=self.trials, failed=self.failed)
-
-        return advance
-
-    def _line(self, now) -> str:
-        el = now - self.t0
-        eta = el / self.done * (self.n_tasks - self.done) if self.done else float("nan")
-        return (f"rmt-engine: progress {self.done}/{self.n_tasks} regions, {self.trials}/{self.n_trials} trials, "
-                f"{self.failed} failed, elapsed {el:.0f} s, ETA {eta:.0f} s")
-
-    def __exit__(self, *exc):
-        if self.enabled and not self.plain:
-            self.p.__exit__(*exc)

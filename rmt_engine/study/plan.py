@@ -1,0 +1,117 @@
+"""The plan of a run: which store a study may write, and which of its regions are still to compute.
+
+Rules of this module
+- One task = one trial block of one grid point = one chunk of every variable it writes (see
+  ``rmt_engine.store``); ``plan_tasks`` lists the tasks whose region is not yet ``done``, in cube
+  order, so a resumed run computes exactly the regions an interrupted one left.
+- ``check_store`` refuses, before anything is created, a store that this study cannot write: a
+  missing store on ``--resume``, an unwritable directory, a file, an empty or foreign directory, a
+  store of another version or of another config hash (with the differing keys).
+- Nothing here writes to a store or talks to Dask (``check_store`` only probes that the directory
+  is writable); it imports only ``spec`` of this package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import store as _store
+from ..store import GRID_AXES
+from .spec import _ENTRY_POINTS, Study
+
+# --------------------------------------------------------------------------- store checks
+
+
+def _check_parent_writable(store: Path) -> None:
+    parent = store.parent
+    if not parent.exists():
+        raise _store.StoreError(f"cannot create the store {store}: its directory {parent} does not exist")
+    if not parent.is_dir():
+        raise _store.StoreError(f"cannot create the store {store}: {parent} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rmt_engine_probe_", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise _store.StoreError(f"cannot create the store {store}: directory {parent} is not writable "
+                                f"({e.strerror or e})") from None
+
+
+def _diff(a, b, prefix="") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, prefix + k + ".")
+        elif va != vb:
+            out.append(f"{prefix}{k}: store has {va!r}, study has {vb!r}")
+    return out
+
+
+def check_store(study: Study, store, *, resume: bool = False) -> dict | None:
+    """Raise ``StoreError`` if ``study`` cannot write ``store``; return the store's attrs if it exists."""
+    store = Path(store).absolute()
+    if not store.exists():
+        if resume:
+            raise _store.StoreError(f"--resume: there is no store at {store} to resume")
+        _check_parent_writable(store)
+        return None
+    if not store.is_dir():
+        raise _store.StoreError(f"{store} exists and is not a zarr store (a file); choose another --store")
+    attrs = _store.store_attrs(store)
+    if attrs is None:
+        if store.is_dir() and not any(store.iterdir()):
+            raise _store.StoreError(f"{store} is an empty directory, not a result store; remove it or choose "
+                                    "another --store")
+        raise _store.StoreError(f"{store} exists and is not a zarr store; choose another --store")
+    _store.check_version(attrs, store)
+    if attrs.get("config_hash") != study.config_hash():
+        try:
+            diffs = _diff(json.loads(attrs.get("config_canonical", "{}")), study.canonical())
+        except ValueError:
+            diffs = []
+        detail = ("; differences: " + "; ".join(diffs)) if diffs else ""
+        raise _store.StoreError(
+            f"{store} holds another study (config hash {str(attrs.get('config_hash'))[:12]}, this study "
+            f"{study.config_hash()[:12]}){detail}. Use a new --store, or the study that wrote it.")
+    return attrs
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@dataclass(frozen=True)
+class Task:
+    point: tuple  # indices along the cube's grid dims (Study.cube_axes().dims)
+    labels: dict  # axis -> value
+    block: int
+    start: int
+    stop: int
+
+    def describe(self) -> str:
+        pt = ", ".join(f"{a}={self.labels[a]}" for a in GRID_AXES)
+        return f"({pt}) trials {self.start}-{self.stop - 1}"
+
+
+def plan_tasks(study: Study, trials_per_task: int, done: np.ndarray | None = None) -> tuple[list[Task], int]:
+    """The tasks whose region is not done (all if ``done`` is None) and the number of regions."""
+    nb = _store.n_blocks(study.trials, trials_per_task)
+    tasks = []
+    total = 0
+    for point, labels in zip(study.point_indices(), study.points()):
+        for b in range(nb):
+            total += 1
+            if done is not None and done[point + (b,)]:
+                continue
+            a, e = _store.block_range(b, study.trials, trials_per_task)
+            tasks.append(Task(point, labels, b, a, e))
+    return tasks, total
+
+
+_ENTRY_POINTS["check_store"] = check_store  # Study.check_store
