@@ -217,7 +217,7 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
 
     # 8. gradient descent from the same initialization (studies with a [train] table)
     if "gd_status" in ds:
-        from .train_report import training_section  # noqa: PLC0415
+        from .train_section import training_section  # noqa: PLC0415
 
         md += training_section(ds, fig, level=level, confidence=confidence)
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "rmt_engine"
 
-#: train_plots imports train_report (module level, its numbers) and train_report.training_section
-#: imports train_plots (function level, to draw the section's figures).
-KNOWN_CYCLES = {frozenset({"rmt_engine.train_report", "rmt_engine.train_plots"})}
+#: (empty: the one cycle found when this test was written, train_report <-> train_plots, was broken
+#: by moving the report section that draws the figures into train_section.)
+KNOWN_CYCLES: set = set()
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

@@ -11,6 +11,7 @@ import pytest
 import xarray as xr
 
 from rmt_engine import train_report as TR
+from rmt_engine.train_section import training_section
 from rmt_engine.store import GRID_AXES
 from rmt_engine.study import Study
 
@@ -111,7 +112,7 @@ def test_lazy_cube_draws_the_lazy_figure_and_not_the_width_figures(stores, tmp_p
         except NothingToDraw as e:
             skipped[name] = str(e)
 
-    md = "\n".join(TR.training_section(ds, fig))
+    md = "\n".join(training_section(ds, fig))
     assert drawn.get("lazy_training") and (tmp_path / "lazy_training.png").stat().st_size > 5000
     assert "gd_convergence" in skipped and "one width" in skipped["gd_convergence"]
     assert "w2/w1" in md and "| 0.05 |" in md  # the shared product's row of the lazy table
