@@ -104,6 +104,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from ._backend import array_namespace, backend_name, to_numpy
+from .spectra import eigvalsh
 
 __all__ = [
     "Bracket", "ExtremesResult", "NormResult", "extremes", "spectral_norm_certified",
@@ -564,12 +565,7 @@ def _rayleigh_ritz(xp, apply, X):
 
 def _dense_eigvalsh_inplace(xp, work):
     """All eigenvalues (ascending, host) of the symmetric matrix in ``work``, overwriting it."""
-    if backend_name(xp) == "numpy":
-        import scipy.linalg  # noqa: PLC0415
-
-        a = work if work.flags.f_contiguous else work.T
-        return scipy.linalg.eigvalsh(a, overwrite_a=True, check_finite=False, driver="evd")
-    return np.asarray(to_numpy(xp.linalg.eigvalsh(work)))
+    return np.asarray(to_numpy(eigvalsh(work, overwrite=True)))
 
 
 def _dense_bracket(v: float, tau: float) -> Bracket:

@@ -91,6 +91,9 @@ FIELDS: dict[str, FieldInfo] = {
     "delta1": _r("empirical delta1 = 1 - lambda_min(M0)/lambda_min(E[M0])", "Eq. 67"),
     "delta2": _r("empirical delta2 = lambda_max(M0)/lambda_max(E[M0]) - 1", "Eq. 67"),
     "dev_M0": _r("||M0 - E[M0]||_2", "Eq. 66"),
+    "extremes_route": _r("how lambda_min/max/2 of M0 were computed: 0 dense reduction, 1 certified "
+                         "(Krylov + Cholesky brackets, rmt_engine.extremes)"),
+    "dev_M0_route": _r("how ||M0 - E[M0]||_2 was computed: 0 dense reduction, 1 certified"),
     "kappa": _r("Lemma 6 scale 4 phidot_max^2 sigma_max(X)^2 k1 w1 sqrt(d0 log d1)", "Lemma 6, Eq. 66"),
     "kappa_sqrt_d1": _r("kappa sqrt(d1): the Lipschitz constant of M0 in all of W0 (Lemma 6 misses sqrt(d1))",
                         "Lemma 6"),

@@ -40,6 +40,9 @@ class TrialSums:
     ``VVt = V0 V0^T`` (d2 x d2) or None, ``max_row_norm_W0`` and ``max_col_norm_V0`` (floats),
     ``stage_seconds``: thread-seconds spent per stage (sampling, WX, phi, gram, V0), summed over lanes
     (on a GPU these are host-side times: kernels run asynchronously until the next synchronization).
+    ``spare``: the second lane's n x n buffer once its sum has been added into M0 (NumPy; None on
+    CuPy): garbage, free for the caller to use as a workspace (``run_trial`` hands it to
+    ``extremes``), so a trial never holds more than M0, E[M0] and this one buffer.
     """
 
     M0: object
@@ -48,6 +51,7 @@ class TrialSums:
     max_row_norm_W0: float
     max_col_norm_V0: float
     stage_seconds: dict = field(default_factory=dict)
+    spare: object | None = None
 
 
 #: Independent partial sums of the Gram matrix. Lane ``l`` accumulates row blocks
@@ -265,8 +269,11 @@ def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
             VF += lane.VF
             VVt += lane.VVt
     seconds = {k: sum(lane.seconds[k] for lane in lanes) for k in lanes[0].seconds}
+    spare = lanes[1].M if len(lanes) > 1 else None
+    for lane in lanes:
+        lane.M = None
     return TrialSums(M, VF, VVt, max(lane.max_w for lane in lanes), max(lane.max_v for lane in lanes),
-                     seconds)
+                     seconds, spare)
 
 
 def gram(X, activation, d1: int, *, w1: float = 1.0, seed: int = 0, trial: int = 0,

@@ -47,6 +47,7 @@ def hadamard_lower_bound(X, activation, w1: float, d1: int, *, min_order: int = 
     a2 = normalized_hermite_coefficients(activation, MAX_ORDER, w1) ** 2
     m2 = second_moment(activation, w1)
     G = X.T @ X
+    P = None  # one buffer for every power G^{o i}, destroyed by the eigenvalue solver in place
     orders, lams = [], []
     for i in evaluated_orders():
         if i == 0:
@@ -54,7 +55,12 @@ def hadamard_lower_bound(X, activation, w1: float, d1: int, *, min_order: int = 
         elif n > symmetric_tensor_dim(d0, i):
             lam = 0.0
         else:
-            lam = max(extreme_eigenvalues(G if i == 1 else G ** i)["lambda_min"], 0.0)
+            if P is None:
+                P = xp.empty_like(G)
+            P[...] = G
+            if i > 1:
+                P **= i
+            lam = max(extreme_eigenvalues(P, overwrite=True)["lambda_min"], 0.0)
         orders.append(i)
         lams.append(min(lam, 1.0))  # lambda_min(G^{o i}) <= trace / n = 1
         weights = _block_weights(a2, orders, m2)
@@ -63,7 +69,7 @@ def hadamard_lower_bound(X, activation, w1: float, d1: int, *, min_order: int = 
         if i >= min_order and (tail * (1.0 - lams[-1]) * d1 <= RTOL * bound or lams[-1] >= 1.0 - RTOL
                                or tail <= RTOL * m2 * 1e-3):
             break
-    del G, xp
+    del G, P, xp
     return bound, orders[-1]
 
 

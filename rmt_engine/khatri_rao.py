@@ -111,7 +111,9 @@ def khatri_rao_gram(X, t: int):
         xp = array_namespace(X)
         return xp.ones((X.shape[1], X.shape[1]), dtype=X.dtype)
     G = X.T @ X
-    return G if t == 1 else G**t
+    if t > 1:
+        G **= t  # in place: one n x n array
+    return G
 
 
 def khatri_rao_extremes(X, t: int) -> tuple[float, float]:
@@ -135,7 +137,7 @@ def khatri_rao_extremes(X, t: int) -> tuple[float, float]:
             stacklevel=2,
         )
         return 0.0, math.sqrt(spectral_norm_sym(Gt))  # G^{o t} is PSD: ||.||_2 = lambda_max
-    return extreme_singular_values(gram=Gt, nrows=dim)
+    return extreme_singular_values(gram=Gt, nrows=dim, overwrite_gram=True)  # Gt is ours: no copy
 
 
 def data_extremes(X) -> tuple[float, float]:

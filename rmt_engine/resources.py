@@ -6,19 +6,27 @@ unless ``--force`` (limits in ``[execution]``: ``max_trial_memory_gb``, ``max_cp
 ``max_grid_points``, ``max_trials``), so a typo such as ``d1 = 1e12`` fails in a second, not after
 hours or with a MemoryError.
 
-Memory of one trial (float64, bytes = 8 x): the two lane sums of M0 (2 n^2), E[M0]/d1 (n^2), the
-deviation M0 - E[M0] (n^2) and the dense eigenvalue workspace (n^2 + O(n)); one row block of W0 and
-phi(W0_b X) (2 b n + b d0, b = rows per block), X (d0 n). With training: W, W0, grad_W (3 d1 d0),
+Memory of one trial (float64, bytes = 8 x; ``trial.run_trial``'s plan): the two lane sums of M0
+(2 n^2; the second becomes the workspace of ``extremes`` and of the dense reduction afterwards),
+E[M0]/d1 (n^2); one row block of W0 X and phi(W0_b X) (2 b n + b d0, b = rows per block), X
+(d0 n), two row slabs of 256 x n (the symmetry check, certificates), O(n) vectors and the Krylov
+basis (at most ``extremes.MAX_BASIS + 8`` vectors of n). The
+per-point work before the first trial (E[M0]: the result and two temporaries; G and G^{o i} for
+the Hadamard bound, solved in place) stays within the same 3 n^2. With training: W, W0, grad_W (3 d1 d0),
 F and phi'(W X) (2 d1 n), two NTK Grams ((d2 n)^2 each) and the loss history (max_iters).
-Compute: 2 d1 d0 n + d1 n^2 (the Gram pass) + 4/3 n^3 per dense reduction (two) per trial; training
+Compute: 2 d1 d0 n + d1 n^2 (the Gram pass) + 4/3 n^3 per dense reduction (two) per trial (an
+upper estimate: from ``extremes.DENSE_BELOW_N`` on the certified route needs about 5 n^3 / 3); training
 adds max_iters (4 d1 d0 n + 6 d1 d2 n + 40 d1 n) (the elementwise phi, phi' counted as 20 flops each)
 and 2 (d2 (d2 + 1) + 2) d1 n^2 for the NTK. Hours assume ``ASSUMED_GFLOPS`` per worker core.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
+
+from .extremes import MAX_BASIS
 
 #: Sustained float64 rate assumed per core for the time estimate (measured 20-50 GFLOP/s here).
 ASSUMED_GFLOPS = 20.0
@@ -37,7 +45,7 @@ def trial_memory_bytes(spec, train=None) -> int:
     """Peak bytes of one trial of the ``TrialSpec`` (module docstring)."""
     n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
     b = spec.rows_per_block
-    words = 5 * n * n + 2 * b * n + b * d0 + d0 * n + 8 * n
+    words = 3 * n * n + 2 * min(b, d1) * n + min(b, d1) * d0 + d0 * n + (2 * 256 + MAX_BASIS + 8 + 16) * n
     if train is not None:
         words += 3 * d1 * d0 + 2 * d1 * n + 2 * (d2 * n) ** 2 + train.max_iters
     return 8 * words
@@ -51,6 +59,27 @@ def trial_flops(spec, train=None) -> float:
         f += train.max_iters * (4.0 * d1 * d0 * n + 6.0 * d1 * d2 * n + 40.0 * d1 * n)
         f += 2.0 * (d2 * (d2 + 1) + 2) * d1 * n * n
     return f
+
+
+def largest_n(memory_bytes: float, d0: int, d1_per_n: float = 4.0, rows_per_block: int | None = None) -> int:
+    """The largest n whose trial (``trial_memory_bytes``, no training) fits in ``memory_bytes``,
+    with d1 = ``d1_per_n`` n and the default row block (``TrialSpec.rows_per_block``)."""
+    from .spec import TrialSpec  # noqa: PLC0415
+
+    def need(n):
+        spec = TrialSpec(activation="gelu", n=n, d0=d0, d1=max(1, int(d1_per_n * n)),
+                         **({"block_rows": rows_per_block} if rows_per_block else {}))
+        return trial_memory_bytes(spec)
+
+    lo, hi = 1, max(2, int(math.sqrt(memory_bytes / 24.0)) + 1)
+    if need(lo) > memory_bytes:
+        return 0
+    while need(hi) <= memory_bytes:
+        hi *= 2
+    while hi - lo > 1:  # need(lo) fits, need(hi) does not
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if need(mid) <= memory_bytes else (lo, mid)
+    return lo
 
 
 @dataclass
@@ -83,6 +112,20 @@ def estimate_study(study) -> StudyEstimate:
     return StudyEstimate(study.n_points, study.n_points * study.trials, worst, where, flops)
 
 
+def slurm_worker_memory_bytes(study) -> float | None:
+    """``[cluster.slurm] memory / processes`` in bytes when the study runs on Slurm with a memory set."""
+    ex = getattr(study, "execution", None)
+    if ex is None or ex.cluster != "slurm" or "memory" not in ex.slurm:
+        return None
+    from dask.utils import parse_bytes  # noqa: PLC0415
+
+    try:
+        total = parse_bytes(ex.slurm["memory"])
+    except (ValueError, TypeError):
+        return None  # dask-jobqueue reports the bad value when the cluster starts
+    return total / max(1, int(ex.slurm.get("processes", 1)))
+
+
 def check_limits(study, limits: dict) -> list[str]:
     """The limits ``study`` exceeds (empty when none), as sentences naming the limit to raise."""
     lim = dict(DEFAULT_LIMITS, **{k: v for k, v in limits.items() if v is not None})
@@ -96,9 +139,14 @@ def check_limits(study, limits: dict) -> list[str]:
     est = estimate_study(study)
     mem_limit = lim["max_trial_memory_gb"]
     mem_limit_b = mem_limit * 2**30 if mem_limit is not None else 0.8 * machine_memory_bytes()
+    what = (f"max_trial_memory_gb = {mem_limit}" if mem_limit is not None
+            else f"80% of this machine's memory ({mem_limit_b / 2**30:.3g} GiB; set max_trial_memory_gb)")
+    worker = slurm_worker_memory_bytes(study)
+    if worker is not None and mem_limit is None and worker < mem_limit_b:
+        mem_limit_b = worker
+        what = (f"the memory of one Slurm worker ([cluster.slurm] memory / processes = "
+                f"{worker / 2**30:.3g} GiB)")
     if est.max_trial_memory_bytes > mem_limit_b:
-        what = (f"max_trial_memory_gb = {mem_limit}" if mem_limit is not None
-                else f"80% of this machine's memory ({mem_limit_b / 2**30:.3g} GiB; set max_trial_memory_gb)")
         out.append(f"one trial needs about {est.max_trial_memory_bytes / 2**30:.3g} GiB at {est.worst_point} > {what}")
     if est.cpu_hours > lim["max_cpu_hours"]:
         out.append(f"about {est.cpu_hours:.3g} CPU-hours > max_cpu_hours = {lim['max_cpu_hours']}")

@@ -59,26 +59,36 @@ def _dense_eigvalsh(M):
     return scipy.linalg.eigvalsh(M, driver="evd")
 
 
-def eigvalsh(M):
+def eigvalsh(M, *, overwrite: bool = False):
     """Ascending eigenvalues (shape ``(n,)``, same backend as ``M``) of the symmetric n x n ``M``.
 
     Dense divide and conquer (LAPACK ``syevd`` / cuSOLVER ``syevd``); only the lower triangle is
     read. Each eigenvalue has absolute error ~ eps ||M||_2, i.e. relative error of lambda_min
     ~ eps * cond(M). Raises ValueError for a non-square input (and SciPy's ValueError for NaN/inf).
+    ``overwrite=True`` (NumPy, C- or F-contiguous float64 ``M``): LAPACK works in ``M`` itself,
+    which is destroyed, instead of in an n x n copy (a C-contiguous M is passed as its transpose,
+    the same symmetric matrix, so the upper triangle is read then). On CuPy it is ignored.
     """
     _square(M)
+    if overwrite:
+        xp = array_namespace(M)
+        if backend_name(xp) == "numpy" and M.dtype == np.float64 and (M.flags.c_contiguous or M.flags.f_contiguous):
+            import scipy.linalg  # noqa: PLC0415
+
+            a = M if M.flags.f_contiguous else M.T
+            return scipy.linalg.eigvalsh(a, overwrite_a=True, driver="evd")
     return _dense_eigvalsh(M)
 
 
-def extreme_eigenvalues(M, *, second: bool = False) -> dict[str, float]:
+def extreme_eigenvalues(M, *, second: bool = False, overwrite: bool = False) -> dict[str, float]:
     """``{"lambda_min", "lambda_max"}`` (and ``"lambda_2"``, the second largest, if ``second``).
 
     ``M`` is symmetric n x n (NumPy or CuPy); values are Python floats (``lambda_2`` is NaN for
     n = 1). Route: one full dense ``eigvalsh`` -- measured faster than two ``subset_by_index``
     calls at n = 500 to 2000 (see the module docstring). Accuracy: absolute ~ eps ||M||_2 each,
-    so lambda_min has relative error ~ eps * cond(M).
+    so lambda_min has relative error ~ eps * cond(M). ``overwrite``: as in :func:`eigvalsh`.
     """
-    ev = eigvalsh(M)
+    ev = eigvalsh(M, overwrite=overwrite)
     n = M.shape[0]
     out = {"lambda_min": float(ev[0]), "lambda_max": float(ev[-1])}
     if second:
@@ -141,7 +151,8 @@ def _svdvals(A):
     return scipy.linalg.svdvals(A)
 
 
-def extreme_singular_values(A=None, *, gram=None, nrows: int | None = None) -> tuple[float, float]:
+def extreme_singular_values(A=None, *, gram=None, nrows: int | None = None,
+                            overwrite_gram: bool = False) -> tuple[float, float]:
     """``(sigma_min, sigma_max)`` of a d x n matrix, where sigma_min is the **n-th** singular value.
 
     Give either ``A`` (d x n): computed from an SVD of ``A`` (relative error ~ eps * cond(A));
@@ -150,7 +161,7 @@ def extreme_singular_values(A=None, *, gram=None, nrows: int | None = None) -> t
     clipped to 0 (relative error of sigma_min ~ eps * cond(A)^2 / 2, i.e. absolute error
     ~ sqrt(eps) sigma_max when A is singular); sigma_min is exactly 0.0 when ``nrows < n``
     (rank deficiency known a priori: no rounding-level noise is reported as a singular value).
-    Python floats are returned.
+    Python floats are returned. ``overwrite_gram``: the solver may destroy ``gram`` (no n x n copy).
     """
     if (A is None) == (gram is None):
         raise ValueError("give exactly one of A (d x n) or gram (= A^T A, n x n)")
@@ -170,7 +181,7 @@ def extreme_singular_values(A=None, *, gram=None, nrows: int | None = None) -> t
     n = gram.shape[0]
     if nrows is not None and (isinstance(nrows, bool) or not isinstance(nrows, Integral) or nrows < 1):
         raise ValueError(f"nrows must be a positive integer (the row count d of A), got {nrows!r}")
-    ext = extreme_eigenvalues(gram)
+    ext = extreme_eigenvalues(gram, overwrite=overwrite_gram)
     smax = math.sqrt(max(ext["lambda_max"], 0.0))
     if nrows is not None and nrows < n:
         return 0.0, smax

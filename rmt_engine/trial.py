@@ -3,19 +3,31 @@
 ``run_trial(spec, trial)`` returns a flat record ``dict[str, float]`` whose keys are
 ``fields.record_fields(spec.t)``. Per-grid-point work (data X and labels Y, E[M0]/d1 and its
 extreme eigenvalues, Khatri-Rao spectra, Hermite coefficients, the deterministic bounds) is
-done once per grid point when the caller passes the same ``cache`` dict to several trials.
+done once per grid point: in the process-level bounded cache (``point_cache``) by default, or
+in the ``cache`` dict the caller passes to several trials.
+
+Per trial: one streamed pass over W0 (``gram.accumulate``), then the three eigenvalues of M0
+and ``||M0 - E[M0]||_2`` from ``extremes`` (certified Krylov + Cholesky from
+``extremes.DENSE_BELOW_N`` on, the dense reduction below it and whenever it cannot certify;
+``spectrum=True`` always takes the dense reduction, and so does CuPy until the certified route is
+measured on a GPU). The route each trial took is recorded (``extremes_route``, ``dev_M0_route``:
+0 dense, 1 certified).
+
+Memory (float64): M0, K = E[M0]/d1 and one n x n workspace -- the Gram pass's second partial sum
+(``TrialSums.spare``) on NumPy, allocated on CuPy -- plus one row block: 3 n^2 + O(b n) doubles.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import bounds, orders, rng
-from ._backend import get_xp, to_numpy
+from ._backend import backend_name, get_xp, to_numpy
 from .activations import activation as get_activation
 from .data import make_data
 from .expected import expected_gram
@@ -26,7 +38,9 @@ from .hadamard import hadamard_lower_bound
 from .hermite import hermite_coefficients, hermite_tail, normalized_hermite_coefficients
 from .khatri_rao import RankDeficiencyWarning, data_extremes, khatri_rao_extremes, symmetric_tensor_dim
 from .spec import TrialSpec
-from .spectra import eigvalsh, extreme_eigenvalues, spectral_norm_sym
+from .extremes import extremes, spectral_norm_certified
+from .point_cache import layered, process_cache
+from .spectra import eigvalsh, extreme_eigenvalues
 
 
 @dataclass
@@ -48,9 +62,22 @@ def make_labels(spec: TrialSpec) -> np.ndarray:
 def _cached(cache, key, compute):
     if cache is None:
         return compute()
+    if not isinstance(cache, dict):  # a PointCache (or a trial's layered view of one)
+        return cache.get(key, compute)
     if key not in cache:
         cache[key] = compute()
     return cache[key]
+
+
+def _data_identity(spec: TrialSpec) -> tuple:
+    """What X depends on, with a data file's size and modification time (a rewritten file is new data)."""
+    if not spec.data_path:
+        return spec.data_key()
+    try:
+        st = os.stat(spec.data_path)
+        return spec.data_key() + (st.st_size, st.st_mtime_ns)
+    except OSError:
+        return spec.data_key()  # make_data raises the clear error
 
 
 def point_data(spec: TrialSpec, cache: dict | None = None) -> PointData:
@@ -61,15 +88,17 @@ def point_data(spec: TrialSpec, cache: dict | None = None) -> PointData:
         X = make_data(spec.data, spec.d0, spec.n, spec.seed, path=spec.data_path)
         return xp.asarray(X), xp.asarray(make_labels(spec))
 
-    X, Y = _cached(cache, ("data", spec.data_key(), spec.d2, spec.backend), data)
-    K = _cached(cache, ("K", spec.data_key(), spec.activation, spec.w1, spec.backend),
+    data_id = _data_identity(spec)
+    X, Y = _cached(cache, ("data", data_id, spec.d2, spec.backend), data)
+    K = _cached(cache, ("K", data_id, get_activation(spec.activation), spec.w1, spec.backend),
                 lambda: expected_gram(X, spec.activation, w1=spec.w1))
     return PointData(X, Y, K)
 
 
 def point_record(spec: TrialSpec, cache: dict | None = None) -> dict[str, float]:
     """The per-grid-point fields of the record (no randomness beyond the data)."""
-    return dict(_cached(cache, ("point", spec), lambda: _point_record(spec, cache)))
+    key = ("point", spec, get_activation(spec.activation), _data_identity(spec))
+    return dict(_cached(cache, key, lambda: _point_record(spec, cache)))
 
 
 def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
@@ -133,6 +162,9 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
 _PER_T_BASES = [b for b, info in FIELDS.items() if info.per_t]
 
 
+#: Codes of the ``extremes_route`` / ``dev_M0_route`` fields.
+ROUTES = {"dense": 0, "certified": 1, "lanczos": 2}
+
 #: E[M0] counts as numerically singular when lambda_min <= this * n * lambda_max (then delta1 is NaN).
 EM0_SINGULAR_RTOL = 64 * 2.2e-16
 
@@ -142,32 +174,59 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
 
     Returns the record (``dict[str, float]``, keys ``record_fields(spec.t)``); with
     ``spectrum=True`` returns ``(record, eigenvalues of M0 ascending, float64 (n,))``.
-    Cost: one streamed pass over W0 (2 d1 d0 n + d1 n^2 flops), one symmetric eigenvalue
-    reduction of M0 and one spectral norm of M0 - E[M0].
+    ``cache``: a dict shared by several calls (a study task), or None for the process-level
+    bounded cache (``point_cache.process_cache()``).
+    Cost: one streamed pass over W0 (2 d1 d0 n + d1 n^2 flops); lambda_min, lambda_max and
+    lambda_2 of M0 (``extremes.extremes``: up to 3 Cholesky factorizations, n^3 / 3 flops each,
+    from ``DENSE_BELOW_N`` on; one dense reduction below) and ||M0 - E[M0]||_2
+    (``extremes.spectral_norm_certified``: 2 more factorizations, or dense below its crossover).
+    If d1 < n, M0 has rank <= d1 < n: lambda_min(M0) is recorded as 0 exactly (not the rounding
+    noise of a solver) and only the top of the spectrum is computed.
     """
     if not isinstance(spec, TrialSpec):
         raise TypeError(f"spec must be a TrialSpec, got {type(spec).__name__}")
     if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)) or trial < 0:
         raise ValueError(f"trial must be a non-negative integer, got {trial!r}")
     act = get_activation(spec.activation)
-    if cache is None:
-        cache = {}  # point_record and point_data below share X, Y and E[M0]: compute them once
+    cache = layered(process_cache()) if cache is None else cache
     rec = point_record(spec, cache)
     pd = point_data(spec, cache)
     n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
-    sums = accumulate(pd.X, act, d1, w1=spec.w1, key_W=rng.stream_key(spec.seed, "W0", trial),
+    key_W = rng.stream_key(spec.seed, "W0", trial)
+    sums = accumulate(pd.X, act, d1, w1=spec.w1, key_W=key_W,
                       d2=d2, w2=spec.w2, key_V=rng.stream_key(spec.seed, "V0", trial),
                       block_rows=spec.rows_per_block, dtype=spec.dtype)
-    eig = eigvalsh(sums.M0)
-    lam_min, lam_max = float(eig[0]), float(eig[-1])
-    lam_2 = float(eig[-2]) if n >= 2 else math.nan
+    M0 = sums.M0
+    xp = get_xp(spec.backend)
+    work = sums.spare if sums.spare is not None else xp.empty((n, n), dtype=xp.float64)
+    sums.spare = None
     rank_deficient = d1 < n
+    # The certified route's CuPy branch has not run on a GPU yet (no device in the sessions that
+    # built it): on CuPy every trial takes cuSOLVER's dense syevd until it is measured there.
+    method = "auto" if backend_name(xp) == "numpy" else "dense"
+    eig = None
+    if spectrum:
+        work[...] = M0
+        eig = eigvalsh(work, overwrite=True)  # the dense reduction inside the workspace
+        lam_min, lam_max = float(eig[0]), float(eig[-1])
+        lam_2 = float(eig[-2]) if n >= 2 else math.nan
+        extremes_route = ROUTES["dense"]
+    else:
+        which = ("max", "second") if rank_deficient else ("min", "max", "second")
+        if n < 2:
+            which = ("min", "max")
+        ext = extremes(M0, which, seed_key=key_W, work=work, method=method)
+        lam_max = ext["max"].value
+        lam_min = ext["min"].value if "min" in ext.brackets else 0.0
+        lam_2 = ext["second"].value if "second" in ext.brackets else math.nan
+        extremes_route = ROUTES[ext.route]
+    if rank_deficient:
+        lam_min = 0.0  # rank(M0) <= d1 < n: exactly 0
+    norm = spectral_norm_certified(M0, pd.K, beta=float(d1), seed_key=key_W, work=work, method=method)
+    dev = norm.value
+    del work
     sigma_min_F = 0.0 if rank_deficient else math.sqrt(max(lam_min, 0.0))
     sigma_max_F = math.sqrt(max(lam_max, 0.0))
-    deviation = pd.K * (-d1)  # M0 - E[M0] with one n x n temporary
-    deviation += sums.M0
-    dev = float(spectral_norm_sym(deviation))
-    del deviation
     smax_X = rec["sigma_max_X"]
     smax_V0 = math.sqrt(max(float(extreme_eigenvalues(sums.VVt)["lambda_max"]), 0.0))
     k1 = bounds.eq60_k(sums.max_row_norm_W0, spec.w1, d0, d1)
@@ -187,7 +246,8 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
         "delta1": (math.nan if rec["EM0_singular"] else
                    1.0 - (0.0 if rank_deficient else lam_min) / rec["lambda_min_EM0"]),
         "delta2": lam_max / rec["lambda_max_EM0"] - 1.0,
-        "dev_M0": dev, "kappa": kappa, "kappa_sqrt_d1": bounds.lemma6_kappa_sqrt_d1(kappa, d1),
+        "dev_M0": dev, "extremes_route": float(extremes_route), "dev_M0_route": float(ROUTES[norm.route]),
+        "kappa": kappa, "kappa_sqrt_d1": bounds.lemma6_kappa_sqrt_d1(kappa, d1),
         "k1": k1, "k2": k2, "sigma_max_V0": smax_V0,
         "eq69_ratio": smax_V0 / bounds.eq69_bound(spec.w2, d1, d2),
         "h0": h0, "mu": mu, "nu": nu, "beta": beta,

@@ -21,12 +21,32 @@ def test_benchmark_tiny_size_writes_consistent_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     bench.main(["--size", "60,5,400", "--reps", "1", "--no-workers", "--json", str(out)])
     data = json.loads(out.read_text())
-    assert data["gemm_flops"] > 0 and data["study_trials_per_s"] == {}
+    assert data["study_trials_per_s"] == {}
     (row,) = data["rows"]
     assert (row["n"], row["d0"], row["d1"]) == (60, 5, 400)
+    assert row["gemm_flops"] > 0
+    assert row["route"] == "dense" and row["k_extremes"] == 4  # n = 60 < DENSE_BELOW_N
     flops = 2 * 400 * 5 * 60 + 400 * 60**2 + 4 / 3 * 60**3
-    assert row["limit_extremes_s"] == pytest.approx(flops / data["gemm_flops"])
+    assert row["limit_extremes_s"] == pytest.approx(flops / row["gemm_flops"])
     assert row["extremes_over_limit"] == pytest.approx(row["extremes_s"] / row["limit_extremes_s"])
-    assert row["limit_full_s"] > row["limit_extremes_s"]
-    assert set(row["stage_s"]) >= {"sampling", "WX", "phi", "gram", "accumulate_wall", "eigenvalues"}
+    assert row["extremes_over_today"] == pytest.approx(row["extremes_s"] / row["today_s"])
+    assert row["limit_full_s"] > row["limit_extremes_s"]  # the full record adds ||M0 - E[M0]||
+    assert max(row["rel_diff_vs_dense"].values()) < 1e-12  # the same dense reduction
+    assert row["naive_s"] > 0 and row["peak_extremes_over_target"] > 0
+    assert set(row["stage_s"]) >= {"sampling", "WX", "phi", "gram", "accumulate_wall", "extremes"}
     assert "60 | 5 | 400" in capsys.readouterr().out
+
+
+def test_benchmark_certified_route_is_counted(tmp_path, monkeypatch):
+    import rmt_engine.extremes as ext
+
+    monkeypatch.setattr(ext, "DENSE_BELOW_N", 64)
+    monkeypatch.setattr(ext, "NORM_DENSE_BELOW_N", 64)
+    bench = _load_benchmark()
+    out = tmp_path / "bench.json"
+    bench.main(["--size", "300,16,1200", "--reps", "1", "--no-workers", "--json", str(out)])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["route"] == "certified" and row["k_extremes"] >= 2
+    assert row["k_full"] >= row["k_extremes"] + 2  # the certified norm adds two factorizations
+    assert set(row["full_routes"]) == {"extremes:certified", "spectral_norm_certified:certified"}
+    assert max(row["rel_diff_vs_dense"].values()) < 1e-9
