@@ -393,8 +393,9 @@ def fit_scaling(d_star, x, *, dim=None, y_factor=None, lo=None, hi=None, predict
     no spread in x); ``residuals`` (``log y - a - b log x``) along ``dim``; and along a
     ``prediction`` dim (labels of ``predictions``, default ``SCALING_PREDICTIONS``):
     ``predicted``, ``z = (b - predicted)/stderr``, ``p_value`` and ``verdict``
-    (``"consistent"`` if ``|z| <= z_crit``, ``"disagrees"``, ``"undetermined"`` without a
-    standard error). Weighted residuals satisfy ``sum r / sigma^2 = 0``, unweighted ``sum r = 0``.
+    (``"consistent"`` if ``|z| <= z_crit`` -- for least squares ``|z| <=`` the Student-t quantile of
+    ``ci_lo, ci_hi`` when that is larger, so the verdict says the same as the interval --,
+    ``"disagrees"``, ``"undetermined"`` without a standard error). Weighted residuals satisfy ``sum r / sigma^2 = 0``, unweighted ``sum r = 0``.
     """
     xr = _xr()
     from scipy import stats  # noqa: PLC0415
@@ -494,7 +495,11 @@ def fit_scaling(d_star, x, *, dim=None, y_factor=None, lo=None, hi=None, predict
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (b[None] - pv.reshape((-1,) + (1,) * b.ndim)) / se[None]
     pval = _pvalue(z, np.broadcast_to(dof, shape), student=not weighted)
-    verdict = np.where(~np.isfinite(z), "undetermined", np.where(np.abs(z) <= z_crit, "consistent", "disagrees"))
+    # the verdict agrees with the interval: |z| <= z_crit for the weighted fit (normal), the same
+    # Student-t quantile as ci_lo, ci_hi for least squares (with 1 dof it is 12.7, not 2)
+    crit = np.full(b.shape, float(z_crit)) if weighted else np.maximum(float(z_crit), q)
+    verdict = np.where(~np.isfinite(z), "undetermined",
+                       np.where(np.abs(z) <= crit[None], "consistent", "disagrees"))
     pdims = ("prediction",) + tuple(tmpl.dims)
     pcoords = {"prediction": labels}
     out["predicted"] = xr.DataArray(pv, dims=["prediction"], coords=pcoords)

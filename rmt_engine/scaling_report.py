@@ -24,7 +24,7 @@ def _has_cases(ds) -> bool:
     return A.CASE_DIM in ds.dims and ds.sizes[A.CASE_DIM] >= 2 and "n" in ds.coords and "d0" in ds.coords
 
 
-def plot_width_law(thr, fit, path=None, *, title="margin > 1"):
+def plot_width_law(thr, fit, path=None, *, title="margin > 1", level=0.95):
     """d0 d1* against n along the linked cases (binomial intervals), the fit, the 3/2 and 5/3
     slopes through the first point, and the fit's residuals in log."""
     acts = [str(a) for a in thr["activation"].values] if "activation" in thr.dims else [""]
@@ -39,19 +39,27 @@ def plot_width_law(thr, fit, path=None, *, title="margin > 1"):
         n = np.asarray(t["n"].values, float)
         d0 = np.asarray(t["d0"].values, float)
         y, lo, hi = (np.ravel(np.asarray(t[k].values, float)) * d0 for k in ("d_star", "lo", "hi"))
-        ok = np.isfinite(y)
+        cens = (np.ravel(np.asarray(t["censored_below"].values, bool)) if "censored_below" in t
+                else np.zeros(y.shape, bool))
+        if (cens & np.isfinite(y)).any():  # reached at the first grid value: only an upper bound, not fitted
+            ax.plot(n[cens], y[cens], "v", mfc="none", color=c, ms=8,
+                    label=f"{act}: reached at the first d1 (upper bound, not fitted)")
+        ok = np.isfinite(y) & ~cens
         if not ok.any():
             continue
         hi_c = np.where(np.isfinite(hi), hi, y * 3)
+        open_above = bool((~np.isfinite(hi[ok])).any())
         ax.errorbar(n[ok], y[ok], yerr=[y[ok] - lo[ok], hi_c[ok] - y[ok]], fmt="o", color=c, capsize=3,
-                    label=f"{act}: $d_0 d_1^*$ (95% binomial interval)")
+                    label=f"{act}: $d_0 d_1^*$ (95% binomial interval"
+                          + ("; unbounded above: bar cut at 3x" if open_above else "") + ")")
         f = A.squeeze_grid(sel(fit))
         b = float(np.ravel(f["exponent"].values)[0])
         if np.isfinite(b):
             a = float(np.ravel(f["prefactor"].values)[0])
             se = float(np.ravel(f["stderr"].values)[0])
             nn = np.geomspace(n.min(), n.max(), 30)
-            ax.plot(nn, a * nn ** b, "-", color=c, lw=1, label=f"{act}: fit $b$ = {b:.2f} $\\pm$ {se:.2f}")
+            err = f"$\\pm$ {se:.2f}" if np.isfinite(se) else f"({int(ok.sum())} points: no error)"
+            ax.plot(nn, a * nn ** b, "-", color=c, lw=1, label=f"{act}: fit $b$ = {b:.2f} {err}")
             res = np.ravel(np.asarray(f["residuals"].values, float)) if "residuals" in f else np.full(n.shape, np.nan)
             axr.plot(n, res, "o-", color=c, label=act)
         i0 = int(np.argmax(ok))
@@ -65,8 +73,8 @@ def plot_width_law(thr, fit, path=None, *, title="margin > 1"):
         _grid_ticks(a_, np.asarray(thr["n"].values, float))
         a_.set_xlabel("$n$ (linked with $d_0$)")
     ax.set_yscale("log")
-    ax.set_ylabel(f"$d_0 d_1^*$: {title} in 95% of trials")
-    ax.set_title(f"width law along the linked cases: {title}", fontsize=9)
+    ax.set_ylabel(f"$d_0 d_1^*$ (P = {level:g})")
+    ax.set_title(f"$d_1^*$: smallest d1 with {title} in {level:.0%} of trials", fontsize=9)
     ax.legend(fontsize=7)
     axr.axhline(0, color="k", lw=0.6)
     axr.set_ylabel("residual of log($d_0 d_1^*$) from the fit")
@@ -93,7 +101,7 @@ def scaling_section(ds, fig, *, level=0.95) -> list[str]:
             # whose probability jumps between two grid values gets a tight interval and dominates
             ols = S.fit_scaling(thr["d_star"].where(~thr["censored_below"]), "n", y_factor="d0")
             rows += S.fit_rows(ols, f"d0 d1* ~ n^b ({title}, level {level:g}, unweighted)")
-            fig(f"width_law_{name}", plot_width_law, thr, fit, title=title)
+            fig(f"width_law_{name}", plot_width_law, thr, fit, title=title, level=level)
             tab = A.squeeze_grid(thr[["d_star", "lo", "hi"]]).compute()
             notes.append(f"d1* ({title}) per case: " + "; ".join(
                 f"{act} " + ", ".join(f"n={int(n)}: {fmt(d)} [{fmt(l)}, {fmt(h)}]" for n, d, l, h in zip(

@@ -401,3 +401,19 @@ def test_end_to_end_linked_case_threshold_then_fit():
     assert str(f["verdict"].sel(prediction="Eq. 21").item()) == "consistent"
     md = S.claims_table(S.fit_rows(f, "d0 d1* ~ n^b"))
     assert "| d0 d1* ~ n^b vs Eq. 21 | 1.5 |" in md and "vs App. E" in md
+
+
+@pytest.mark.parametrize("npts", [3, 4, 8])
+def test_ols_verdict_says_what_the_interval_says(npts):
+    # few points: the Student-t quantile (12.7 at 1 dof) makes the interval wide; a verdict from
+    # |z| <= 2 would call "disagrees" a prediction that lies inside the 95% interval
+    rng = np.random.default_rng(npts)
+    n = np.geomspace(16, 256, npts)
+    y = xr.DataArray(3.0 * n**1.9 * np.exp(rng.normal(0, 0.15, npts)), dims=["case"], coords={"n": ("case", n)})
+    preds = {f"b={b}": b for b in np.linspace(0.5, 3.5, 31)}
+    f = S.fit_scaling(y, "n", predictions=preds)
+    lo, hi = float(f["ci_lo"]), float(f["ci_hi"])
+    assert np.isfinite(lo) and lo < float(f["exponent"]) < hi
+    for label, b in preds.items():
+        inside = lo <= b <= hi
+        assert (str(f["verdict"].sel(prediction=label).item()) == "consistent") == inside, (label, lo, hi)
