@@ -114,7 +114,7 @@ def cmd_verify(args) -> int:
 
 def cmd_run(args) -> int:
     from .store import StoreError  # noqa: PLC0415
-    from .study import StudySpecError  # noqa: PLC0415
+    from .study import NoWorkersLeft, StudySpecError  # noqa: PLC0415
 
     try:
         if args.allow_shell_in_study:
@@ -152,6 +152,9 @@ def cmd_run(args) -> int:
     except ConnectionFailed as e:
         _err(str(e))
         return EXIT_BAD_INPUT
+    except NoWorkersLeft as e:
+        _err(str(e))
+        return EXIT_FAILED_TASKS
     except KeyboardInterrupt:
         _err("interrupted; finished regions are kept: rerun with --resume to continue")
         return EXIT_INTERRUPTED

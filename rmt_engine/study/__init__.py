@@ -29,7 +29,8 @@ from .spec import (AXIS_DEFAULTS, AXIS_KINDS, CLUSTER_KINDS, DEFAULT_TRIALS_PER_
 from .plan import Task, check_store, plan_tasks
 from .tasks import TEST_DELAY_ENV, TEST_FAIL_ENV, execute_task, make_job
 from .store_setup import create_store, provenance
-from .run import PROGRESS_INTERVAL_ENV, PROGRESS_INTERVAL_S, RunSummary, TaskFailure, run_study
+from .run import (NO_WORKERS_TIMEOUT_S, PROGRESS_INTERVAL_ENV, PROGRESS_INTERVAL_S, NoWorkersLeft, RunSummary,
+                  TaskFailure, run_study)
 
 # names the single-module rmt_engine.study imported from elsewhere in the engine (their home is there)
 from .._version import __version__  # noqa: F401
@@ -45,5 +46,6 @@ __all__ = [
     "Task", "check_store", "plan_tasks",
     "TEST_DELAY_ENV", "TEST_FAIL_ENV", "execute_task", "make_job",
     "create_store", "provenance",
-    "PROGRESS_INTERVAL_ENV", "PROGRESS_INTERVAL_S", "RunSummary", "TaskFailure", "run_study",
+    "NO_WORKERS_TIMEOUT_S", "NoWorkersLeft", "PROGRESS_INTERVAL_ENV", "PROGRESS_INTERVAL_S", "RunSummary",
+    "TaskFailure", "run_study",
 ]

@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class RunSummary:
     wall_s: float
     workers: int | None = None
     devices: list = field(default_factory=list)
+    #: regions computed per worker ("host:pid" of the process that ran the task)
+    workers_used: dict = field(default_factory=dict)
 
     @property
     def regions_failed(self) -> int:
@@ -88,7 +91,7 @@ class RunSummary:
                 "regions_skipped": self.regions_skipped, "regions_failed": self.regions_failed,
                 "failures": [str(f) for f in self.failures], "trials_computed": self.trials_computed,
                 "wall_s": self.wall_s, "trials_per_s": self.trials_per_s, "workers": self.workers,
-                "devices": self.devices}
+                "devices": self.devices, "workers_used": self.workers_used}
 
 
 def run_study(study: Study, store, *, client=None, resume: bool = False, progress: bool = True,
@@ -153,7 +156,7 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
                      "backend = \"cupy\" (or \"auto\") in [study] to use the GPUs")
             try:
                 conn = _cluster.connect(study.execution, client=client, workers=workers, cluster=cluster,
-                                        scheduler=scheduler, scheduler_file=scheduler_file)
+                                        scheduler=scheduler, scheduler_file=scheduler_file, echo=echo)
                 cl = conn.__enter__()
             except BaseException:
                 if created and not _store.has_computed_data(store):
@@ -163,6 +166,9 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
                 n_workers = len(cl.scheduler_info(n_workers=-1).get("workers", {})) if hasattr(cl, "scheduler_info") else None
                 results, failures = _submit_and_wait(cl, study, store, tasks, variables, tpt, hooks, progress, echo)
             except BaseException as e:
+                if isinstance(e, NoWorkersLeft):
+                    runs[-1].update(status="aborted", finished=_now(), reason=str(e))
+                    _store.update_attrs(store, runs=runs)
                 conn.__exit__(type(e), e, e.__traceback__)
                 raise
             conn.__exit__(None, None, None)
@@ -173,8 +179,9 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
         # later and the recomputation failed) did its job: only not-done regions are failures
         failures = [f for f in failures if not done_now[f.task.point + (f.task.block,)]]
         complete = bool(done_now.all())
+        workers_used = dict(sorted(Counter(f"{r['host']}:{r['pid']}" for r in results).items()))
         runs[-1] = {"started": run_started, "finished": _now(), "status": "finished", "driver": driver,
-                    "workers": n_workers, "regions_computed": len(results), "regions_failed": len(failures),
+                    "workers": n_workers, "workers_used": workers_used, "regions_computed": len(results), "regions_failed": len(failures),
                     "regions_skipped": total - len(tasks), "wall_s": round(wall, 3), "devices": devices}
         upd = {"runs": runs, "complete": complete}
         if devices:
@@ -188,7 +195,7 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
         if complete:
             _store.consolidate(store)  # xarray.open_zarr reads it without the "no consolidated metadata" warning
     return RunSummary(str(store), total, len(results), total - len(tasks), failures,
-                      sum(r["trials"] for r in results), wall, n_workers, devices)
+                      sum(r["trials"] for r in results), wall, n_workers, devices, workers_used)
 
 
 def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progress, echo=None):
@@ -201,7 +208,12 @@ def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progres
     # one graph update for all tasks (a submit per task costs the scheduler ~15 ms each)
     futures = dict(zip(client.map(execute_task, jobs, key=keys, pure=False), tasks))
     results, failures = [], []
-    watch = _WorkerWatch(client, echo or (lambda m: print(m, file=sys.stderr, flush=True)))
+    timeout = study.execution.no_workers_timeout or NO_WORKERS_TIMEOUT_S
+    from ..cluster import pending_slurm_jobs  # noqa: PLC0415
+
+    watch = _WorkerWatch(client, echo or (lambda m: print(m, file=sys.stderr, flush=True)),
+                         no_workers_timeout=timeout, on_abort=lambda: client.cancel(list(futures)),
+                         pending=lambda: pending_slurm_jobs(client))
     try:
         _collect(futures, results, failures, progress, tasks, as_completed)
     except BaseException:  # KeyboardInterrupt, lost scheduler: stop what still runs, keep what is done
@@ -209,16 +221,35 @@ def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progres
         raise
     finally:
         watch.stop()
+    if watch.aborted:
+        raise NoWorkersLeft(f"no workers for {timeout:g} s (all gone: jobs cancelled or ended?); "
+                            f"{len(results)} of {len(tasks)} regions of this run are done and kept: rerun with "
+                            "--resume once workers can start")
     return results, failures
 
 
-class _WorkerWatch:
-    """Says when a worker leaves while tasks run (the scheduler reruns its tasks elsewhere)."""
+#: Seconds the driver waits with no worker at all before it gives up (``[execution]
+#: no_workers_timeout`` overrides): long enough for a Slurm job to be requeued, short enough that a
+#: run whose jobs were all cancelled ends by itself.
+NO_WORKERS_TIMEOUT_S = 300.0
 
-    def __init__(self, client, echo, interval: float = 0.5):
+
+class NoWorkersLeft(RuntimeError):
+    """Every worker left and none joined within the timeout: the run stopped (finished regions are kept)."""
+
+
+class _WorkerWatch:
+    """Says when a worker leaves while tasks run (the scheduler reruns its tasks elsewhere), and
+    calls ``on_abort`` once when no worker at all has been there for ``no_workers_timeout`` s."""
+
+    def __init__(self, client, echo, interval: float = 0.5, no_workers_timeout: float = NO_WORKERS_TIMEOUT_S,
+                 on_abort=None, pending=None):
         import threading  # noqa: PLC0415
 
         self.client, self.echo, self.interval = client, echo, interval
+        self.no_workers_timeout, self.on_abort, self.pending = no_workers_timeout, on_abort, pending
+        self.zero_since: float | None = None
+        self.aborted = False
         self._stop = threading.Event()
         self.known = self._workers() or {}
         self.missing: dict = {}
@@ -251,6 +282,33 @@ class _WorkerWatch:
         for addr in list(self.missing):
             if addr in now:
                 del self.missing[addr]
+        self._check_empty(now, final)
+
+    def _check_empty(self, now: dict, final: bool):
+        if now:
+            if self.zero_since is not None:
+                self.echo(f"rmt-engine: {len(now)} worker(s) again after "
+                          f"{time.monotonic() - self.zero_since:.0f} s without any")
+            self.zero_since = None
+            return
+        if final or self.aborted:
+            return
+        if self.zero_since is None:
+            self.zero_since = time.monotonic()
+            self.echo(f"rmt-engine: no workers left; waiting up to {self.no_workers_timeout:g} s for one to join "
+                      "([execution] no_workers_timeout)")
+        elif time.monotonic() - self.zero_since >= self.no_workers_timeout:
+            queued = self.pending() if self.pending is not None else None
+            if queued:  # Slurm jobs still in the queue (adaptive resubmission, a busy cluster): keep waiting
+                self.echo(f"rmt-engine: no workers for {self.no_workers_timeout:g} s, but {len(queued)} Slurm job(s) "
+                          f"are pending ({', '.join(map(str, queued))}): waiting for them")
+                self.zero_since = time.monotonic()
+                return
+            self.aborted = True
+            self.echo(f"rmt-engine: no workers for {self.no_workers_timeout:g} s: stopping the run "
+                      "(finished regions are kept; rerun with --resume once workers can start)")
+            if self.on_abort is not None:
+                self.on_abort()
 
     def _run(self):
         while not self._stop.wait(self.interval):

@@ -69,6 +69,7 @@ EXECUTION_KEYS = {
     "max_cpu_hours": ("float", None),
     "max_grid_points": ("posint", None),
     "max_trials": ("posint", None),
+    "no_workers_timeout": ("float", None),
 }
 #: [cluster.slurm] keys that put shell commands (or a program) into the submitted job script: a
 #: shared study file must not run commands on the reader's cluster, so they come from a site file
@@ -226,6 +227,7 @@ class Execution:
     max_cpu_hours: float | None = None
     max_grid_points: int | None = None
     max_trials: int | None = None
+    no_workers_timeout: float | None = None
     slurm: dict = field(default_factory=dict)
 
     def limits(self) -> dict:
@@ -239,6 +241,9 @@ class Execution:
         if self.cluster not in CLUSTER_KINDS:
             raise StudySpecError(f"unknown cluster kind {self.cluster!r}; expected one of {CLUSTER_KINDS} "
                                  "(use scheduler / scheduler_file for an existing cluster)", ("execution", "cluster"))
+        if self.no_workers_timeout is not None and not self.no_workers_timeout > 0:
+            raise StudySpecError(f"no_workers_timeout must be > 0 seconds, got {self.no_workers_timeout}",
+                                 ("execution", "no_workers_timeout"))
         if self.scheduler and self.scheduler_file:
             raise StudySpecError("give scheduler or scheduler_file, not both", ("execution", "scheduler"))
         slurm = dict(_check_table(self.slurm, ("cluster", "slurm")))
