@@ -26,7 +26,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from .extremes import MAX_BASIS
+from .extremes import _SLAB, MAX_BASIS  # the row slabs and Krylov basis of the certified route
 
 #: Sustained float64 rate assumed per core for the time estimate (measured 20-50 GFLOP/s here).
 ASSUMED_GFLOPS = 20.0
@@ -45,7 +45,7 @@ def trial_memory_bytes(spec, train=None) -> int:
     """Peak bytes of one trial of the ``TrialSpec`` (module docstring)."""
     n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
     b = spec.rows_per_block
-    words = 3 * n * n + 2 * min(b, d1) * n + min(b, d1) * d0 + d0 * n + (2 * 256 + MAX_BASIS + 8 + 16) * n
+    words = 3 * n * n + 2 * min(b, d1) * n + min(b, d1) * d0 + d0 * n + (2 * _SLAB + MAX_BASIS + 8 + 16) * n
     if train is not None:
         words += 3 * d1 * d0 + 2 * d1 * n + 2 * (d2 * n) ** 2 + train.max_iters
     return 8 * words

@@ -49,13 +49,19 @@ def _square(M, name: str = "M"):
         raise ValueError(f"{name} must have a floating dtype, got {M.dtype}")
 
 
-def _dense_eigvalsh(M):
-    """All eigenvalues, ascending, on the input's backend (the one backend dispatch)."""
+def _dense_eigvalsh(M, overwrite: bool = False):
+    """All eigenvalues, ascending, on the input's backend (the one backend dispatch).
+
+    ``overwrite`` (NumPy, C- or F-contiguous float64): LAPACK works in ``M`` itself (a C-contiguous
+    M is passed as its transpose, the same symmetric matrix). CuPy ignores it.
+    """
     xp = array_namespace(M)
     if backend_name(xp) == "cupy":
         return xp.linalg.eigvalsh(M)
     import scipy.linalg  # noqa: PLC0415
 
+    if overwrite and M.dtype == np.float64 and (M.flags.c_contiguous or M.flags.f_contiguous):
+        return scipy.linalg.eigvalsh(M if M.flags.f_contiguous else M.T, overwrite_a=True, driver="evd")
     return scipy.linalg.eigvalsh(M, driver="evd")
 
 
@@ -70,14 +76,7 @@ def eigvalsh(M, *, overwrite: bool = False):
     the same symmetric matrix, so the upper triangle is read then). On CuPy it is ignored.
     """
     _square(M)
-    if overwrite:
-        xp = array_namespace(M)
-        if backend_name(xp) == "numpy" and M.dtype == np.float64 and (M.flags.c_contiguous or M.flags.f_contiguous):
-            import scipy.linalg  # noqa: PLC0415
-
-            a = M if M.flags.f_contiguous else M.T
-            return scipy.linalg.eigvalsh(a, overwrite_a=True, driver="evd")
-    return _dense_eigvalsh(M)
+    return _dense_eigvalsh(M, overwrite)
 
 
 def extreme_eigenvalues(M, *, second: bool = False, overwrite: bool = False) -> dict[str, float]:

@@ -217,7 +217,7 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
             which = ("min", "max")
         ext = extremes(M0, which, seed_key=key_W, work=work, method=method)
         lam_max = ext["max"].value
-        lam_min = ext["min"].value if "min" in ext.brackets else 0.0
+        lam_min = ext["min"].value if "min" in ext.brackets else 0.0  # not asked when rank deficient
         lam_2 = ext["second"].value if "second" in ext.brackets else math.nan
         extremes_route = ROUTES[ext.route]
     if rank_deficient:
@@ -225,7 +225,7 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
     norm = spectral_norm_certified(M0, pd.K, beta=float(d1), seed_key=key_W, work=work, method=method)
     dev = norm.value
     del work
-    sigma_min_F = 0.0 if rank_deficient else math.sqrt(max(lam_min, 0.0))
+    sigma_min_F = math.sqrt(max(lam_min, 0.0))  # 0 exactly when rank deficient (lam_min = 0 above)
     sigma_max_F = math.sqrt(max(lam_max, 0.0))
     smax_X = rec["sigma_max_X"]
     smax_V0 = math.sqrt(max(float(extreme_eigenvalues(sums.VVt)["lambda_max"]), 0.0))
@@ -244,7 +244,7 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
         "asym_ratio_lambda_2": bounds.measured_ratio(lam_2, rec["asym_lambda_2_classical"]),
         "asym_ratio_spike": bounds.measured_ratio(lam_max, rec["asym_lambda_spike"]),
         "delta1": (math.nan if rec["EM0_singular"] else
-                   1.0 - (0.0 if rank_deficient else lam_min) / rec["lambda_min_EM0"]),
+                   1.0 - lam_min / rec["lambda_min_EM0"]),
         "delta2": lam_max / rec["lambda_max_EM0"] - 1.0,
         "dev_M0": dev, "extremes_route": float(extremes_route), "dev_M0_route": float(ROUTES[norm.route]),
         "kappa": kappa, "kappa_sqrt_d1": bounds.lemma6_kappa_sqrt_d1(kappa, d1),
