@@ -258,3 +258,19 @@ def test_a_minimal_study_gives_the_trial_spec_defaults():
     study = Study(grid={"activation": ["gelu"], "n": [10], "d0": [4], "d1": [40]}, trials=2, seed=3)
     (labels,) = list(study.points())
     assert study.trial_spec(labels) == TrialSpec(activation="gelu", n=10, d0=4, d1=40, seed=3)
+
+
+@pytest.mark.parametrize("table, key, match", [
+    ('minimum_jobs = 2', "minimum_jobs", "go together"),
+    ('minimum_jobs = 3\nmaximum_jobs = 2', "minimum_jobs", "minimum_jobs = 3 > maximum_jobs = 2"),
+    ('jobs = 1\nminimum_jobs = 1\nmaximum_jobs = 2', "minimum_jobs", "not both"),
+    ('jobs = 2\njoin_timeout = -1.0', "join_timeout", "join_timeout must be > 0"),
+])
+def test_bad_slurm_job_counts_are_study_errors_naming_the_key(table, key, match):
+    from rmt_engine.study import Study, StudySpecError
+
+    text = ('[study]\ntrials = 2\nseed = 0\n[grid]\nactivation = ["gelu"]\nn = [10]\nd0 = [4]\nd1 = [40]\n'
+            f'[execution]\ncluster = "slurm"\n[cluster.slurm]\n{table}\n')
+    with pytest.raises(StudySpecError, match=match) as err:
+        Study.from_toml_text(text)
+    assert err.value.key == ("cluster", "slurm", key)

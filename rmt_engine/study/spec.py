@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import store as _store
+from ..cluster import SLURM_ENGINE_KEYS, _slurm_options  # noqa: F401 - SLURM_ENGINE_KEYS re-exported
 from ..spec import DTYPES, MAX_T, TRIAL_SPEC_DEFAULTS, TrialSpec
 from ..store import CASE_DIM, GRID_AXES
 
@@ -79,7 +80,6 @@ SITE_ONLY_SLURM_KEYS = ("job_script_prologue", "python", "shebang", "job_extra_d
 #: [cluster.slurm] keys passed to dask_jobqueue.SLURMCluster, plus the engine's own: ``jobs`` (a
 #: fixed count) or ``minimum_jobs`` / ``maximum_jobs`` (dask-jobqueue's adaptive mode), and
 #: ``join_timeout`` (seconds to wait for the first worker to join).
-SLURM_ENGINE_KEYS = ("jobs", "minimum_jobs", "maximum_jobs", "join_timeout")
 SLURM_KEYS = {
     "jobs": "posint", "minimum_jobs": "posint", "maximum_jobs": "posint", "join_timeout": "float",
     "queue": "str", "account": "str", "cores": "posint", "processes": "posint",
@@ -257,20 +257,11 @@ class Execution:
             slurm[k] = _check_value(SLURM_KEYS[k], v, ("cluster", "slurm", k))
             if SLURM_KEYS[k] == "str_list":
                 slurm[k] = list(slurm[k])
-        adaptive = [k for k in ("minimum_jobs", "maximum_jobs") if k in slurm]
-        if adaptive and "jobs" in slurm:
-            raise StudySpecError("[cluster.slurm]: give jobs (a fixed count) or minimum_jobs/maximum_jobs (adaptive), "
-                                 "not both", ("cluster", "slurm", adaptive[0]))
-        if len(adaptive) == 1:
-            raise StudySpecError(f"[cluster.slurm]: {adaptive[0]} needs "
-                                 f"{({'minimum_jobs', 'maximum_jobs'} - set(adaptive)).pop()} too (adaptive mode)",
-                                 ("cluster", "slurm", adaptive[0]))
-        if adaptive and slurm["minimum_jobs"] > slurm["maximum_jobs"]:
-            raise StudySpecError(f"[cluster.slurm]: minimum_jobs = {slurm['minimum_jobs']} > maximum_jobs = "
-                                 f"{slurm['maximum_jobs']}", ("cluster", "slurm", "minimum_jobs"))
-        if "join_timeout" in slurm and not slurm["join_timeout"] > 0:
-            raise StudySpecError(f"[cluster.slurm] join_timeout must be > 0 seconds, got {slurm['join_timeout']}",
-                                 ("cluster", "slurm", "join_timeout"))
+        try:
+            _slurm_options(slurm)  # the cluster's own split of the engine keys: one set of checks
+        except ValueError as e:
+            bad = next((k for k in ("minimum_jobs", "maximum_jobs", "join_timeout") if k in slurm), "jobs")
+            raise StudySpecError(str(e), ("cluster", "slurm", bad)) from None
         object.__setattr__(self, "slurm", slurm)
 
 
