@@ -17,7 +17,9 @@ import numpy as np
 from . import analysis as A
 from .plots import BAND, NothingToDraw, _colors, _figure, _grid_ticks, _need_axis, _panels, _q, _save, _series
 
-#: The spectra figure shows the eigenvalues below this quantile (the d0 "linear" ones and the spike lie above).
+#: The spectra figure shows the eigenvalues below this quantile (the d0 "linear" ones and the spike lie
+#: above), or only the first predicted support interval when it holds most of them and ends below
+#: that quantile (else the bulk would fill the first bins of a range set by the few large ones).
 BULK_QUANTILE = 0.85
 #: n / d0 above which the report warns that the prediction over-states lambda_min.
 REGIME_RATIO = 4.0
@@ -136,6 +138,12 @@ def plot_spectra_with_density(ds, path=None, *, max_panels: int = 6):
         spec = study.trial_spec(labels)
         de = deterministic_equivalent(point_data(spec, {}).K, d1)
         top = float(np.quantile(eig, BULK_QUANTILE))
+        first = de.edges[0] if de.edges else None
+        if first is not None and first[1] < top and first[2] >= 0.5 * eig.size / sp.sizes["trial"]:
+            # most eigenvalues in the first predicted interval, a gap above it: show that interval
+            # (else it would be squeezed into the first bins of a range set by the few large ones)
+            top = 1.15 * first[1]
+        shown_frac = float(np.mean(eig <= top))
         bins = np.linspace(0.0, top, 61)
         w = np.full(eig.shape, 1.0 / (eig.size * (bins[1] - bins[0])))  # density of all n eigenvalues
         ax.hist(eig, bins=bins, weights=w, color="C0", alpha=0.5,
@@ -148,7 +156,7 @@ def plot_spectra_with_density(ds, path=None, *, max_panels: int = 6):
             if hi < top:
                 ax.axvline(hi, color="C3", ls=":", lw=0.9)
         ax.set_xlim(0.0, top)
-        ax.set_title(f"{act}: n = {n}, d0 = {spec.d0}, d1 = {d1}\n(lowest {100 * BULK_QUANTILE:g}% of the eigenvalues shown)", fontsize=8)
+        ax.set_title(f"{act}: n = {n}, d0 = {spec.d0}, d1 = {d1}\n(lowest {100 * shown_frac:.0f}% of the eigenvalues shown)", fontsize=8)
         ax.set_xlabel(r"eigenvalue of $M_0/d_1$")
         ax.set_ylabel("density")
         ax.legend(fontsize=7)
