@@ -14,8 +14,8 @@ import math
 import sys
 
 from ._version import __version__
-from .cluster import ConnectionFailed
-from .spec import DTYPES, TRIAL_SPEC_DEFAULTS
+from .study.cluster import ConnectionFailed
+from .montecarlo.spec import DTYPES, TRIAL_SPEC_DEFAULTS
 
 EXIT_OK, EXIT_FAILED_TASKS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -94,7 +94,7 @@ _nonneg_int = _int_at_least(0, "an integer >= 0")
 
 def cmd_verify(args) -> int:
     """``verify STORE``: read every chunk (checksums) and audit that every done region is whole."""
-    from .store import StoreError, store_attrs, verify_store  # noqa: PLC0415
+    from .study.store import StoreError, store_attrs, verify_store  # noqa: PLC0415
 
     try:
         if store_attrs(args.store) is None:
@@ -113,7 +113,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .store import StoreError  # noqa: PLC0415
+    from .study.store import StoreError  # noqa: PLC0415
     from .study import NoWorkersLeft, StudySpecError  # noqa: PLC0415
 
     try:
@@ -124,7 +124,7 @@ def cmd_run(args) -> int:
         study = _load_study(args.study)
         study = _with_site_slurm(study, args.slurm_config)
         if args.job_script:
-            from .cluster import slurm_job_script  # noqa: PLC0415
+            from .study.cluster import slurm_job_script  # noqa: PLC0415
 
             print(slurm_job_script(study.execution.slurm, study.execution.blas_threads))
             return EXIT_OK
@@ -183,7 +183,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .store import StoreError  # noqa: PLC0415
+    from .study.store import StoreError  # noqa: PLC0415
     from .study import StudySpecError  # noqa: PLC0415
 
     try:
@@ -194,14 +194,14 @@ def cmd_validate(args) -> int:
         _err(str(e))
         return EXIT_BAD_INPUT
     tpt = study.trials_per_task()
-    from .store import n_blocks  # noqa: PLC0415
+    from .study.store import n_blocks  # noqa: PLC0415
 
     print(f"{args.study}: OK: {study.n_points} grid points x {study.trials} trials = "
           f"{study.n_points * study.trials} trials in {study.n_points * n_blocks(study.trials, tpt)} tasks "
           f"of <= {tpt} trials; config hash {study.config_hash()[:12]}")
     for w in study.bound_warnings():
         print(f"rmt-engine: warning: {w}", file=sys.stderr)
-    from .resources import estimate_study  # noqa: PLC0415
+    from .study.resources import estimate_study  # noqa: PLC0415
 
     problems = study.resource_problems()
     if study.n_points <= 100_000:
@@ -223,7 +223,7 @@ def _parse_value(v: str):
 
 def cmd_check(args) -> int:
     """``check STORE --bound B``: exit 0 holds, 1 violated/undefined, 2 inconclusive, 3 bad input."""
-    from .store import StoreError, open_results  # noqa: PLC0415
+    from .study.store import StoreError, open_results  # noqa: PLC0415
     from .testing import check_bound  # noqa: PLC0415
 
     where = {}
@@ -269,7 +269,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .cluster import environment_info  # noqa: PLC0415
+    from .study.cluster import environment_info  # noqa: PLC0415
 
     info = environment_info()
     if args.json:
@@ -313,7 +313,7 @@ SHOW_DEFAULT_FIELDS = ("sigma_min_F", "delta1", "margin", "lambda_min_EM0")
 
 
 def cmd_show(args) -> int:
-    from .store import StoreError, summarize  # noqa: PLC0415
+    from .study.store import StoreError, summarize  # noqa: PLC0415
 
     try:
         fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
@@ -369,8 +369,8 @@ def cmd_show(args) -> int:
 
 
 def cmd_trial(args) -> int:
-    from .fields import FIELDS  # noqa: PLC0415
-    from .spec import TrialSpec  # noqa: PLC0415
+    from .montecarlo.fields import FIELDS  # noqa: PLC0415
+    from .montecarlo.spec import TrialSpec  # noqa: PLC0415
 
     try:
         spec = TrialSpec(activation=args.activation, n=args.n, d0=args.d0, d1=args.d1, d2=args.d2, w1=args.w1,
@@ -379,7 +379,7 @@ def cmd_trial(args) -> int:
     except ValueError as e:
         _err(str(e))
         return EXIT_BAD_INPUT
-    from .trial import run_trial  # noqa: PLC0415
+    from .montecarlo.trial import run_trial  # noqa: PLC0415
 
     try:
         record = run_trial(spec, args.trial)
@@ -405,8 +405,8 @@ def cmd_trial(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import ReportError, write_report  # noqa: PLC0415
-    from .store import StoreError  # noqa: PLC0415
+    from .report.document import ReportError, write_report  # noqa: PLC0415
+    from .study.store import StoreError  # noqa: PLC0415
 
     try:
         path = write_report(args.store, args.out, delta=args.delta, level=args.level, t=args.t)

@@ -22,7 +22,7 @@ import pytest
 @pytest.fixture(scope="session")
 def rmt_study(tmp_path_factory):
     """Factory fixture: ``rmt_study(toml_path) -> xarray.Dataset`` (the study's cube, cached per session)."""
-    from .store import open_results  # noqa: PLC0415
+    from .study.store import open_results  # noqa: PLC0415
     from .study import Study  # noqa: PLC0415
 
     cache: dict = {}

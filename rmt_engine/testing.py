@@ -1,6 +1,6 @@
 """Regression tests on the bounds: holding rates with confidence intervals, exact inequalities, golden cubes.
 
-Three assertions for result cubes (``rmt_engine.store.open_results``, or any ``xarray.Dataset``
+Three assertions for result cubes (``rmt_engine.study.store.open_results``, or any ``xarray.Dataset``
 with the same variable names and dims):
 
 ``assert_bound_holds(ds, bound, *, delta=None, min_rate=0.95, confidence=0.99, where=None, t=None)``
@@ -109,7 +109,7 @@ def _holds(cond, *operands):
 
 def _eq67_lower(key):
     def ev(ds, delta):
-        from .analysis import lower_defined  # noqa: PLC0415
+        from .report.analysis import lower_defined  # noqa: PLC0415
 
         # an undefined bound (c_t(w1) = 0 or n > C(d0+t-1, t)) is 0: NaN here, never "held"
         defined = lower_defined(ds) if key != "eq58_lower_hadamard" else ds[key] > 0
@@ -284,7 +284,7 @@ def check_bound(ds, bound: str, *, delta: float | None = None, min_rate: float =
         raise ValueError(f"bound {bound!r} needs delta=")
     if not 0.0 <= min_rate <= 1.0 or not 0.0 < confidence < 1.0:
         raise ValueError("min_rate must be in [0, 1] and confidence in (0, 1)")
-    from .analysis import AUTO_T, at_t  # noqa: PLC0415
+    from .report.analysis import AUTO_T, at_t  # noqa: PLC0415
 
     sub = _select(ds, where)
     if isinstance(t, str):

@@ -8,8 +8,8 @@
 For each (n, d0, d1), gelu, sphere data, it reports medians over repetitions of
 - naive: ``W = rng.standard_normal((d1, d0)); F = gelu(W @ X); svd(F, compute_uv=False)`` (skipped
   where its estimate exceeds ``NAIVE_MAX_S``);
-- today: ``rmt_engine.gram.accumulate`` + one dense symmetric eigenvalue reduction of M0 (the
-  route every trial took before ``rmt_engine.extremes``);
+- today: ``rmt_engine.montecarlo.gram.accumulate`` + one dense symmetric eigenvalue reduction of M0 (the
+  route every trial took before ``rmt_engine.linalg.extremes``);
 - extremes: ``accumulate`` + ``extremes.extremes`` (lambda_min, lambda_max, lambda_2, certified
   from ``DENSE_BELOW_N`` on) in the Gram pass's spare buffer, as ``run_trial`` does now;
 - full: ``run_trial`` (per-grid-point work cached, as in a study);
@@ -39,9 +39,9 @@ import numpy as np
 import scipy.special as sp
 
 import rmt_engine as rmt
-from rmt_engine import rng
-from rmt_engine.gram import accumulate
-from rmt_engine.spectra import eigvalsh
+from rmt_engine.sampling import rng
+from rmt_engine.montecarlo.gram import accumulate
+from rmt_engine.linalg.spectra import eigvalsh
 
 SIZES = [(2000, 45, 8000), (4000, 64, 16000), (8000, 90, 32000), (1000, 32, 4000), (1000, 32, 64000)]
 QUICK = [(500, 16, 2000), (1000, 32, 4000), (500, 16, 32000)]
@@ -96,8 +96,8 @@ def _counting(monkey_target, name, counts):
 
 
 def bench(n, d0, d1, reps, rate):
-    import rmt_engine.trial as trial_mod
-    from rmt_engine.extremes import extremes as certified_extremes
+    import rmt_engine.montecarlo.trial as trial_mod
+    from rmt_engine.linalg.extremes import extremes as certified_extremes
 
     X = rmt.make_data("sphere", d0, n, seed=0)
     spec = rmt.TrialSpec(activation="gelu", n=n, d0=d0, d1=d1)
@@ -111,7 +111,7 @@ def bench(n, d0, d1, reps, rate):
     key = rng.stream_key(0, "W0", 0)
     stages, ext_info = {}, {}
 
-    def today():  # the route before rmt_engine.extremes: the Gram pass + one dense reduction
+    def today():  # the route before rmt_engine.linalg.extremes: the Gram pass + one dense reduction
         t0 = time.perf_counter()
         sums = accumulate(X, "gelu", d1, key_W=key, block_rows=spec.rows_per_block)
         t1 = time.perf_counter()
@@ -193,7 +193,7 @@ def worker_scaling(counts=(1, 2)) -> dict:
     """Trials/s of the embedded study on a LocalCluster of each size (startup not timed)."""
     from distributed import Client
 
-    from rmt_engine.cluster import local_cluster
+    from rmt_engine.study.cluster import local_cluster
     from rmt_engine.study import Study
 
     study = Study.from_toml_text(WORKER_STUDY)

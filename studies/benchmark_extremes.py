@@ -1,11 +1,11 @@
-"""Benchmark: certified extremes (rmt_engine.extremes) against the dense reduction, in one run.
+"""Benchmark: certified extremes (rmt_engine.linalg.extremes) against the dense reduction, in one run.
 
     python studies/benchmark_extremes.py                  # n = 1000, 1500, 2000, 4000; accuracy at n = 1000
     python studies/benchmark_extremes.py --quick          # n = 1000, 1500, 2000; accuracy at n = 600
     python studies/benchmark_extremes.py --sizes 8000 --threads 2 --no-accuracy
     python studies/benchmark_extremes.py --json out.json
 
-Speed (gelu, sphere data, M0 from ``rmt_engine.gram.accumulate`` as in ``run_trial``; d0, d1 as in
+Speed (gelu, sphere data, M0 from ``rmt_engine.montecarlo.gram.accumulate`` as in ``run_trial``; d0, d1 as in
 README "Performance"): for each n and BLAS thread count (1 = a study worker, 2 = one process on
 this machine, ``--threads 1,2``; on a loaded shared machine 2-thread timings are meaningless), the
 best of ``--reps`` interleaved repetitions of
@@ -38,13 +38,13 @@ import scipy.linalg as sl
 from scipy.linalg import lapack
 from threadpoolctl import threadpool_limits
 
-from rmt_engine import extremes as ext
-from rmt_engine import rng
-from rmt_engine.data import make_data
-from rmt_engine.expected import expected_gram
-from rmt_engine.gram import accumulate
-from rmt_engine.spec import DEFAULT_BLOCK_BYTES
-from rmt_engine.spectra import eigvalsh, spectral_norm_sym
+from rmt_engine.linalg import extremes as ext
+from rmt_engine.sampling import rng
+from rmt_engine.sampling.data import make_data
+from rmt_engine.theory.expected import expected_gram
+from rmt_engine.montecarlo.gram import accumulate
+from rmt_engine.montecarlo.spec import DEFAULT_BLOCK_BYTES
+from rmt_engine.linalg.spectra import eigvalsh, spectral_norm_sym
 
 D0_D1 = {1000: (32, 4000), 1500: (38, 6000), 2000: (45, 8000), 3000: (55, 12000),
          4000: (64, 16000), 8000: (90, 32000)}

@@ -1,4 +1,4 @@
-"""Benchmark: gradient-descent iterations/s of ``rmt_engine.train`` against the flop limit of one iteration.
+"""Benchmark: gradient-descent iterations/s of ``rmt_engine.montecarlo.train`` against the flop limit of one iteration.
 
     python studies/benchmark_train.py              # (n, d0, d1) = (200, 16, 2000), (1000, 32, 8000); gelu, d2 = 1
     python studies/benchmark_train.py --quick      # smaller sizes and fewer iterations, for a smoke run
@@ -32,9 +32,9 @@ import time
 import numpy as np
 
 from rmt_engine import TrialSpec, run_trial
-from rmt_engine.activations import activation
-from rmt_engine.train import TrainSpec, _phi_dphi, _single_thread_blas, gradient_descent, initial_weights, ntk_gram
-from rmt_engine.trial import point_data
+from rmt_engine.theory.activations import activation
+from rmt_engine.montecarlo.train import TrainSpec, _phi_dphi, _single_thread_blas, gradient_descent, initial_weights, ntk_gram
+from rmt_engine.montecarlo.trial import point_data
 
 SIZES = [(200, 16, 2000, 200), (1000, 32, 8000, 50)]  # (n, d0, d1, iterations)
 QUICK = [(100, 8, 500, 100), (300, 16, 2000, 20)]

@@ -13,7 +13,7 @@ and the test error falls as w2 / w1 grows. Here, with the engine's own pieces on
   permutation; its prefix property makes the first n_train columns the training set and the next
   n_test the held-out set);
 - teacher (``--teacher``): ``trained`` (default, as in App. G): a GeLU net of width ``--teacher-width``
-  from He-like weights trained by ``rmt_engine.train.gradient_descent`` on ALL the digits against
+  from He-like weights trained by ``rmt_engine.montecarlo.train.gradient_descent`` on ALL the digits against
   one-hot true classes; the labels are then its argmax, so a student of the same family can fit them
   exactly. ``random``: the argmax of a random GeLU net (W ~ N(0, 1), V ~ N(0, 1/width)).
   ``classes``: the true digit classes (no teacher: perfect generalization need not be possible);
@@ -49,10 +49,10 @@ from pathlib import Path
 import numpy as np
 
 from rmt_engine import TrialSpec, make_data
-from rmt_engine import bounds
-from rmt_engine.activations import activation
-from rmt_engine.data import DIGITS_D0, DIGITS_N
-from rmt_engine.train import STATUS_NAMES, TrainSpec, gradient_descent, initial_weights
+from rmt_engine.theory import bounds
+from rmt_engine.theory.activations import activation
+from rmt_engine.sampling.data import DIGITS_D0, DIGITS_N
+from rmt_engine.montecarlo.train import STATUS_NAMES, TrainSpec, gradient_descent, initial_weights
 
 ACT = "gelu"
 CLASSES = 10

@@ -9,7 +9,7 @@ d1 with the linked cases. GD converges at d1 of the order of n, so one d1 grid f
 either start at the largest n (every small case then converges at its first width: only an upper
 bound) or miss the large ones. Here each case (d0, n) is its own study with ``d1 = n x RATIOS``
 (the same seed and settings), its cube under ``--out`` (resumable: rerun the command), and the
-thresholds of the cases are fitted together with ``rmt_engine.scaling``: d0 d1* ~ n^b against the
+thresholds of the cases are fitted together with ``rmt_engine.report.scaling``: d0 d1* ~ n^b against the
 paper's 3/2 (Eq. 21) and the parameter count's 1 (d1 (d0 + d2) ~ n d2 unknowns for n d2 equations).
 
 GD: the Eq. 13 step (lr_scale = 1), tol = 1e-4, max_iters = 1500, as in studies/train_width.toml:
@@ -68,7 +68,7 @@ def case_study(d0, n, trials, acts):
 
 
 def run_cases(out: Path, cases, trials, acts, workers=None):
-    from rmt_engine.store import open_results
+    from rmt_engine.study.store import open_results
 
     out.mkdir(parents=True, exist_ok=True)
     cubes = []
@@ -86,7 +86,7 @@ def thresholds(cubes, level):
     """The GD threshold of every case, concatenated along a ``case`` dim with n, d0 coordinates."""
     import xarray as xr
 
-    from rmt_engine import scaling as S
+    from rmt_engine.report import scaling as S
 
     per_case = []
     for ds in cubes:
@@ -105,9 +105,9 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=None)
     ap.add_argument("--level", type=float, action="append", help="levels of P(GD converged) (default 0.5, 0.95)")
     args = ap.parse_args(argv)
-    from rmt_engine import scaling as S
-    from rmt_engine.plots import NothingToDraw
-    from rmt_engine.scaling_report import plot_width_law
+    from rmt_engine.report import scaling as S
+    from rmt_engine.report.plots import NothingToDraw
+    from rmt_engine.report.scaling_section import plot_width_law
 
     out = Path(args.out)
     cases, trials = (QUICK_CASES, QUICK_TRIALS) if args.quick else (CASES, TRIALS)

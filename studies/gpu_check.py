@@ -10,14 +10,14 @@ CuPy installed (``pip install -e .[gpu,test]``):
 
 Sections (each runs on its own: a missing piece or an error is reported and the rest goes on):
   env        versions, device, memory
-  compile    each kernels/*.cu through NVRTC (rmt_engine._cuda), compile time
+  compile    each kernels/*.cu through NVRTC (rmt_engine.backend.cuda), compile time
   pytest     ``pytest -m gpu`` (the GPU tests: kernels vs NumPy references, bitwise / few ulp)
   trials     run_trial(spec, trial) with backend "numpy" and "cupy": every record field compared
   sampling   normal_rows_gpu throughput (GB/s of float64 written) vs cupy.random for context
   gemm       float64 GEMM TFLOP/s (cuBLAS, the reference) and the Gram update M += F^T F at
              n = 2e4 (TFLOP/s, and as a fraction of the GEMM figure); syrk if CuPy has it
-  accumulate one streamed pass of rmt_engine.gram.accumulate (sample + W X + phi + Gram)
-  eigvalsh   dense eigenvalues at n = 1e4 and 2e4 (cuSOLVER syevd through rmt_engine.spectra)
+  accumulate one streamed pass of rmt_engine.montecarlo.gram.accumulate (sample + W X + phi + Gram)
+  eigvalsh   dense eigenvalues at n = 1e4 and 2e4 (cuSOLVER syevd through rmt_engine.linalg.spectra)
   full       one full trial at n = 2e4, d1 = 2e5, d0 = 200 (point data + trial, timed apart)
   memory     device memory: CuPy pool high-water mark per section, device free / total
 A deadline (``--deadline``, default 285 s) skips sections that would not finish in time and
@@ -196,7 +196,7 @@ def s_env(args, res):
 
 def s_compile(args, res):
     _cupy()
-    cuda = _import("rmt_engine._cuda")
+    cuda = _import("rmt_engine.backend.cuda")
     res["kernel_dir"] = str(cuda.kernel_dir())
     log(f"  kernel dir: {res['kernel_dir']}")
     for f in cuda.KERNEL_FILES:
@@ -246,8 +246,8 @@ def _compare_records(a: dict, b: dict, rtol=1e-8, atol=1e-10):
 
 def s_trials(args, res):
     _cupy()
-    spec_mod = _import("rmt_engine.spec")
-    trial_mod = _import("rmt_engine.trial")
+    spec_mod = _import("rmt_engine.montecarlo.spec")
+    trial_mod = _import("rmt_engine.montecarlo.trial")
     cases = _pick(args, [("gelu", 0), ("tanh", 1), ("sigmoid", 0)], [("gelu", 0)], [("gelu", 0)])
     n, d0, d1 = _pick(args, (600, 30, 6000), (300, 20, 2000), (40, 6, 200))
     all_ok = True
@@ -279,8 +279,8 @@ def s_trials(args, res):
 
 def s_sampling(args, res):
     cp = _cupy()
-    gpu = _import("rmt_engine.gpu")
-    rng = _import("rmt_engine.rng")
+    gpu = _import("rmt_engine.backend.kernels")
+    rng = _import("rmt_engine.sampling.rng")
     key = rng.stream_key(0, "W0", 0)
     rows, cols = _pick(args, (16384, 8192), (4096, 4096), (64, 33))  # 1 GiB / 128 MiB of float64
     nbytes = rows * cols * 8
@@ -319,7 +319,7 @@ def s_gemm(args, res):
     M = cp.zeros((n, n))
 
     def update():
-        M.__iadd__(F.T @ F)  # what rmt_engine.gram does on CuPy (full product, then an add)
+        M.__iadd__(F.T @ F)  # what rmt_engine.montecarlo.gram does on CuPy (full product, then an add)
 
     t_full = _time_gpu(cp, update, reps=2)
     flops = 2 * b * n * n
@@ -347,9 +347,9 @@ def s_gemm(args, res):
 
 def s_accumulate(args, res):
     cp = _cupy()
-    gram = _import("rmt_engine.gram")
-    data = _import("rmt_engine.data")
-    rng = _import("rmt_engine.rng")
+    gram = _import("rmt_engine.montecarlo.gram")
+    data = _import("rmt_engine.sampling.data")
+    rng = _import("rmt_engine.sampling.rng")
     n, d0, d1, b = _pick(args, (20000, 200, 32768, 4096), (4000, 100, 16384, 4096), (50, 5, 300, 64))
     X = cp.asarray(data.make_data("sphere", d0, n, 0))
     key = rng.stream_key(0, "W0", 0)
@@ -368,12 +368,12 @@ def s_accumulate(args, res):
 def s_eigvalsh(args, res):
     cp = _cupy()
     try:
-        from rmt_engine.spectra import eigvalsh  # noqa: PLC0415
+        from rmt_engine.linalg.spectra import eigvalsh  # noqa: PLC0415
 
-        which = "rmt_engine.spectra.eigvalsh"
+        which = "rmt_engine.linalg.spectra.eigvalsh"
     except ImportError:
         eigvalsh = cp.linalg.eigvalsh
-        which = "cupy.linalg.eigvalsh (rmt_engine.spectra missing)"
+        which = "cupy.linalg.eigvalsh (rmt_engine.linalg.spectra missing)"
     sizes = _pick(args, (10000, 20000), (2000, 5000), (30, 60))
     for n in sizes:
         A = cp.random.default_rng(n).standard_normal((n, n))
@@ -386,8 +386,8 @@ def s_eigvalsh(args, res):
 
 def s_full(args, res):
     _cupy()
-    spec_mod = _import("rmt_engine.spec")
-    trial_mod = _import("rmt_engine.trial")
+    spec_mod = _import("rmt_engine.montecarlo.spec")
+    trial_mod = _import("rmt_engine.montecarlo.trial")
     n, d0, d1 = _pick(args, (20000, 200, 200000), (5000, 100, 20000), (40, 10, 500))
     try:
         spec = spec_mod.TrialSpec(activation="gelu", n=n, d0=d0, d1=d1, d2=1, t=(2,), seed=0,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-from rmt_engine._backend import gpu_available
+from rmt_engine.backend.xp import gpu_available
 
 # Property tests draw the same examples on every run (CI must not pass or fail by chance);
 # `pytest --hypothesis-profile=explore` draws fresh ones when hunting for counterexamples.

@@ -7,9 +7,9 @@ import pytest
 import scipy.special as sp
 from scipy.stats import norm
 
-from rmt_engine import activations as A
-from rmt_engine._backend import to_numpy
-from rmt_engine.activations import activation, available_activations, register_activation
+from rmt_engine.theory import activations as A
+from rmt_engine.backend.xp import to_numpy
+from rmt_engine.theory.activations import activation, available_activations, register_activation
 
 BUILTINS = ("erf", "gelu", "sigmoid", "softplus", "tanh")
 

@@ -1,11 +1,11 @@
-"""rmt_engine.analysis on synthetic cubes with known answers."""
+"""rmt_engine.report.analysis on synthetic cubes with known answers."""
 
 import numpy as np
 import pytest
 import xarray as xr
 
-from rmt_engine import analysis as A
-from rmt_engine.store import GRID_AXES
+from rmt_engine.report import analysis as A
+from rmt_engine.study.store import GRID_AXES
 
 
 def _cube(shape_over, trials, seed=0):

@@ -8,15 +8,15 @@ import pytest
 import scipy.integrate
 import scipy.linalg
 
-from rmt_engine.asymptotics import (
+from rmt_engine.theory.asymptotics import (
     ASYM_FIELDS,
     DeterministicEquivalent,
     deterministic_equivalent,
     deterministic_equivalent_from_eigenvalues,
     predict_record,
 )
-from rmt_engine.data import make_data
-from rmt_engine.expected import expected_gram
+from rmt_engine.sampling.data import make_data
+from rmt_engine.theory.expected import expected_gram
 
 
 def mp_edges(gamma):

@@ -38,7 +38,7 @@ def test_benchmark_tiny_size_writes_consistent_json(tmp_path, capsys):
 
 
 def test_benchmark_certified_route_is_counted(tmp_path, monkeypatch):
-    import rmt_engine.extremes as ext
+    import rmt_engine.linalg.extremes as ext
 
     monkeypatch.setattr(ext, "DENSE_BELOW_N", 64)
     monkeypatch.setattr(ext, "NORM_DENSE_BELOW_N", 64)

@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rmt_engine as rmt
-from rmt_engine import bounds, orders
-from rmt_engine.activations import ParityWarning, _unregister_activation, parity_residual, register_activation
-from rmt_engine.hadamard import hadamard_lower_bound
-from rmt_engine.khatri_rao import khatri_rao_extremes
+from rmt_engine.theory import bounds, orders
+from rmt_engine.theory.activations import ParityWarning, _unregister_activation, parity_residual, register_activation
+from rmt_engine.theory.hadamard import hadamard_lower_bound
+from rmt_engine.theory.khatri_rao import khatri_rao_extremes
 
 PARITY = {"gelu": ("odd", 3), "softplus": ("odd", 3), "tanh": ("even", 0), "erf": ("even", 0), "sigmoid": ("even", 2)}
 

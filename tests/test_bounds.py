@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from rmt_engine import bounds
+from rmt_engine.theory import bounds
 
 pos = st.floats(0.05, 20.0)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rmt_engine import store as st
+from rmt_engine.study import store as st
 from rmt_engine.cli import build_parser, main
-from rmt_engine.fields import record_fields
+from rmt_engine.montecarlo.fields import record_fields
 from rmt_engine.study import Study, create_store, execute_task, make_job, plan_tasks
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rmt_engine.data import DATA_KINDS, check_data, make_data, normalize_columns
+from rmt_engine.sampling.data import DATA_KINDS, check_data, make_data, normalize_columns
 
 
 def _np(a):

@@ -5,11 +5,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmt_engine import expected as E
-from rmt_engine._backend import to_numpy
-from rmt_engine.activations import activation
-from rmt_engine.expected import expected_gram
-from rmt_engine.hermite import hermite_tail, normalized_hermite_coefficients, second_moment
+from rmt_engine.theory import expected as E
+from rmt_engine.backend.xp import to_numpy
+from rmt_engine.theory.activations import activation
+from rmt_engine.theory.expected import expected_gram
+from rmt_engine.theory.hermite import hermite_tail, normalized_hermite_coefficients, second_moment
 
 BUILTINS = ("erf", "gelu", "sigmoid", "softplus", "tanh")
 

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import scipy.linalg as sl
 
-import rmt_engine.extremes as ext
-from rmt_engine import rng
-from rmt_engine.data import make_data
-from rmt_engine.expected import expected_gram
-from rmt_engine.extremes import (
+import rmt_engine.linalg.extremes as ext
+from rmt_engine.sampling import rng
+from rmt_engine.sampling.data import make_data
+from rmt_engine.theory.expected import expected_gram
+from rmt_engine.linalg.extremes import (
     DENSE_BELOW_N,
     EPS,
     extremes,
     spectral_norm_certified,
 )
-from rmt_engine.gram import gram
+from rmt_engine.montecarlo.gram import gram
 
 N = 400
 D0 = 20

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rmt_engine import scaling as S
+from rmt_engine.report import scaling as S
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,15 +13,15 @@ import functools
 import numpy as np
 import pytest
 
-from rmt_engine import rng
-from rmt_engine._backend import gpu_available
+from rmt_engine.sampling import rng
+from rmt_engine.backend.xp import gpu_available
 
 pytestmark = pytest.mark.gpu
 cp = pytest.importorskip("cupy", reason="CuPy is not installed")
 if not gpu_available():
     pytest.skip("CuPy is installed but no CUDA device is usable", allow_module_level=True)
 
-from rmt_engine import _cuda, gpu  # noqa: E402
+from rmt_engine.backend import cuda as _cuda, kernels as gpu  # noqa: E402
 from _reference import PHILOX_KAT, ulp_distance  # noqa: E402
 
 EPS = np.finfo(np.float64).eps
@@ -128,7 +128,7 @@ def _act_scale(name, deriv, x, ref):
 @pytest.mark.parametrize("name", sorted(gpu.ACTIVATION_IDS))
 @pytest.mark.parametrize("deriv", [0, 1, 2])
 def test_activation_kernels_match_reference(name, deriv):
-    acts = pytest.importorskip("rmt_engine.activations")
+    acts = pytest.importorskip("rmt_engine.theory.activations")
     x = _grid()
     with np.errstate(all="ignore"):
         ref = np.asarray((acts.activation(name).phi, acts.activation(name).dphi, acts.activation(name).ddphi)[deriv](x))
@@ -168,7 +168,7 @@ def test_khatri_rao_gpu_bitwise_kron_chain(t):
     ref = np.stack([functools.reduce(np.kron, [X[:, a]] * t, np.ones(1)) for a in range(X.shape[1])], axis=1)
     assert got.shape == (5**t, 37)
     assert np.array_equal(got, ref)
-    kr = pytest.importorskip("rmt_engine.khatri_rao")
+    kr = pytest.importorskip("rmt_engine.theory.khatri_rao")
     assert np.array_equal(got, kr.khatri_rao(X, t))
 
 

@@ -1,4 +1,4 @@
-"""``rmt_engine.gpu`` plumbing checked on the CPU with a fake ``cupy`` (no GPU needed).
+"""``rmt_engine.backend.kernels`` plumbing checked on the CPU with a fake ``cupy`` (no GPU needed).
 
 What a CPU can still catch before the first GPU session: each wrapper passes its kernel the
 right NUMBER, ORDER and C TYPES of arguments (a Python int where the kernel takes ``int`` or
@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rmt_engine import _cuda, rng
+from rmt_engine.backend import cuda as _cuda
+from rmt_engine.sampling import rng
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,7 +49,7 @@ def kernel_signatures(source: str) -> dict[str, list[tuple[str, str]]]:
 
 
 class FakeArray(np.ndarray):
-    """A NumPy array that ``rmt_engine._backend.is_cupy_array`` takes for a CuPy one."""
+    """A NumPy array that ``rmt_engine.backend.xp.is_cupy_array`` takes for a CuPy one."""
 
     def get(self):
         """CuPy's device-to-host copy."""
@@ -76,8 +77,8 @@ def _emulate(name, a):
         words, out, n = a
         out.reshape(-1)[: 2 * n] = rng.box_muller(words.reshape(-1)[: 4 * n].reshape(-1, 4)).reshape(-1)
     elif name in ("rmt_activation_inplace", "rmt_activation_all"):
-        from rmt_engine.activations import activation  # noqa: PLC0415
-        from rmt_engine.gpu import ACTIVATION_IDS  # noqa: PLC0415
+        from rmt_engine.theory.activations import activation  # noqa: PLC0415
+        from rmt_engine.backend.kernels import ACTIVATION_IDS  # noqa: PLC0415
 
         ids = {v: k for k, v in ACTIVATION_IDS.items()}
         if name == "rmt_activation_inplace":
@@ -236,7 +237,7 @@ def install_fake_cupy(modules: dict) -> types.ModuleType:
 
 @pytest.fixture
 def fake_cupy(monkeypatch):
-    from rmt_engine import _backend
+    from rmt_engine.backend import xp as _backend
 
     fake = make_fake_cupy()
     monkeypatch.setitem(sys.modules, "cupy", fake)
@@ -259,7 +260,7 @@ def test_signature_parser_sees_every_kernel():
 
 
 def test_wrappers_pass_typed_arguments(fake_cupy):
-    from rmt_engine import gpu
+    from rmt_engine.backend import kernels as gpu
 
     key = rng.stream_key(1, "W0", 2)
     z = gpu.normal_rows_gpu(key, 2**32 - 1, 2**32 + 2, 5, 0.5)
@@ -284,7 +285,7 @@ def test_wrappers_pass_typed_arguments(fake_cupy):
 
 
 def test_wrapper_argument_errors(fake_cupy):
-    from rmt_engine import gpu
+    from rmt_engine.backend import kernels as gpu
 
     with pytest.raises(ValueError, match="Philox key words must be in"):
         gpu.normal_rows_gpu(np.array([-1, 0]), 0, 1, 1)
@@ -350,8 +351,8 @@ def test_gpu_check_script_runs_on_the_fake(tmp_path):
 def test_accumulate_and_run_trial_on_the_fake_match_numpy(fake_cupy):
     """The CuPy branch of the Gram pass (one lane, kernels for sampling and phi) against NumPy's two lanes."""
     from rmt_engine import TrialSpec, run_trial
-    from rmt_engine.data import make_data
-    from rmt_engine.gram import accumulate
+    from rmt_engine.sampling.data import make_data
+    from rmt_engine.montecarlo.gram import accumulate
 
     X = make_data("sphere", 6, 40, seed=2)
     kW, kV = rng.stream_key(4, "W0", 3), rng.stream_key(4, "V0", 3)

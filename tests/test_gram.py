@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from rmt_engine import rng
-from rmt_engine.activations import activation
-from rmt_engine.data import make_data
-from rmt_engine.expected import expected_gram
-from rmt_engine.gram import accumulate, gram
+from rmt_engine.sampling import rng
+from rmt_engine.theory.activations import activation
+from rmt_engine.sampling.data import make_data
+from rmt_engine.theory.expected import expected_gram
+from rmt_engine.montecarlo.gram import accumulate, gram
 
 
 def dense_F(X, name, d1, w1, seed, trial):
@@ -108,7 +108,7 @@ def test_lanes_give_the_same_bits_on_one_or_two_threads(name):
 
 def test_blocks_are_dealt_to_lanes_and_summed_in_lane_order():
     """M0 = (sum of the even blocks) + (sum of the odd blocks), each summed in block order."""
-    from rmt_engine.gram import LANES
+    from rmt_engine.montecarlo.gram import LANES
 
     X = make_data("sphere", 5, 40, seed=6)
     key = rng.stream_key(0, "W0", 0)
@@ -128,7 +128,7 @@ def test_one_row_block_is_still_split_over_the_lanes():
 
 
 def test_product_and_activation_in_pieces_match_the_whole_block():
-    from rmt_engine.gram import _phi_of_product
+    from rmt_engine.montecarlo.gram import _phi_of_product
 
     X = make_data("sphere", 9, 400, seed=8)  # 163 rows per 512 KiB piece: ten pieces below
     W = rng.normal_rows(rng.stream_key(1, "W0", 0), 0, 1500, 9)
@@ -142,7 +142,7 @@ def test_product_and_activation_in_pieces_match_the_whole_block():
 def test_gil_free_syrk_is_scipy_dsyrk_bit_for_bit():
     from scipy.linalg.blas import dsyrk
 
-    from rmt_engine._blas import syrk_upper_update
+    from rmt_engine.linalg.blas import syrk_upper_update
 
     A = np.random.default_rng(0).standard_normal((301, 123))
     C0 = np.asfortranarray(np.random.default_rng(1).standard_normal((123, 123)))
@@ -160,7 +160,7 @@ def test_gil_free_syrk_is_scipy_dsyrk_bit_for_bit():
 
 
 def test_syrk_falls_back_to_f2py_when_the_cython_signature_differs(monkeypatch):
-    from rmt_engine import _blas
+    from rmt_engine.linalg import blas as _blas
 
     A = np.random.default_rng(2).standard_normal((50, 20))
     C_fast = np.zeros((20, 20), order="F")
@@ -175,7 +175,7 @@ def test_syrk_falls_back_to_f2py_when_the_cython_signature_differs(monkeypatch):
 
 @pytest.mark.parametrize("n", [1, 2, 7, 255, 256, 257, 600])
 def test_symmetrize_copies_the_upper_triangle_down(n):
-    from rmt_engine.gram import _symmetrize_from_upper
+    from rmt_engine.montecarlo.gram import _symmetrize_from_upper
 
     A = np.asfortranarray(np.random.default_rng(n).standard_normal((n, n)))
     expected = np.triu(A) + np.triu(A, 1).T

@@ -10,8 +10,8 @@ from numpy.polynomial import hermite_e
 from scipy.integrate import IntegrationWarning, quad
 from scipy.special import eval_hermitenorm, gammaln
 
-from rmt_engine.activations import activation
-from rmt_engine.hermite import (
+from rmt_engine.theory.activations import activation
+from rmt_engine.theory.hermite import (
     dual_kernel,
     hermite_coefficients,
     hermite_tail,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import rmt_engine as rmt
-from rmt_engine import store as st
+from rmt_engine.study import store as st
 from rmt_engine.cli import main
 from rmt_engine.study import Study, StudySpecError, execute_task, make_job, plan_tasks
 
@@ -84,7 +84,7 @@ def test_data_file_changed_during_a_run_is_refused(tmp_path):
 
 
 def test_user_activations_reach_the_workers_also_over_a_builtin_name(tmp_path):
-    from rmt_engine.activations import _unregister_activation, register_activation
+    from rmt_engine.theory.activations import _unregister_activation, register_activation
 
     def soft(x):
         return x / (1 + np.abs(x))
@@ -134,7 +134,7 @@ def test_validate_refuses_and_estimates(tmp_path, capsys):
 def test_memory_estimate_bounds_the_measured_peak():
     import tracemalloc
 
-    from rmt_engine.resources import trial_memory_bytes
+    from rmt_engine.study.resources import trial_memory_bytes
 
     spec = rmt.TrialSpec(activation="gelu", n=200, d0=16, d1=1000)
     rmt.run_trial(spec, 0)  # warm caches (quadrature rules)
@@ -162,7 +162,7 @@ def test_connection_errors_are_clear_and_leave_no_store(args, match, tmp_path, c
 
 
 def test_garbage_scheduler_file_and_unreachable_scheduler(tmp_path, capsys, monkeypatch):
-    from rmt_engine import cluster
+    from rmt_engine.study import cluster
 
     toml = tmp_path / "s.toml"
     toml.write_text('[study]\ntrials = 2\nseed = 1\n[grid]\nactivation = ["gelu"]\nn = [8]\nd0 = [4]\nd1 = [16]\n')

@@ -1,8 +1,15 @@
-"""The import graph of ``rmt_engine`` has no cycle, and ``rmt_engine.study`` imports one way.
+"""The import graph of ``rmt_engine`` has no cycle, its folders are layered, and ``rmt_engine.study`` imports one way.
+
+Layers (``rmt_engine/__init__.py`` and each folder's ``__init__`` state them): backend < linalg <
+sampling < theory < montecarlo < study < report; a module may import its own folder and the folders
+before it, never one after it. ``report`` reads cubes: of ``study`` it may import only the cube
+format (``study.store``) and the study file parser (``study.spec``), never the driver. The top-level
+modules (``cli``, ``testing``, ``pytest_plugin``) may import anything; ``_version`` and ``_moved``
+import nothing of the engine.
 
 Every module under ``rmt_engine/`` is parsed with ``ast`` (nothing is imported); an edge A -> B is
 any ``import``/``from ... import`` in A, at module level or inside a function, relative or absolute,
-that names module B of the package (``from . import store`` names ``rmt_engine.store``; ``from .x
+that names module B of the package (``from . import store`` names ``rmt_engine.study.store``; ``from .x
 import name`` names ``rmt_engine.x``). Importing a submodule also runs its parent packages'
 ``__init__``; those implicit edges are not counted, otherwise every module would close a trivial
 cycle through ``rmt_engine/__init__.py``, which re-exports the public API from its submodules.
@@ -98,13 +105,72 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+LAYERS = ("backend", "linalg", "sampling", "theory", "montecarlo", "study", "report")
+#: the only modules of ``study`` that ``report`` may import (the cube format and the study file parser)
+REPORT_READS_FROM_STUDY = {"rmt_engine.study.store", "rmt_engine.study.spec"}
+LEAVES = {"rmt_engine._version", "rmt_engine._moved"}  # import nothing of the engine; anyone may import them
+
+
+def _layer(mod: str):
+    parts = mod.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[tuple[str, str, str]]:
+    """(importer, imported, why) for every edge that points up the layers or into the study driver."""
+    bad = []
+    for mod, deps in graph.items():
+        if mod in LEAVES:
+            bad += [(mod, d, "a leaf imports the engine") for d in deps]
+            continue
+        here = _layer(mod)
+        if here is None:  # rmt_engine/__init__, cli, testing, pytest_plugin: the top
+            continue
+        for d in deps:
+            there = _layer(d)
+            if d in LEAVES:
+                continue
+            if there is None:
+                bad.append((mod, d, "imports a top-level module"))
+            elif there > here:
+                bad.append((mod, d, f"{LAYERS[here]} imports {LAYERS[there]} (upward)"))
+            elif LAYERS[here] == "report" and LAYERS[there] == "study" and d not in REPORT_READS_FROM_STUDY:
+                bad.append((mod, d, "report imports study driver code"))
+    return sorted(bad)
+
+
 def test_the_graph_sees_relative_absolute_and_function_level_imports():
     g = import_graph()
     assert "rmt_engine.study.spec" in g["rmt_engine.study.plan"]  # from .spec import ...
-    assert "rmt_engine.store" in g["rmt_engine.study.plan"]  # from .. import store as _store
-    assert "rmt_engine.cluster" in g["rmt_engine.study.run"]  # function level
+    assert "rmt_engine.study.store" in g["rmt_engine.study.plan"]  # from . import store as _store
+    assert "rmt_engine.study.cluster" in g["rmt_engine.study.run"]  # function level
     assert "rmt_engine.study" in g["rmt_engine.cli"]  # function level, from .study import ...
-    assert "rmt_engine.provenance" in g["rmt_engine.cluster"]
+    assert "rmt_engine.study.provenance" in g["rmt_engine.study.cluster"]
+    assert "rmt_engine.theory.asymptotics" in g["rmt_engine.montecarlo.fields"]  # from ..theory.asymptotics
+
+
+def test_every_module_lives_in_a_layer_but_the_top():
+    top = {m for m in import_graph() if _layer(m) is None}
+    assert top == {"rmt_engine", "rmt_engine.cli", "rmt_engine.testing", "rmt_engine.pytest_plugin",
+                   "rmt_engine._version", "rmt_engine._moved"}, sorted(top)
+    assert len(list(PKG.glob("*.py"))) <= 8
+
+
+def test_imports_point_down_the_layers():
+    assert layer_violations(import_graph()) == []
+
+
+def test_an_upward_import_is_caught():
+    """The check itself fails on a deliberate upward import (and on report -> the study driver)."""
+    g = import_graph()
+    g["rmt_engine.theory.bounds"] = g["rmt_engine.theory.bounds"] | {"rmt_engine.montecarlo.trial"}
+    g["rmt_engine.report.analysis"] = g["rmt_engine.report.analysis"] | {"rmt_engine.study.run"}
+    g["rmt_engine.linalg.spectra"] = g["rmt_engine.linalg.spectra"] | {"rmt_engine.cli"}
+    found = layer_violations(g)
+    assert ("rmt_engine.theory.bounds", "rmt_engine.montecarlo.trial", "theory imports montecarlo (upward)") in found
+    assert ("rmt_engine.report.analysis", "rmt_engine.study.run", "report imports study driver code") in found
+    assert ("rmt_engine.linalg.spectra", "rmt_engine.cli", "imports a top-level module") in found
+    assert len(found) == 3
 
 
 def test_cycles_are_found():
@@ -122,21 +188,26 @@ def test_no_import_cycle():
 def test_study_package_imports_flow_one_way():
     g = import_graph()
     order = ["spec", "plan", "tasks", "run"]  # each may import only those before it
+    services = {"store", "cluster", "provenance", "resources"}  # beside the chain; import none of it
     sub = {m.rpartition(".")[2]: m for m in g if m.startswith("rmt_engine.study.")}
     assert set(order) <= set(sub), sorted(sub)
     for name, mod in sub.items():
         study_deps = {d.rpartition(".")[2] for d in g[mod] if d.startswith("rmt_engine.study")}
         assert "rmt_engine.study" not in g[mod], f"{mod} imports the package's __init__ (a cycle through it)"
         if name in order:
-            allowed = set(order[:order.index(name)]) | ({"store_setup"} if name == "run" else set())
-        else:  # helpers beside the chain (store_setup) sit on spec only
-            allowed = {"spec"}
+            allowed = set(order[:order.index(name)]) | ({"store_setup"} if name == "run" else set()) | services
+        elif name in services:
+            allowed = services
+        else:  # helpers beside the chain (store_setup) sit on spec and the services only
+            allowed = {"spec"} | services
         assert study_deps <= allowed, f"{mod} imports {sorted(study_deps - allowed)} of rmt_engine.study"
-    assert not {d for d in g["rmt_engine.study.spec"] if d.startswith("rmt_engine.study")}
+    assert not {d for d in g["rmt_engine.study.spec"] if d.startswith("rmt_engine.study")} - {
+        f"rmt_engine.study.{s}" for s in services}
     assert not any("rmt_engine.study.run" in g[m] for m in g if m not in ("rmt_engine.study",)), \
         "only the package __init__ imports rmt_engine.study.run"
 
 
 def test_cluster_does_not_import_the_study():
     g = import_graph()
-    assert not {d for d in g["rmt_engine.cluster"] if d.startswith("rmt_engine.study")}
+    assert not {d for d in g["rmt_engine.study.cluster"] if d.startswith("rmt_engine.study")} - {
+        "rmt_engine.study.provenance"}

@@ -1,13 +1,13 @@
 """CUDA kernel sources, checked without a GPU.
 
-- ``rmt_engine._cuda`` finds ``kernels/``, inlines the project headers (with ``#line`` so errors
+- ``rmt_engine.backend.cuda`` finds ``kernels/``, inlines the project headers (with ``#line`` so errors
   still point at the header) and never imports CuPy.
 - Every ``kernels/*.cu`` compiles with ``nvcc -ptx -arch=sm_90`` as written (``-I kernels``), and
   the header-inlined sources that CuPy would compile build to sm_90 cubins: a syntax error fails CI.
 - ``kernels/host_check.cu`` compiles the ``__host__ __device__`` math of ``philox.cuh`` and
   ``activations.cuh`` for the CPU; its Philox words must equal ``rng.philox4x32`` bit for bit,
   its normals ``rng.box_muller`` / ``rng.normal_rows`` to 4 ulp, its activations the NumPy
-  reference ``rmt_engine.activations`` to 4 ulp of the value's natural scale (see ``_act_scale``).
+  reference ``rmt_engine.theory.activations`` to 4 ulp of the value's natural scale (see ``_act_scale``).
 nvcc is needed (CI has it; these tests skip, saying so, where it is absent). All compilations run
 in parallel in one session fixture (a few seconds).
 """
@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rmt_engine import _cuda, rng
-from rmt_engine.gpu import ACTIVATION_IDS
+from rmt_engine.backend import cuda as _cuda
+from rmt_engine.sampling import rng
+from rmt_engine.backend.kernels import ACTIVATION_IDS
 from _reference import PHILOX_KAT, ulp_distance
 
 EPS = np.finfo(np.float64).eps
@@ -111,7 +112,7 @@ def test_edited_header_is_picked_up(tmp_path, monkeypatch):
 
 
 def test_importing_gpu_modules_does_not_import_cupy():
-    code = "import sys, rmt_engine._cuda, rmt_engine.gpu; sys.exit('cupy' in sys.modules)"
+    code = "import sys, rmt_engine.backend.cuda, rmt_engine.backend.kernels; sys.exit('cupy' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
 
@@ -121,14 +122,14 @@ def test_activation_ids_match_the_header_and_the_reference():
     count = ids.pop("count")
     assert ids == ACTIVATION_IDS
     assert count == len(ACTIVATION_IDS)
-    acts = pytest.importorskip("rmt_engine.activations")
+    acts = pytest.importorskip("rmt_engine.theory.activations")
     builtins = {n for n in acts.available_activations() if acts.activation(n).builtin}
     assert builtins == set(ACTIVATION_IDS), "every built-in activation needs a CUDA kernel id"
 
 
-@pytest.mark.skipif(__import__("rmt_engine._backend", fromlist=["x"]).gpu_available(), reason="a GPU is present")
+@pytest.mark.skipif(__import__("rmt_engine.backend.xp", fromlist=["x"]).gpu_available(), reason="a GPU is present")
 def test_gpu_wrappers_fail_clearly_without_cupy():
-    from rmt_engine import gpu
+    from rmt_engine.backend import kernels as gpu
 
     with pytest.raises(RuntimeError, match="CuPy or a CUDA device is not available"):
         gpu.normal_rows_gpu(rng.stream_key(0, "W0", 0), 0, 2, 3)
@@ -335,7 +336,7 @@ def host_activations(compiled):
 @pytest.mark.parametrize("name", sorted(ACTIVATION_IDS))
 @pytest.mark.parametrize("deriv", [0, 1, 2])
 def test_host_activations_match_reference(host_activations, name, deriv):
-    acts = pytest.importorskip("rmt_engine.activations", reason="NumPy reference rmt_engine.activations missing")
+    acts = pytest.importorskip("rmt_engine.theory.activations", reason="NumPy reference rmt_engine.theory.activations missing")
     x, vals, _ = host_activations
     act = acts.activation(name)
     with np.errstate(all="ignore"):

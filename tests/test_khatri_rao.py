@@ -6,8 +6,8 @@ import warnings
 import numpy as np
 import pytest
 
-from rmt_engine.data import make_data
-from rmt_engine.khatri_rao import (
+from rmt_engine.sampling.data import make_data
+from rmt_engine.theory.khatri_rao import (
     RankDeficiencyWarning,
     data_extremes,
     khatri_rao,

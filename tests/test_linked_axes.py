@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from rmt_engine import store as st
+from rmt_engine.study import store as st
 from rmt_engine.study import Study, StudySpecError
 
 TOML = """
@@ -96,7 +96,7 @@ def test_bad_linked_tables_are_clear_errors(text, match):
 
 
 def test_report_fits_along_the_cases(linked, tmp_path):
-    from rmt_engine.report import write_report
+    from rmt_engine.report.document import write_report
 
     _, d = linked
     md = write_report(d / "a.zarr", tmp_path / "r").read_text()

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from rmt_engine.store import open_results
+from rmt_engine.study.store import open_results
 from rmt_engine.study import NoWorkersLeft, Study, StudySpecError
 
 STUDY = """

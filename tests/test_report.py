@@ -68,7 +68,7 @@ def test_report_cli_writes_files(tiny_store, tmp_path):
 
 def test_report_exits_nonzero_when_a_figure_fails(tiny_store, tmp_path, monkeypatch, capsys):
     """A figure that cannot be drawn (matplotlib missing) is named, and the exit code is not 0."""
-    from rmt_engine import plots
+    from rmt_engine.report import plots
     from rmt_engine.cli import main
 
     def broken(*a, **k):
@@ -110,7 +110,7 @@ def test_plots_module_does_not_import_matplotlib_at_import():
     import subprocess
     import sys
 
-    code = "import sys, rmt_engine.plots, rmt_engine.report, rmt_engine.analysis; print('matplotlib' in sys.modules)"
+    code = "import sys, rmt_engine.report.plots, rmt_engine.report, rmt_engine.report.analysis; print('matplotlib' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"
 
@@ -121,8 +121,8 @@ def test_zero_bounds_and_empty_slices_give_nan_without_warnings(tiny_store):
 
     import numpy as np
 
-    from rmt_engine import analysis as A
-    from rmt_engine.store import open_results
+    from rmt_engine.report import analysis as A
+    from rmt_engine.study.store import open_results
 
     ds = open_results(tiny_store)
     with warnings.catch_warnings():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from rmt_engine import rng
+from rmt_engine.sampling import rng
 from _reference import PHILOX_KAT
 
 

@@ -1,4 +1,4 @@
-"""rmt_engine.scaling on synthetic data with known answers: thresholds, their coverage, exponent fits.
+"""rmt_engine.report.scaling on synthetic data with known answers: thresholds, their coverage, exponent fits.
 
 Coverage tolerances: a coverage measured over R repetitions has Monte Carlo standard error
 sqrt(c (1 - c) / R) (0.012 at c = 0.94, R = 400; 0.0034 at c = 0.95, R = 4000). Every seed
@@ -14,8 +14,8 @@ import xarray as xr
 from scipy import stats
 from scipy.special import expit, logit
 
-from rmt_engine import analysis as A
-from rmt_engine import scaling as S
+from rmt_engine.report import analysis as A
+from rmt_engine.report import scaling as S
 
 GRID = 100.0 * 2.0 ** np.arange(8)  # 8 widths, a factor 2 apart
 TRUTH = 100.0 * 2.0 ** 4.5          # true 95% point, between grid values 4 and 5

@@ -27,7 +27,7 @@ import cluster_helpers as H  # noqa: E402
 
 jobqueue = pytest.importorskip("dask_jobqueue")
 
-from rmt_engine.cluster import (  # noqa: E402
+from rmt_engine.study.cluster import (  # noqa: E402
     ConnectionFailed,
     SlurmPlan,
     _slurm_options,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from rmt_engine.spectra import (
+from rmt_engine.linalg.spectra import (
     LANCZOS_MIN_N,
     eigvalsh,
     extreme_eigenvalues,

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import zarr
 
-from rmt_engine import store as st
-from rmt_engine.fields import FIELDS, record_fields
-from rmt_engine.spec import TrialSpec
+from rmt_engine.study import store as st
+from rmt_engine.montecarlo.fields import FIELDS, record_fields
+from rmt_engine.montecarlo.spec import TrialSpec
 from rmt_engine.study import Study, create_store, execute_task, make_job, plan_tasks
-from rmt_engine.trial import run_trial
+from rmt_engine.montecarlo.trial import run_trial
 
 GRID = {"activation": ["gelu", "sigmoid"], "n": [12, 16], "d0": [5], "d1": [40]}
 

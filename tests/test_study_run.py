@@ -19,9 +19,9 @@ import dask
 import numpy as np
 import pytest
 
-from rmt_engine import store as st
+from rmt_engine.study import store as st
 from rmt_engine.cli import main
-from rmt_engine.cluster import local_cluster
+from rmt_engine.study.cluster import local_cluster
 from rmt_engine.study import TEST_DELAY_ENV, TEST_FAIL_ENV, Study
 
 TOML = """\

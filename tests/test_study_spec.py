@@ -245,7 +245,7 @@ def test_quickstart_study_is_valid():
     assert len(s.grid["n"]) == 2 and len(s.grid["d1"]) >= 3
     assert 10 <= s.trials <= 50
     assert "auto" in s.t  # every activation gets an informative lower bound (issue: the front door)
-    from rmt_engine.orders import informative_t
+    from rmt_engine.theory.orders import informative_t
 
     for labels in s.points():
         assert informative_t(labels["activation"], labels["w1"], labels["n"], labels["d0"]) is not None
@@ -253,7 +253,7 @@ def test_quickstart_study_is_valid():
 
 
 def test_a_minimal_study_gives_the_trial_spec_defaults():
-    from rmt_engine.spec import TrialSpec
+    from rmt_engine.montecarlo.spec import TrialSpec
 
     study = Study(grid={"activation": ["gelu"], "n": [10], "d0": [4], "d1": [40]}, trials=2, seed=3)
     (labels,) = list(study.points())

@@ -1,4 +1,4 @@
-"""rmt_engine.train: gradient descent from the record's own Theta0 (loss, gradients, NTK, stopping, determinism)."""
+"""rmt_engine.montecarlo.train: gradient descent from the record's own Theta0 (loss, gradients, NTK, stopping, determinism)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
-from rmt_engine import TrialSpec, rng, run_trial
-from rmt_engine.activations import _unregister_activation, activation, register_activation
-from rmt_engine.data import make_data
-import rmt_engine.train as train_module
-from rmt_engine.train import (TRAIN_FIELDS, TrainSpec, curve_iterations, curve_on_grid, gradient_descent,
+from rmt_engine import TrialSpec, run_trial
+from rmt_engine.sampling import rng
+from rmt_engine.theory.activations import _unregister_activation, activation, register_activation
+from rmt_engine.sampling.data import make_data
+import rmt_engine.montecarlo.train as train_module
+from rmt_engine.montecarlo.train import (TRAIN_FIELDS, TrainSpec, curve_iterations, curve_on_grid, gradient_descent,
                               initial_weights, loss_and_grads, ntk_gram, train_trial)
 
 BUILTINS = ("gelu", "tanh", "sigmoid", "softplus", "erf")
@@ -176,7 +177,7 @@ def test_matches_dense_reference_loop(chunk, monkeypatch):
                                rel=1e-15)
     act = activation("gelu")
     X = make_data("sphere", spec.d0, spec.n, spec.seed)
-    from rmt_engine.trial import make_labels
+    from rmt_engine.montecarlo.trial import make_labels
 
     Y = make_labels(spec)
     W, V = W0.copy(), V0.copy()
@@ -290,7 +291,7 @@ def fake_cupy(monkeypatch):
     import scipy.special
     import types
 
-    from rmt_engine import _backend, _cuda
+    from rmt_engine.backend import xp as _backend, cuda as _cuda
     from test_gpu_wrappers import make_fake_cupy
 
     fake = make_fake_cupy()

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from rmt_engine import train_report as TR
-from rmt_engine.train_section import training_section
-from rmt_engine.store import GRID_AXES
+from rmt_engine.report.training import numbers as TR
+from rmt_engine.report.training.section import training_section
+from rmt_engine.study.store import GRID_AXES
 from rmt_engine.study import Study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def stores(tmp_path_factory):
 
 def test_report_has_the_training_section_and_its_figures(stores, tmp_path):
     pytest.importorskip("matplotlib")
-    from rmt_engine.report import write_report
+    from rmt_engine.report.document import write_report
 
     out = tmp_path / "rep"
     md = write_report(stores[0], out).read_text()
@@ -100,7 +100,7 @@ def test_report_has_the_training_section_and_its_figures(stores, tmp_path):
 def test_lazy_cube_draws_the_lazy_figure_and_not_the_width_figures(stores, tmp_path):
     pytest.importorskip("matplotlib")
     import rmt_engine
-    from rmt_engine.plots import NothingToDraw
+    from rmt_engine.report.plots import NothingToDraw
 
     ds = TR._load(rmt_engine.open_results(stores[1]))
     drawn, skipped = {}, {}

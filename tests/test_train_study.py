@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from rmt_engine.store import open_results
+from rmt_engine.study.store import open_results
 from rmt_engine.study import Study, StudySpecError
-from rmt_engine.train import TRAIN_FIELDS, TrainSpec, curve_iterations, train_trial
+from rmt_engine.montecarlo.train import TRAIN_FIELDS, TrainSpec, curve_iterations, train_trial
 
 TOML = """
 name = "tiny_train"

@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from rmt_engine import rng
-from rmt_engine.activations import activation
-from rmt_engine.data import make_data
-from rmt_engine.expected import expected_gram
-from rmt_engine.fields import record_fields
-from rmt_engine.spec import TrialSpec
-from rmt_engine.trial import make_labels, run_trial
+from rmt_engine.sampling import rng
+from rmt_engine.theory.activations import activation
+from rmt_engine.sampling.data import make_data
+from rmt_engine.theory.expected import expected_gram
+from rmt_engine.montecarlo.fields import record_fields
+from rmt_engine.montecarlo.spec import TrialSpec
+from rmt_engine.montecarlo.trial import make_labels, run_trial
 
 SMALL = dict(n=24, d0=8, d1=150, d2=3)  # n <= C(d0+1, 2) = 36: sigma_min(X^{*2}) > 0
 

@@ -1,6 +1,6 @@
 """run_trial's eigenvalue routes (certified vs dense), its memory plan and the process-level point cache.
 
-The certified route (``rmt_engine.extremes``) only runs from ``DENSE_BELOW_N`` ~ 2200 on; the
+The certified route (``rmt_engine.linalg.extremes``) only runs from ``DENSE_BELOW_N`` ~ 2200 on; the
 tests lower the switch so that it runs at small n, and compare its record with the dense route's
 on the same trial (independent computations of the same eigenvalues).
 """
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 import rmt_engine as rmt
-import rmt_engine.extremes as ext
-import rmt_engine.trial as trial_mod
-from rmt_engine import point_cache
-from rmt_engine.point_cache import PointCache
-from rmt_engine.resources import largest_n, trial_memory_bytes
+import rmt_engine.linalg.extremes as ext
+import rmt_engine.montecarlo.trial as trial_mod
+from rmt_engine.montecarlo import point_cache
+from rmt_engine.montecarlo.point_cache import PointCache
+from rmt_engine.study.resources import largest_n, trial_memory_bytes
 
 EPS = np.finfo(np.float64).eps
 DIRECT = ("lambda_min_M0", "lambda_max_M0", "lambda_2_M0", "dev_M0")
@@ -191,8 +191,8 @@ def test_point_cache_bound_from_the_environment(monkeypatch):
 
 
 def test_gram_pass_hands_over_its_spare_buffer():
-    from rmt_engine import rng
-    from rmt_engine.gram import accumulate
+    from rmt_engine.sampling import rng
+    from rmt_engine.montecarlo.gram import accumulate
 
     X = rmt.make_data("sphere", 8, 64, seed=0)
     sums = accumulate(X, "gelu", 256, key_W=rng.stream_key(0, "W0", 0), block_rows=32)
@@ -208,7 +208,7 @@ def _study(n, extra=""):
 
 
 def test_validate_refuses_trials_that_cannot_fit():
-    from rmt_engine.resources import check_limits, machine_memory_bytes
+    from rmt_engine.study.resources import check_limits, machine_memory_bytes
 
     too_big = int(math.sqrt(machine_memory_bytes() / 24)) + 1000  # 3 n^2 doubles > the machine
     problems = check_limits(_study(too_big), {"max_cpu_hours": 1e12})

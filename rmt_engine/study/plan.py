@@ -2,7 +2,7 @@
 
 Rules of this module
 - One task = one trial block of one grid point = one chunk of every variable it writes (see
-  ``rmt_engine.store``); ``plan_tasks`` lists the tasks whose region is not yet ``done``, in cube
+  ``rmt_engine.study.store``); ``plan_tasks`` lists the tasks whose region is not yet ``done``, in cube
   order, so a resumed run computes exactly the regions an interrupted one left.
 - ``check_store`` refuses, before anything is created, a store that this study cannot write: a
   missing store on ``--resume``, an unwritable directory, a file, an empty or foreign directory, a
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import store as _store
-from ..store import GRID_AXES
+from . import store as _store
+from .store import GRID_AXES
 from .spec import _ENTRY_POINTS, Study
 
 # --------------------------------------------------------------------------- store checks

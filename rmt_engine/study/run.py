@@ -4,7 +4,7 @@ Rules of this module
 - ``run_study`` validates the study's resource limits and the store (twice: before and after taking
   the store's lock, so nothing is created for a bad store), creates the cube or resumes it, plans
   the regions not yet done, and submits one task per region. Dask is the only scheduler; the
-  cluster comes from ``rmt_engine.cluster`` (started from ``[execution]`` or an existing client).
+  cluster comes from ``rmt_engine.study.cluster`` (started from ``[execution]`` or an existing client).
 - All tasks go to the scheduler in one graph update; the driver only collects the small status
   dicts, shows progress (a rich bar on a terminal, else a plain line at most every
   ``PROGRESS_INTERVAL_S``), reports workers that join or leave, and records the run in the store's
@@ -26,8 +26,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import store as _store
-from ..provenance import _now
+from . import store as _store
+from .provenance import _now
 from .plan import Task, check_store, plan_tasks
 from .spec import _ENTRY_POINTS, Study, StudySpecError
 from .store_setup import create_store
@@ -98,9 +98,9 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
               workers: int | None = None, cluster: str | None = None, scheduler: str | None = None,
               scheduler_file: str | None = None, echo=None, force: bool = False) -> RunSummary:
     """See ``Study.run``."""
-    from .. import cluster as _cluster  # noqa: PLC0415
+    from . import cluster as _cluster  # noqa: PLC0415
 
-    from ..trial import run_trial  # noqa: F401, PLC0415 - a broken install fails here, before any store exists
+    from ..montecarlo.trial import run_trial  # noqa: F401, PLC0415 - a broken install fails here, before any store exists
 
     echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
     store = Path(store).absolute()
@@ -109,7 +109,7 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
     problems = study.resource_problems()
     if problems and not force:
         raise StudySpecError("refusing to run: " + "; ".join(problems) + ". Raise the limit in [execution] or "
-                             "pass --force (rmt_engine.resources explains the estimate)", ("execution",))
+                             "pass --force (rmt_engine.study.resources explains the estimate)", ("execution",))
     check_store(study, store, resume=resume)  # before the lock: never create anything for a bad store
     hooks = _test_hooks()
     with _store.StoreLock(store, on_message=echo):
@@ -209,7 +209,7 @@ def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progres
     futures = dict(zip(client.map(execute_task, jobs, key=keys, pure=False), tasks))
     results, failures = [], []
     timeout = study.execution.no_workers_timeout or NO_WORKERS_TIMEOUT_S
-    from ..cluster import pending_slurm_jobs  # noqa: PLC0415
+    from .cluster import pending_slurm_jobs  # noqa: PLC0415
 
     watch = _WorkerWatch(client, echo or (lambda m: print(m, file=sys.stderr, flush=True)),
                          no_workers_timeout=timeout, on_abort=lambda: client.cancel(list(futures)),

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import store as _store
-from ..cluster import SLURM_ENGINE_KEYS, _slurm_options  # noqa: F401 - SLURM_ENGINE_KEYS re-exported
-from ..spec import DTYPES, MAX_T, TRIAL_SPEC_DEFAULTS, TrialSpec
-from ..store import CASE_DIM, GRID_AXES
+from . import store as _store
+from .cluster import SLURM_ENGINE_KEYS, _slurm_options  # noqa: F401 - SLURM_ENGINE_KEYS re-exported
+from ..montecarlo.spec import DTYPES, MAX_T, TRIAL_SPEC_DEFAULTS, TrialSpec, is_integer
+from .store import CASE_DIM, GRID_AXES
 
 REQUIRED_AXES = ("activation", "n", "d0", "d1")
 AXIS_DEFAULTS = {a: (TRIAL_SPEC_DEFAULTS[a],) for a in ("data", "d2", "w1", "w2")}
@@ -135,9 +135,6 @@ class StudySpecError(ValueError):
 # --------------------------------------------------------------------------- value checks
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
 
 def _is_num(v) -> bool:
     return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
@@ -151,11 +148,11 @@ def _describe(v) -> str:
 def _check_value(kind: str, v, key: tuple):
     """Check and normalize one value; raises StudySpecError naming ``key``."""
     if kind == "posint":
-        if not _is_int(v) or v < 1:
+        if not is_integer(v) or v < 1:
             raise StudySpecError(f"expected a positive integer, got {_describe(v)}", key)
         return int(v)
     if kind == "nonnegint":
-        if not _is_int(v) or v < 0:
+        if not is_integer(v) or v < 0:
             raise StudySpecError(f"expected a non-negative integer, got {_describe(v)}", key)
         return int(v)
     if kind == "float":
@@ -178,7 +175,7 @@ def _check_value(kind: str, v, key: tuple):
         for x in vals:
             if isinstance(x, str) and x.strip().lower() == "auto":
                 out.append("auto")
-            elif _is_int(x) and 1 <= x <= MAX_T:
+            elif is_integer(x) and 1 <= x <= MAX_T:
                 out.append(int(x))
             else:
                 raise StudySpecError(f'expected "auto" or an integer Khatri-Rao order in [1, {MAX_T}], '
@@ -287,7 +284,7 @@ class Study:
     C: float = TRIAL_SPEC_DEFAULTS["C"]
     chi_max: float | None = TRIAL_SPEC_DEFAULTS["chi_max"]
     backend: str = TRIAL_SPEC_DEFAULTS["backend"]
-    train: object = None  # a TrainSpec (or its table): every trial also trains by GD (rmt_engine.train)
+    train: object = None  # a TrainSpec (or its table): every trial also trains by GD (rmt_engine.montecarlo.train)
     eq19_scale: float = 1.0  # the constant of the derived rule w2 = "eq19"
     linked: tuple = ()  # set from grid: the axes of [grid.linked]
     derived: dict = field(default_factory=dict)  # set from grid: axis -> rule
@@ -326,7 +323,7 @@ class Study:
             raise StudySpecError("save_spectrum stores one variable per value of n: n cannot be a linked axis "
                                  "then (link d0 with another axis, or set save_spectrum = false)", ("grid", "linked"))
         if self.train is not None:
-            from ..train import TrainSpec  # noqa: PLC0415
+            from ..montecarlo.train import TrainSpec  # noqa: PLC0415
 
             if isinstance(self.train, dict):
                 try:
@@ -378,7 +375,7 @@ class Study:
             dkey = (spec.data, spec.d0, spec.n)
             if spec.data in ("file", "digits") and dkey not in seen_data:
                 seen_data.add(dkey)
-                from ..data import make_data  # noqa: PLC0415
+                from ..sampling.data import make_data  # noqa: PLC0415
 
                 try:
                     make_data(spec.data, spec.d0, spec.n, spec.seed, path=spec.data_path)
@@ -431,7 +428,7 @@ class Study:
 
     def bound_warnings(self) -> list[str]:
         """One line per requested t that gives no Eq. 58/67 lower bound at some grid points (with why)."""
-        from .. import orders  # noqa: PLC0415
+        from ..theory import orders  # noqa: PLC0415
 
         out = []
         for t in self.t:
@@ -593,8 +590,8 @@ class Study:
         return _ENTRY_POINTS["check_store"](self, store, resume=resume)
 
     def resource_problems(self) -> list[str]:
-        """The resource limits this study exceeds (``rmt_engine.resources``; empty when none)."""
-        from ..resources import check_limits  # noqa: PLC0415
+        """The resource limits this study exceeds (``rmt_engine.study.resources``; empty when none)."""
+        from .resources import check_limits  # noqa: PLC0415
 
         return check_limits(self, self.execution.limits())
 
@@ -693,14 +690,14 @@ def _axis_values(a: str, vals: list, key: tuple, allow_repeats: bool = False) ->
     if len(set(norm)) != len(norm) and not allow_repeats:
         raise StudySpecError(f"repeated values in the grid axis: {norm}", key)
     if a == "activation":
-        from ..activations import available_activations  # noqa: PLC0415
+        from ..theory.activations import available_activations  # noqa: PLC0415
 
         names = available_activations()
         for x in norm:
             if x not in names:
                 raise StudySpecError(f"unknown activation {x!r}; available: {', '.join(names)}", key)
     if a == "data":
-        from ..data import DATA_KINDS  # noqa: PLC0415
+        from ..sampling.data import DATA_KINDS  # noqa: PLC0415
 
         for x in norm:
             if x not in DATA_KINDS:

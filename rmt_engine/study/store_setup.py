@@ -4,7 +4,7 @@ Rules of this module
 - ``create_store`` writes the empty cube of a study (metadata, coordinates, all-False ``done``)
   before any task starts; ``provenance`` is everything the cube records about the study that made
   it (its TOML, config hash and canonical definition, seed, versions, BLAS, git commit, ``runs``).
-- Generic facts of the installation come from ``rmt_engine.provenance``; nothing here runs a task
+- Generic facts of the installation come from ``rmt_engine.study.provenance``; nothing here runs a task
   or talks to Dask. It imports only ``spec`` of this package.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import store as _store
+from . import store as _store
 from .._version import __version__
-from ..provenance import _now, blas_description, engine_git_commit, library_versions
+from .provenance import _now, blas_description, engine_git_commit, library_versions
 from .spec import Study
 
 

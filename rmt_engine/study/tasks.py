@@ -26,9 +26,9 @@ import time
 
 import numpy as np
 
-from .. import store as _store
-from ..fields import field_name
-from ..spec import TrialSpec
+from . import store as _store
+from ..montecarlo.fields import field_name
+from ..montecarlo.spec import TrialSpec
 from .plan import Task
 from .spec import Study
 
@@ -78,7 +78,7 @@ _DEVICE = {}
 
 def _device_of(backend: str) -> tuple[str, str]:
     if backend not in _DEVICE:
-        from .._backend import backend_name, device_description, get_xp  # noqa: PLC0415
+        from ..backend.xp import backend_name, device_description, get_xp  # noqa: PLC0415
 
         xp = get_xp(backend)
         _DEVICE[backend] = (backend_name(xp), device_description(xp))
@@ -88,7 +88,7 @@ def _device_of(backend: str) -> tuple[str, str]:
 def _shipped_activation(name: str):
     """A user-registered activation travels with the task (workers are other processes: their
     registry only has the built-ins); a built-in travels as its name."""
-    from ..activations import activation  # noqa: PLC0415
+    from ..theory.activations import activation  # noqa: PLC0415
 
     act = activation(name)
     return None if act.builtin else act
@@ -136,11 +136,11 @@ def execute_task(job: dict) -> dict:
             if mode == "exit":
                 os._exit(13)
             raise RuntimeError(f"{TEST_FAIL_ENV}: injected failure")
-    from ..trial import run_trial  # noqa: PLC0415
+    from ..montecarlo.trial import run_trial  # noqa: PLC0415
 
     t0 = time.perf_counter()
     if job.get("activation") is not None:
-        from ..activations import _REGISTRY  # noqa: PLC0415
+        from ..theory.activations import _REGISTRY  # noqa: PLC0415
 
         _REGISTRY[job["activation"].name] = job["activation"]  # the driver's registration, also over a built-in name
     if job.get("data_sha256"):
@@ -155,7 +155,7 @@ def execute_task(job: dict) -> dict:
     cache: dict = {}
     train = None
     if job.get("train") is not None:
-        from ..train import TrainSpec, add_training, curve_on_grid  # noqa: PLC0415
+        from ..montecarlo.train import TrainSpec, add_training, curve_on_grid  # noqa: PLC0415
 
         train = TrainSpec.from_dict(job["train"])
     with _blas_limit(job["blas_threads"]):

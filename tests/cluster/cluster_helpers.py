@@ -157,7 +157,7 @@ def run_cli(*args, env=None, timeout=240) -> subprocess.CompletedProcess:
 
 def regions_done(store) -> int:
     """Regions marked done so far (0 while the store does not exist or is being created)."""
-    from rmt_engine import store as st
+    from rmt_engine.study import store as st
 
     try:
         return int(np.asarray(st.read_done(store)).sum())

@@ -18,7 +18,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden_cube"
 
 
 def main() -> None:
-    from rmt_engine.store import open_results
+    from rmt_engine.study.store import open_results
     from rmt_engine.study import Study
 
     with tempfile.TemporaryDirectory() as d:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rmt_engine.store import open_results
+from rmt_engine.study.store import open_results
 from rmt_engine.testing import CubesDiffer, assert_cubes_close, assert_exact_bounds
 
 HERE = Path(__file__).resolve().parent

@@ -1,0 +1,299 @@
+"""Streamed accumulation of ``M0 = phi(W0 X)^T phi(W0 X)`` over row blocks of W0 (Eq. 59).
+
+Neither ``W0`` (d1 x d0) nor ``F = phi(W0 X)`` (d1 x n) ever exists whole: rows
+``[r0, r1)`` of W0 are generated from their counters (``rng``), ``F_b = phi(W0_b X)`` is formed
+and ``M0 += F_b^T F_b`` is one BLAS-3 call (``dsyrk`` on the CPU, updating one triangle in
+place, GIL released). On NumPy the blocks are dealt to ``LANES`` partial sums that run on
+separate threads (see ``accumulate``). Memory: the n x n partial sums (two on NumPy, one on a
+GPU) plus one row block. The same pass accumulates what the rest
+of the chain needs from V0 (d2 x d1, N(0, w2^2)): ``V0 phi(W0 X)`` (d2 x n), ``V0 V0^T``
+(d2 x d2) and the largest row norm of W0 / column norm of V0 (Eq. 60).
+
+Accuracy: the Gram is accumulated in float64. Its smallest eigenvalue has absolute error about
+``eps * lambda_max(M0)`` (relative error ~ eps * cond(M0), eps = 2.2e-16), so
+``sigma_min(F) = sqrt(lambda_min(M0))`` is trustworthy while cond(M0) << 1e16. With
+``dtype="float32"`` the block product ``W0_b X`` and ``phi`` run in float32 (errors ~ 1e-7
+relative per entry of F, hence ~ 1e-7 * cond(M0) on lambda_min even with float64 accumulation):
+do not use it near d1 ~ n.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..sampling import rng
+from ..linalg.blas import syrk_upper_update
+from ..backend.xp import array_namespace, backend_name
+from ..theory.activations import Activation, activation as _activation
+
+
+@dataclass
+class TrialSums:
+    """What one pass over the row blocks of W0 (and the columns of V0) produces.
+
+    ``M0`` (n x n, float64, symmetric), ``VF = V0 phi(W0 X)`` (d2 x n) or None,
+    ``VVt = V0 V0^T`` (d2 x d2) or None, ``max_row_norm_W0`` and ``max_col_norm_V0`` (floats),
+    ``stage_seconds``: thread-seconds spent per stage (sampling, WX, phi, gram, V0), summed over lanes
+    (on a GPU these are host-side times: kernels run asynchronously until the next synchronization).
+    ``spare``: the second lane's n x n buffer once its sum has been added into M0 (NumPy; None on
+    CuPy): garbage, free for the caller to use as a workspace (``run_trial`` hands it to
+    ``extremes``), so a trial never holds more than M0, E[M0] and this one buffer.
+    """
+
+    M0: object
+    VF: object | None
+    VVt: object | None
+    max_row_norm_W0: float
+    max_col_norm_V0: float
+    stage_seconds: dict = field(default_factory=dict)
+    spare: object | None = None
+
+
+#: Independent partial sums of the Gram matrix. Lane ``l`` accumulates row blocks
+#: ``l, l + LANES, ...`` and ``M0 = lane_0 + lane_1`` (NumPy; on a GPU one lane: a second n x n
+#: accumulator would only cost device memory). The number is fixed, so the summation
+#: order (hence every bit of M0) does not depend on how many threads run the lanes.
+LANES = 2
+
+#: Elements of one piece of a block in ``_phi_of_product`` (512 KiB of float64: the piece and the
+#: activation's temporaries stay in L2; 128 KiB to 2 MiB measured the same speed).
+_PHI_CHUNK_ELEMS = 2**16
+
+
+def normal_block(xp, key, row_start: int, row_stop: int, ncols: int, scale: float = 1.0):
+    """Rows of a counter-based Gaussian matrix on the backend ``xp`` (CuPy uses the CUDA kernel)."""
+    if backend_name(xp) == "cupy":
+        from ..backend.kernels import normal_rows_gpu  # noqa: PLC0415 - GPU-only path
+
+        return normal_rows_gpu(key, row_start, row_stop, ncols, scale)
+    return rng.normal_rows(key, row_start, row_stop, ncols, scale)
+
+
+def _syrk_update(M, F) -> None:
+    """``M += F^T F`` (upper triangle only on NumPy: dsyrk in place, GIL released; full product elsewhere)."""
+    xp = array_namespace(M)
+    if backend_name(xp) == "numpy":
+        syrk_upper_update(M, np.ascontiguousarray(F))
+    else:
+        M += F.T @ F
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """One threadpoolctl controller for the process (building one scans the loaded libraries)."""
+    from scipy.linalg import cython_blas  # noqa: F401, PLC0415 - load SciPy's BLAS before the scan
+    from threadpoolctl import ThreadpoolController  # noqa: PLC0415
+
+    return ThreadpoolController()
+
+
+def blas_threads() -> int:
+    """Threads of the BLAS pools of this process now (1 inside study workers, which pin them)."""
+    counts = [c.num_threads for c in _blas_controller().lib_controllers if c.user_api == "blas"]
+    return max(1, min(counts)) if counts else 1
+
+
+@functools.lru_cache(maxsize=4)
+def _lane_pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rmt-lane")
+
+
+def _apply_phi(act: Activation, Z):
+    """``phi(Z)``, in place where possible. On CuPy the built-ins use the exact CUDA kernel in place
+    (the only GPU-specific branch)."""
+    xp = array_namespace(Z)
+    if backend_name(xp) == "cupy" and act.builtin and Z.dtype == xp.float64:
+        from ..backend.kernels import ACTIVATION_IDS, apply_activation_gpu  # noqa: PLC0415
+
+        if act.name in ACTIVATION_IDS:
+            return apply_activation_gpu(act.name, Z, out=Z)
+    return act.phi(Z)
+
+
+def _phi_of_product(act: Activation, W, Xw, seconds: dict):
+    """``F = phi(W Xw)`` (rows x n) for a block of rows W (rows x d0).
+
+    On NumPy the block is formed in pieces of about 512 KiB: each piece of ``W Xw`` is still in
+    cache when ``phi`` reads it, and the activation's temporaries stay small. Elementwise, so
+    the result does not depend on the pieces. Adds the seconds of the product and of phi to
+    ``seconds["WX"]`` and ``seconds["phi"]``.
+    """
+    xp = array_namespace(W)
+    clock = time.perf_counter
+    if backend_name(xp) != "numpy":
+        t0 = clock()
+        Z = W @ Xw
+        t1 = clock()
+        Z = _apply_phi(act, Z)
+        seconds["WX"] += t1 - t0
+        seconds["phi"] += clock() - t1
+        return Z
+    rows, n = W.shape[0], Xw.shape[1]
+    F = np.empty((rows, n), dtype=Xw.dtype)
+    step = max(1, _PHI_CHUNK_ELEMS // max(1, n))
+    for a in range(0, rows, step):
+        t0 = clock()
+        piece = np.matmul(W[a:a + step], Xw, out=F[a:a + step])
+        t1 = clock()
+        F[a:a + step] = act.phi(piece)
+        seconds["WX"] += t1 - t0
+        seconds["phi"] += clock() - t1
+    return F
+
+
+def _symmetrize_from_upper(M, block: int = 256):
+    """Copy the upper triangle of the NumPy matrix ``M`` onto its lower one, in place.
+
+    Block by block (a slab transpose below each diagonal block), about 6x faster than fancy
+    indexing with ``triu_indices`` at n = 2000. On other backends the full product was
+    accumulated and ``M`` is returned as it is.
+    """
+    xp = array_namespace(M)
+    if backend_name(xp) != "numpy":
+        return M
+    n = M.shape[0]
+    for a in range(0, n, block):
+        b = min(a + block, n)
+        M[b:, a:b] = M[a:b, b:].T
+        upper = np.triu(M[a:b, a:b])
+        M[a:b, a:b] = upper + np.triu(upper, 1).T
+    return M
+
+
+class _Lane:
+    """One partial sum of the pass: its own M0 (and V0 products), fed whole row blocks."""
+
+    def __init__(self, xp, n: int, d2: int):
+        self.xp = xp
+        if backend_name(xp) == "numpy":
+            self.M = np.zeros((n, n), dtype=np.float64, order="F")  # dsyrk updates it in place
+        else:
+            self.M = xp.zeros((n, n), dtype=xp.float64)
+        self.VF = xp.zeros((d2, n), dtype=xp.float64) if d2 else None
+        self.VVt = xp.zeros((d2, d2), dtype=xp.float64) if d2 else None
+        self.max_w = 0.0
+        self.max_v = 0.0
+        self.seconds = dict(sampling=0.0, WX=0.0, phi=0.0, gram=0.0, V0=0.0)
+
+    def add_block(self, p, r0: int, r1: int) -> None:
+        """Rows ``r0:r1`` of W0 (and columns of V0): sample, ``F = phi(W X)``, ``M += F^T F``."""
+        xp, clock, sec = self.xp, time.perf_counter, self.seconds
+        t0 = clock()
+        W = normal_block(xp, p.key_W, r0, r1, p.d0, p.w1)
+        self.max_w = max(self.max_w, float(xp.sqrt(xp.max(xp.sum(W * W, axis=1)))))
+        W = W.astype(p.work, copy=False)
+        sec["sampling"] += clock() - t0
+        F = _phi_of_product(p.act, W, p.Xw, sec)
+        if F.dtype != xp.float64:
+            F = F.astype(xp.float64)
+        t3 = clock()
+        _syrk_update(self.M, F)
+        t4 = clock()
+        sec["gram"] += t4 - t3
+        if p.d2:
+            Vt = normal_block(xp, p.key_V, r0, r1, p.d2, p.w2)  # rows r0:r1 of V0^T = columns of V0
+            self.max_v = max(self.max_v, float(xp.sqrt(xp.max(xp.sum(Vt * Vt, axis=1)))))
+            self.VF += Vt.T @ F
+            self.VVt += Vt.T @ Vt
+            sec["V0"] += clock() - t4
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """The fixed inputs of one pass (shared read-only by the lanes)."""
+
+    act: Activation
+    Xw: object
+    d0: int
+    w1: float
+    key_W: object
+    d2: int
+    w2: float
+    key_V: object
+    work: object
+
+
+def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None,
+               d2: int = 0, w2: float = 1.0, key_V=None, block_rows: int = 4096,
+               dtype: str = "float64") -> TrialSums:
+    """One pass over the row blocks of W0 (and the matching columns of V0 when ``d2 > 0``).
+
+    X: ``d0 x n`` (NumPy or CuPy, float64). Returns :class:`TrialSums`.
+
+    On NumPy the rows are cut into blocks of at most ``ceil(block_rows / LANES)`` rows (and at
+    least ``LANES`` blocks when d1 allows); the blocks are dealt round-robin to ``LANES`` partial
+    sums, which run on up to ``LANES`` threads, each with a single-threaded BLAS (with
+    more BLAS threads than lanes, the surplus goes to each lane's BLAS): no thread ever waits
+    for, or spins beside, another pool. The numbers depend on ``block_rows`` (summation order),
+    never on the thread count. On CuPy: one lane, blocks of ``block_rows`` rows.
+    """
+    act = _activation(act)
+    xp = array_namespace(X)
+    d0, n = X.shape
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    work = xp.float32 if dtype == "float32" else xp.float64
+    p = _Pass(act, X.astype(work), d0, w1, key_W, d2, w2, key_V, work)
+    on_numpy = backend_name(xp) == "numpy"
+    n_lanes = LANES if on_numpy else 1
+    lane_rows = max(1, min(-(-block_rows // n_lanes), -(-d1 // n_lanes)))
+    blocks = list(rng.row_blocks(d1, lane_rows))
+    lanes = [_Lane(xp, n, d2) for _ in range(n_lanes)]
+
+    def run(lane_index: int) -> None:
+        for r0, r1 in blocks[lane_index::n_lanes]:
+            lanes[lane_index].add_block(p, r0, r1)
+
+    threads = blas_threads() if on_numpy else 1
+    if threads > 1:
+        parallel = min(n_lanes, threads)
+        with _blas_controller().limit(limits=max(1, threads // parallel), user_api="blas"):
+            list(_lane_pool(parallel).map(run, range(n_lanes)))
+    else:
+        for lane_index in range(n_lanes):
+            run(lane_index)
+
+    M = lanes[0].M
+    for lane in lanes[1:]:
+        M += lane.M
+    M = _symmetrize_from_upper(M)
+    VF = VVt = None
+    if d2:
+        VF, VVt = lanes[0].VF, lanes[0].VVt
+        for lane in lanes[1:]:
+            VF += lane.VF
+            VVt += lane.VVt
+    seconds = {k: sum(lane.seconds[k] for lane in lanes) for k in lanes[0].seconds}
+    spare = lanes[1].M if len(lanes) > 1 else None
+    for lane in lanes:
+        lane.M = None
+    return TrialSums(M, VF, VVt, max(lane.max_w for lane in lanes), max(lane.max_v for lane in lanes),
+                     seconds, spare)
+
+
+def gram(X, activation, d1: int, *, w1: float = 1.0, seed: int = 0, trial: int = 0,
+         block_rows: int | None = None, dtype: str = "float64"):
+    """``M0 = phi(W0 X)^T phi(W0 X)`` (n x n, float64) for trial ``trial`` of ``seed``.
+
+    W0 is ``d1 x d0`` with N(0, w1^2) entries drawn from the counter-based stream
+    ``("W0", trial)``: the result does not depend on ``block_rows`` beyond floating-point
+    summation order. See the module docstring for memory and accuracy.
+    """
+    from ..sampling.data import check_data  # noqa: PLC0415
+
+    check_data(X)
+    if not isinstance(d1, (int, np.integer)) or d1 < 1:
+        raise ValueError(f"d1 must be a positive integer, got {d1!r}")
+    if not (w1 > 0 and np.isfinite(w1)):
+        raise ValueError(f"w1 must be a finite number > 0, got {w1!r}")
+    n = X.shape[1]
+    if block_rows is None:
+        block_rows = int(min(d1, max(64, 2**22 // n)))
+    sums = accumulate(X, activation, int(d1), w1=w1, key_W=rng.stream_key(seed, "W0", trial),
+                      block_rows=block_rows, dtype=dtype)
+    return sums.M0

@@ -1,0 +1,262 @@
+"""One Monte Carlo trial: draw W0, V0 for ``(spec, trial)``, measure everything of MATH.md.
+
+``run_trial(spec, trial)`` returns a flat record ``dict[str, float]`` whose keys are
+``fields.record_fields(spec.t)``. Per-grid-point work (data X and labels Y, E[M0]/d1 and its
+extreme eigenvalues, Khatri-Rao spectra, Hermite coefficients, the deterministic bounds) is
+done once per grid point: in the process-level bounded cache (``point_cache``) by default, or
+in the ``cache`` dict the caller passes to several trials.
+
+Per trial: one streamed pass over W0 (``gram.accumulate``), then the three eigenvalues of M0
+and ``||M0 - E[M0]||_2`` from ``extremes`` (certified Krylov + Cholesky from
+``extremes.DENSE_BELOW_N`` on, the dense reduction below it and whenever it cannot certify;
+``spectrum=True`` always takes the dense reduction, and so does CuPy until the certified route is
+measured on a GPU). The route each trial took is recorded (``extremes_route``, ``dev_M0_route``:
+0 dense, 1 certified).
+
+Memory (float64): M0, K = E[M0]/d1 and one n x n workspace -- the Gram pass's second partial sum
+(``TrialSums.spare``) on NumPy, allocated on CuPy -- plus one row block: 3 n^2 + O(b n) doubles.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..theory import bounds, orders
+from ..sampling import rng
+from ..backend.xp import backend_name, get_xp, to_numpy
+from ..theory.activations import activation as get_activation
+from ..sampling.data import make_data
+from ..theory.expected import expected_gram
+from .fields import AUTO_T, FIELDS, field_name, int_orders, record_fields
+from .gram import accumulate
+from ..theory.asymptotics import predict_record
+from ..theory.hadamard import hadamard_lower_bound
+from ..theory.hermite import hermite_coefficients, hermite_tail, normalized_hermite_coefficients
+from ..theory.khatri_rao import RankDeficiencyWarning, data_extremes, khatri_rao_extremes, symmetric_tensor_dim
+from .spec import TrialSpec
+from ..linalg.extremes import extremes, spectral_norm_certified
+from .point_cache import layered, process_cache
+from ..linalg.spectra import eigvalsh, extreme_eigenvalues
+
+
+@dataclass
+class PointData:
+    """Per-grid-point arrays on the trial's backend: X (d0 x n), Y (d2 x n, ||Y||_F = 1),
+    K = E[M0]/d1 (n x n)."""
+
+    X: object
+    Y: object
+    K: object
+
+
+def make_labels(spec: TrialSpec) -> np.ndarray:
+    """Labels ``Y`` (d2 x n) with i.i.d. Gaussian entries scaled to ``||Y||_F = 1`` (so ||Y||_2 <= 1, Eq. 16)."""
+    Z = rng.normal_rows(rng.stream_key(spec.seed, "labels"), 0, spec.n, spec.d2)
+    return np.ascontiguousarray(Z.T / np.linalg.norm(Z))
+
+
+def _cached(cache, key, compute):
+    if cache is None:
+        return compute()
+    if not isinstance(cache, dict):  # a PointCache (or a trial's layered view of one)
+        return cache.get(key, compute)
+    if key not in cache:
+        cache[key] = compute()
+    return cache[key]
+
+
+def _data_identity(spec: TrialSpec) -> tuple:
+    """What X depends on, with a data file's size and modification time (a rewritten file is new data)."""
+    if not spec.data_path:
+        return spec.data_key()
+    try:
+        st = os.stat(spec.data_path)
+        return spec.data_key() + (st.st_size, st.st_mtime_ns)
+    except OSError:
+        return spec.data_key()  # make_data raises the clear error
+
+
+def point_data(spec: TrialSpec, cache: dict | None = None) -> PointData:
+    """X, Y and E[M0]/d1 of the grid point (cached by what each depends on)."""
+    xp = get_xp(spec.backend)
+
+    def data():
+        X = make_data(spec.data, spec.d0, spec.n, spec.seed, path=spec.data_path)
+        return xp.asarray(X), xp.asarray(make_labels(spec))
+
+    data_id = _data_identity(spec)
+    X, Y = _cached(cache, ("data", data_id, spec.d2, spec.backend), data)
+    K = _cached(cache, ("K", data_id, get_activation(spec.activation), spec.w1, spec.backend),
+                lambda: expected_gram(X, spec.activation, w1=spec.w1))
+    return PointData(X, Y, K)
+
+
+def point_record(spec: TrialSpec, cache: dict | None = None) -> dict[str, float]:
+    """The per-grid-point fields of the record (no randomness beyond the data)."""
+    key = ("point", spec, get_activation(spec.activation), _data_identity(spec))
+    return dict(_cached(cache, key, lambda: _point_record(spec, cache)))
+
+
+def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
+    act = get_activation(spec.activation)
+    pd = point_data(spec, cache)
+    n, d0, d1, w1 = spec.n, spec.d0, spec.d1, spec.w1
+    t_auto = orders.informative_t(act, w1, n, d0)
+    explicit = int_orders(spec.t)
+    order = max(explicit + (t_auto or 1, 1))
+    c = hermite_coefficients(act, order, 1.0)
+    cw = hermite_coefficients(act, order, w1)
+    a = normalized_hermite_coefficients(act, order, 1.0)
+    aw = normalized_hermite_coefficients(act, order, w1)
+    cinf2, cinf2_w = hermite_tail(act, 1.0), hermite_tail(act, w1)
+    smin_X, smax_X = data_extremes(pd.X)
+    ev_K = np.asarray(to_numpy(eigvalsh(pd.K)), dtype=np.float64)  # once: extremes and the deterministic equivalent
+    lam_min_K, lam_max_K = float(ev_K[0]), float(ev_K[-1])
+    lower_r, _ = bounds.homogeneity_exponents(w1, act.r1, act.r2)
+    paper_factor = bounds.homogeneity_factor(w1, lower_r, 2.0)
+    hadamard, hadamard_order = hadamard_lower_bound(pd.X, act, w1, d1, min_order=order)
+    rec = {
+        "sigma_max_X": smax_X, "sigma_min_X": smin_X, "d1_below_n": float(d1 < n),
+        "t_auto": float(t_auto) if t_auto is not None else math.nan,
+        "c0": c[0], "c1": c[1], "cinf2": cinf2, "c0_w": cw[0], "c1_w": cw[1], "cinf2_w": cinf2_w,
+        "lambda_min_EM0": d1 * lam_min_K, "lambda_max_EM0": d1 * lam_max_K,
+        "EM0_singular": float(lam_min_K <= EM0_SINGULAR_RTOL * n * lam_max_K),
+        "eq58_upper": bounds.eq58_upper(d1, n, c[0], c[1], cinf2, smax_X, w1, act.r2, act.r1),
+        "eq58_upper_sharp": bounds.eq58_upper(d1, n, cw[0], cw[1], cinf2_w, smax_X),
+        "eq58_lower_hadamard": hadamard, "eq58_lower_hadamard_order": float(hadamard_order),
+        "eq67_lower_hadamard": bounds.eq67_lower(hadamard, spec.bound_delta1),
+        "eq67_upper": bounds.eq67_upper(d1, n, c[0], c[1], cinf2, smax_X, spec.bound_delta2, w1, act.r2, act.r1),
+        "eq19_scale": bounds.eq19_scale(w1, spec.w2, d0, d1),
+        **predict_record(None, d1, eigenvalues=np.clip(ev_K, 0.0, None)),
+    }
+    rec["eq67_upper_sharp"] = bounds.eq67_upper_sharp(rec["eq58_upper_sharp"], spec.bound_delta2)
+    for key in spec.t:
+        t = t_auto if key == AUTO_T else key
+        if t is None:  # no informative order: every bound field of "auto" is undefined
+            rec.update({field_name(b, key): math.nan for b in _PER_T_BASES})
+            rec[field_name("lower_undefined", key)] = float(orders.NO_ORDER)
+            continue
+        deficient = n > symmetric_tensor_dim(d0, t)  # sigma_min(X^{*t}) = 0 whatever the data
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RankDeficiencyWarning)  # recorded as a field instead
+            smin_t, smax_t = khatri_rao_extremes(pd.X, t)
+        lower = bounds.eq58_lower_normalized(d1, a[t], smin_t, paper_factor)
+        lower_sharp = bounds.eq58_lower_normalized(d1, aw[t], smin_t)
+        rec.update({
+            field_name("sigma_min_xkr", key): smin_t, field_name("sigma_max_xkr", key): smax_t,
+            field_name("xkr_rank_deficient", key): float(deficient),
+            field_name("lower_undefined", key): float(orders.lower_undefined(act, w1, n, d0, t)),
+            field_name("ct", key): c[t], field_name("ct_w", key): cw[t],
+            field_name("eq58_lower", key): lower, field_name("eq58_lower_sharp", key): lower_sharp,
+            field_name("eq67_lower", key): bounds.eq67_lower(lower, spec.bound_delta1),
+            field_name("eq67_lower_sharp", key): bounds.eq67_lower(lower_sharp, spec.bound_delta1),
+            field_name("eq20_width", key): bounds.eq20_width(smax_X, n, smin_t),
+        })
+    return {k: float(v) for k, v in rec.items()}
+
+
+_PER_T_BASES = [b for b, info in FIELDS.items() if info.per_t]
+
+
+#: Codes of the ``extremes_route`` / ``dev_M0_route`` fields.
+ROUTES = {"dense": 0, "certified": 1, "lanczos": 2}
+
+#: E[M0] counts as numerically singular when lambda_min <= this * n * lambda_max (then delta1 is NaN).
+EM0_SINGULAR_RTOL = 64 * 2.2e-16
+
+
+def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dict | None = None):
+    """Every per-trial quantity of MATH.md for trial ``trial`` of the grid point ``spec``.
+
+    Returns the record (``dict[str, float]``, keys ``record_fields(spec.t)``); with
+    ``spectrum=True`` returns ``(record, eigenvalues of M0 ascending, float64 (n,))``.
+    ``cache``: a dict shared by several calls (a study task), or None for the process-level
+    bounded cache (``point_cache.process_cache()``).
+    Cost: one streamed pass over W0 (2 d1 d0 n + d1 n^2 flops); lambda_min, lambda_max and
+    lambda_2 of M0 (``extremes.extremes``: up to 3 Cholesky factorizations, n^3 / 3 flops each,
+    from ``DENSE_BELOW_N`` on; one dense reduction below) and ||M0 - E[M0]||_2
+    (``extremes.spectral_norm_certified``: 2 more factorizations, or dense below its crossover).
+    If d1 < n, M0 has rank <= d1 < n: lambda_min(M0) is recorded as 0 exactly (not the rounding
+    noise of a solver) and only the top of the spectrum is computed.
+    """
+    if not isinstance(spec, TrialSpec):
+        raise TypeError(f"spec must be a TrialSpec, got {type(spec).__name__}")
+    if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)) or trial < 0:
+        raise ValueError(f"trial must be a non-negative integer, got {trial!r}")
+    act = get_activation(spec.activation)
+    cache = layered(process_cache()) if cache is None else cache
+    rec = point_record(spec, cache)
+    pd = point_data(spec, cache)
+    n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
+    key_W = rng.stream_key(spec.seed, "W0", trial)
+    sums = accumulate(pd.X, act, d1, w1=spec.w1, key_W=key_W,
+                      d2=d2, w2=spec.w2, key_V=rng.stream_key(spec.seed, "V0", trial),
+                      block_rows=spec.rows_per_block, dtype=spec.dtype)
+    M0 = sums.M0
+    xp = get_xp(spec.backend)
+    work = sums.spare if sums.spare is not None else xp.empty((n, n), dtype=xp.float64)
+    sums.spare = None
+    rank_deficient = d1 < n
+    # The certified route's CuPy branch has not run on a GPU yet (no device in the sessions that
+    # built it): on CuPy every trial takes cuSOLVER's dense syevd until it is measured there.
+    method = "auto" if backend_name(xp) == "numpy" else "dense"
+    eig = None
+    if spectrum:
+        work[...] = M0
+        eig = eigvalsh(work, overwrite=True)  # the dense reduction inside the workspace
+        lam_min, lam_max = float(eig[0]), float(eig[-1])
+        lam_2 = float(eig[-2]) if n >= 2 else math.nan
+        extremes_route = ROUTES["dense"]
+    else:
+        which = ("max", "second") if rank_deficient else ("min", "max", "second")
+        if n < 2:
+            which = ("min", "max")
+        ext = extremes(M0, which, seed_key=key_W, work=work, method=method)
+        lam_max = ext["max"].value
+        lam_min = ext["min"].value if "min" in ext.brackets else 0.0  # not asked when rank deficient
+        lam_2 = ext["second"].value if "second" in ext.brackets else math.nan
+        extremes_route = ROUTES[ext.route]
+    if rank_deficient:
+        lam_min = 0.0  # rank(M0) <= d1 < n: exactly 0
+    norm = spectral_norm_certified(M0, pd.K, beta=float(d1), seed_key=key_W, work=work, method=method)
+    dev = norm.value
+    del work
+    sigma_min_F = math.sqrt(max(lam_min, 0.0))  # 0 exactly when rank deficient (lam_min = 0 above)
+    sigma_max_F = math.sqrt(max(lam_max, 0.0))
+    smax_X = rec["sigma_max_X"]
+    smax_V0 = math.sqrt(max(float(extreme_eigenvalues(sums.VVt)["lambda_max"]), 0.0))
+    k1 = bounds.eq60_k(sums.max_row_norm_W0, spec.w1, d0, d1)
+    k2 = bounds.eq60_k(sums.max_col_norm_V0, spec.w2, d2, d1)
+    kappa = bounds.lemma6_kappa(act.dphi_max, smax_X, k1, spec.w1, d0, d1)
+    resid = sums.VF - pd.Y
+    h0 = float((resid * resid).sum())
+    chi_max = spec.chi_max if spec.chi_max is not None else smax_V0
+    mu, nu, beta = bounds.lemma3(sigma_min_F, sigma_max_F, smax_X, smax_V0, act.dphi_max, act.ddphi_max, chi_max)
+    eta = bounds.eq13_step(mu, nu, beta, h0)
+    rec.update({
+        "sigma_min_F": sigma_min_F, "sigma_max_F": sigma_max_F,
+        "lambda_min_M0": lam_min, "lambda_max_M0": lam_max, "lambda_2_M0": lam_2,
+        "asym_ratio_lambda_min": bounds.measured_ratio(lam_min, rec["asym_lambda_min"]),
+        "asym_ratio_lambda_2": bounds.measured_ratio(lam_2, rec["asym_lambda_2_classical"]),
+        "asym_ratio_spike": bounds.measured_ratio(lam_max, rec["asym_lambda_spike"]),
+        "delta1": (math.nan if rec["EM0_singular"] else
+                   1.0 - lam_min / rec["lambda_min_EM0"]),
+        "delta2": lam_max / rec["lambda_max_EM0"] - 1.0,
+        "dev_M0": dev, "extremes_route": float(extremes_route), "dev_M0_route": float(ROUTES[norm.route]),
+        "kappa": kappa, "kappa_sqrt_d1": bounds.lemma6_kappa_sqrt_d1(kappa, d1),
+        "k1": k1, "k2": k2, "sigma_max_V0": smax_V0,
+        "eq69_ratio": smax_V0 / bounds.eq69_bound(spec.w2, d1, d2),
+        "h0": h0, "mu": mu, "nu": nu, "beta": beta,
+        "margin": bounds.eq9_margin(mu, nu, beta, h0, spec.C), "eta_max": eta,
+        "rate": bounds.eq14_rate(eta, mu, spec.C), "rho": bounds.eq6_radius(mu, beta),
+        "lazy_ratio": bounds.lazy_ratio(beta, nu),
+    })
+    record = {k: float(rec[k]) for k in record_fields(spec.t)}
+    if spectrum:
+        return record, np.asarray(to_numpy(eig), dtype=np.float64)
+    return record

@@ -1,0 +1,497 @@
+"""Statistics of a result cube: xarray in, xarray out, reducing over ``trial``.
+
+Every function takes the cube of ``open_results`` (or any Dataset/DataArray with the same
+dims: ``GRID_AXES + ("trial",) [+ ("t",)]``) and returns an ``xarray`` object over the grid
+axes that remain. Dask-backed inputs stay lazy: reductions are xarray reductions and the
+per-grid-point kernels run through ``xarray.apply_ufunc(..., dask="parallelized")`` (the
+core dimension is rechunked to one chunk first). Call ``.compute()`` on the result.
+
+Equations (the paper's numbers, see MATH.md):
+
+- ``concentration_summary``: ``sigma_min(phi(W0 X)) / eq67_lower_sharp`` and
+  ``sigma_max(phi(W0 X)) / eq67_upper_sharp`` (Eq. 67, sharp form of Eq. 58), and the
+  empirical ``delta1``, ``delta2`` of Eq. 67.
+- ``bound_events`` / ``holding_rate`` / ``violation_rate``: per-trial events such as
+  ``sigma_min(F) >= sqrt((1 - delta) * eq58_lower_sharp)`` (Eq. 58 + 67), with a binomial
+  confidence interval (Wilson or Clopper-Pearson).
+- ``fit_power_law``: least squares on logs, e.g. ``lambda_min(M0) ~ d1^1`` (Eq. 58: E[M0]
+  is linear in d1).
+- ``width_threshold`` / ``fit_threshold_exponent``: the smallest ``d1`` at which the margin
+  of Eq. 9 exceeds 1 in a fraction ``level`` of trials, and its exponent in ``n``: Eq. 21
+  predicts 3/2, Appendix E (no bound on V_k) 5/3.
+- ``c0_spike``: ``lambda_max(M0) / (d1 c_0(w1)^2 n)``: when ``c_0 != 0`` the all-ones term
+  ``d1 c_0^2 11^T`` of E[M0] (Eq. 56) gives an outlier eigenvalue ``~ d1 c_0^2 n``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..montecarlo.fields import AUTO_T, FIELDS
+from ..study.store import CASE_DIM, GRID_AXES
+
+PER_T_FIELDS = tuple(b for b, info in FIELDS.items() if info.per_t)
+
+DEFAULT_QUANTILES = (0.01, 0.05, 0.5, 0.95, 0.99)
+#: Exponents of the width threshold d1*(n) predicted by the paper.
+THRESHOLD_EXPONENTS = {"Eq. 21": 1.5, "App. E": 5.0 / 3.0}
+
+
+def _xr():
+    import xarray as xr  # noqa: PLC0415
+
+    return xr
+
+
+def _single_chunk(obj, dims):
+    """Rechunk ``obj`` so each of ``dims`` is one chunk (needed by apply_ufunc/quantile on dask)."""
+    if getattr(obj, "chunks", None):
+        return obj.chunk({d: -1 for d in dims if d in obj.dims})
+    return obj
+
+
+def available_t(ds) -> list:
+    """The Khatri-Rao orders of a cube: its explicit ``t`` coordinate, then ``"auto"`` if stored."""
+    out = [int(t) for t in ds["t"].values] if "t" in ds.dims else []
+    if "lower_undefined_auto" in ds or "eq58_lower_sharp_auto" in ds:
+        out.append(AUTO_T)
+    return out
+
+
+def t_label(ds, t) -> str:
+    """``"t = 3"``, or for ``"auto"`` the orders it took: ``"t = t_auto (2, 4)"`` (report and figure titles)."""
+    if t == AUTO_T and "t_auto" in ds:
+        vals = sorted({int(v) for v in np.ravel(ds["t_auto"].values) if np.isfinite(v)})
+        return "t = t_auto (" + (", ".join(map(str, vals)) or "none") + ")"
+    return f"t = {t}"
+
+
+def default_t(ds):
+    """``"auto"`` when the cube has it, else its first explicit order (None if it has neither)."""
+    ts = available_t(ds)
+    return AUTO_T if AUTO_T in ts else (ts[0] if ts else None)
+
+
+def at_t(ds, t):
+    """``ds`` with every t-dependent field at one Khatri-Rao order, under its base name.
+
+    ``t``: an explicit order (``ds.sel(t=t)``) or ``"auto"`` (the ``*_auto`` variables, each at
+    its grid point's ``t_auto``). ``None`` returns ``ds`` unchanged. A ValueError names the
+    orders the cube has when ``t`` is not one of them.
+    """
+    if t is None:
+        return ds
+    if isinstance(t, str) and t.lower() == AUTO_T:
+        ren = {f"{b}_auto": b for b in PER_T_FIELDS if f"{b}_auto" in ds}
+        if not ren:
+            raise ValueError(f"t = 'auto' is not in this cube (its orders: {available_t(ds)})")
+        return ds.drop_vars([b for b in ren.values() if b in ds]).rename(ren)
+    try:
+        ti = int(t)
+    except (TypeError, ValueError):
+        raise ValueError(f"t must be an integer order or 'auto', got {t!r}") from None
+    if "t" not in ds.dims or ti not in set(int(x) for x in ds["t"].values):
+        raise ValueError(f"t = {t!r} is not in this cube (its orders: {available_t(ds)})")
+    return ds.sel(t=ti)
+
+
+
+def lower_defined(ds):
+    """True where the Eq. 58/67 lower bound at the selected t is defined (``lower_undefined == 0``).
+
+    An undefined bound (``c_t(w1) = 0`` or ``n > C(d0+t-1, t)``, see ``rmt_engine.theory.orders``) is 0 by
+    construction: it never enters a ratio or a holding count. Cubes without the reason field fall
+    back to ``eq58_lower_sharp > 0``.
+    """
+    if "lower_undefined" in ds:
+        return ds["lower_undefined"] == 0
+    return ds["eq58_lower_sharp"] > 0
+
+
+def _stats(da, quantiles, dim="trial"):
+    """mean, std, quantiles of ``da`` over ``dim`` (NaN and inf ignored), as a Dataset.
+
+    A slice with no finite value gives NaN (std: fewer than two), computed without dividing by
+    zero, so no RuntimeWarning is raised from inside dask.
+    """
+    xr = _xr()
+    da = _single_chunk(da, [dim])
+    finite = da.where(np.isfinite(da))
+    count = finite.count(dim)
+    mean = finite.sum(dim) / count.where(count > 0)
+    var = ((finite - mean) ** 2).sum(dim) / (count - 1).where(count > 1)
+    return xr.Dataset({"mean": mean, "std": np.sqrt(var), "q": _quantiles(finite, quantiles, dim), "count": count})
+
+
+def _quantiles(da, quantiles, dim):
+    """NaN-skipping quantiles of ``da`` over ``dim`` (a ``quantile`` dim); NaN for all-NaN slices.
+
+    Such a slice is filled with zeros for the computation and masked after it, so NumPy's
+    "All-NaN slice" warning is not raised.
+    """
+    some = da.count(dim) > 0
+    return da.where(some, 0.0).quantile(list(quantiles), dim=dim).where(some)
+
+
+# --------------------------------------------------------------------------- concentration
+
+
+def concentration_summary(ds, quantiles=DEFAULT_QUANTILES, *, t=None, dim="trial"):
+    """Per grid point distribution of the Eq. 67 ratios and of delta1, delta2.
+
+    Returns a Dataset with, for each quantity ``Q`` in
+    ``lower_ratio = sigma_min_F / eq67_lower_sharp`` (Eq. 67 lower bound, sharp form; the
+    bound holds in a trial when the ratio is >= 1; NaN where the bound is 0, e.g. c_t = 0 or
+    n > C(d0+t-1, t): there is nothing to compare with), ``upper_ratio = sigma_max_F /
+    eq67_upper_sharp`` (Eq. 67 upper bound; holds when <= 1), ``delta1``, ``delta2`` (the
+    empirical deviations of Eq. 67: ``1 - lambda_min(M0)/lambda_min(E[M0])`` and
+    ``lambda_max(M0)/lambda_max(E[M0]) - 1``): ``Q_mean``, ``Q_std``, ``Q_q`` (along a
+    ``quantile`` dim) and ``Q_count`` (finite trials). ``t`` selects one Khatri-Rao order
+    (else the lower ratio keeps the ``t`` dim).
+    """
+    xr = _xr()
+    ds = at_t(ds, t)
+    defined = lower_defined(ds) & (ds["eq67_lower_sharp"] > 0)
+    quantities = {
+        "lower_ratio": ds["sigma_min_F"] / ds["eq67_lower_sharp"].where(defined),
+        "upper_ratio": ds["sigma_max_F"] / ds["eq67_upper_sharp"],
+        "delta1": ds["delta1"],
+        "delta2": ds["delta2"],
+    }
+    if "eq67_lower_hadamard" in ds:
+        had = ds["eq67_lower_hadamard"]
+        quantities["hadamard_ratio"] = ds["sigma_min_F"] / had.where(had > 0)
+    out = xr.Dataset()
+    for name, da in quantities.items():
+        s = _stats(da, quantiles, dim)
+        for k in s.data_vars:
+            out[f"{name}_{k}"] = s[k]
+    out.attrs["equations"] = "Eq. 58 (sharp), Eq. 67"
+    out.attrs["description"] = ("lower_ratio = sigma_min(phi(W0X)) / sqrt((1-delta1) eq58_lower_sharp), "
+                                "upper_ratio = sigma_max(phi(W0X)) / sqrt((1+delta2) eq58_upper_sharp)")
+    return out
+
+
+# --------------------------------------------------------------------------- events and rates
+
+
+def _event(cond, *inputs):
+    """``cond`` as float 1/0, NaN where any input is NaN (an unwritten or undefined trial)."""
+    valid = None
+    for x in inputs:
+        v = np.isfinite(x)
+        valid = v if valid is None else valid & v
+    return cond.astype(float).where(valid)
+
+
+def bound_events(ds, delta=0.2, *, t=None, margin_threshold=1.0):
+    """Per-trial events (1 = holds, 0 = fails, NaN = missing) of the paper's bounds.
+
+    - ``eq67_lower``: ``sigma_min(F) >= sqrt((1 - delta) * eq58_lower_sharp)`` (Eq. 58 + 67); NaN
+      (undefined, not held) where the bound is undefined at that t (``lower_defined``);
+    - ``eq67_lower_hadamard``: the same with the full sharp bound ``eq58_lower_hadamard``;
+    - ``eq67_upper``: ``sigma_max(F) <= sqrt((1 + delta) * eq58_upper_sharp)`` (Eq. 58 + 67);
+    - ``conc_lower``: ``lambda_min(M0) >= (1 - delta) lambda_min(E[M0])`` (Eq. 67, i.e. delta1 <= delta);
+    - ``conc_upper``: ``lambda_max(M0) <= (1 + delta) lambda_max(E[M0])`` (Eq. 67, delta2 <= delta);
+    - ``margin``: ``margin > margin_threshold`` (Eq. 9).
+    """
+    xr = _xr()
+    ds = at_t(ds, t)
+    lo = np.sqrt((1.0 - delta) * ds["eq58_lower_sharp"]).where(lower_defined(ds))
+    hi = np.sqrt((1.0 + delta) * ds["eq58_upper_sharp"])
+    ev = {
+        "eq67_lower": _event(ds["sigma_min_F"] >= lo, ds["sigma_min_F"], lo),
+        "eq67_upper": _event(ds["sigma_max_F"] <= hi, ds["sigma_max_F"], hi),
+        "conc_lower": _event(ds["delta1"] <= delta, ds["delta1"]),
+        "conc_upper": _event(ds["delta2"] <= delta, ds["delta2"]),
+        "margin": _event(ds["margin"] > margin_threshold, ds["margin"]),
+    }
+    if "eq58_lower_hadamard" in ds:
+        lo_h = np.sqrt((1.0 - delta) * ds["eq58_lower_hadamard"]).where(ds["eq58_lower_hadamard"] > 0)
+        ev["eq67_lower_hadamard"] = _event(ds["sigma_min_F"] >= lo_h, ds["sigma_min_F"], lo_h)
+    out = xr.Dataset(ev)
+    out.attrs["delta"] = float(delta)
+    return out
+
+
+def binomial_interval(k, n, confidence=0.95, method="wilson"):
+    """Two-sided confidence interval ``(lo, hi)`` of a binomial proportion (NumPy arrays).
+
+    ``method``: ``"wilson"`` (score interval) or ``"clopper-pearson"`` (exact, via the beta
+    distribution, ``scipy.stats.beta``). NaN where ``n == 0``.
+    """
+    from scipy import stats  # noqa: PLC0415
+
+    k = np.asarray(k, dtype=float)
+    n = np.asarray(n, dtype=float)
+    alpha = 1.0 - confidence
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if method == "wilson":
+            z = stats.norm.ppf(1.0 - alpha / 2.0)
+            p = k / n
+            den = 1.0 + z * z / n
+            center = (p + z * z / (2 * n)) / den
+            half = z / den * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+            lo, hi = np.clip(center - half, 0, 1), np.clip(center + half, 0, 1)
+        elif method in ("clopper-pearson", "exact"):
+            lo = np.where(k > 0, stats.beta.ppf(alpha / 2, k, n - k + 1), 0.0)
+            hi = np.where(k < n, stats.beta.ppf(1 - alpha / 2, k + 1, n - k), 1.0)
+        else:
+            raise ValueError(f"unknown method {method!r}: wilson or clopper-pearson")
+    bad = ~(n > 0)
+    lo = np.where(bad, np.nan, lo)
+    hi = np.where(bad, np.nan, hi)
+    return lo, hi
+
+
+def _rate(event, confidence, method, dim):
+    xr = _xr()
+    k = event.sum(dim, skipna=True)
+    n = event.count(dim)
+    lo, hi = xr.apply_ufunc(binomial_interval, k, n, kwargs={"confidence": confidence, "method": method},
+                            output_core_dims=[[], []], dask="parallelized", output_dtypes=[float, float])
+    out = xr.Dataset({"rate": k / n.where(n > 0), "lo": lo, "hi": hi, "successes": k, "trials": n})
+    out.attrs.update(confidence=float(confidence), method=method)
+    return out
+
+
+def holding_rate(ds, event="eq67_lower", *, delta=0.2, t=None, confidence=0.95, method="wilson", dim="trial"):
+    """Fraction of trials in which ``event`` holds, with a binomial confidence interval.
+
+    ``ds``: the cube (then ``event`` names one of ``bound_events(ds, delta)``) or a DataArray of
+    per-trial events (1/0/NaN or bool). Returns a Dataset ``rate, lo, hi, successes, trials``
+    over the remaining dims; NaN trials are not counted.
+    """
+    ev = _as_event(ds, event, delta, t)
+    return _rate(ev, confidence, method, dim)
+
+
+def violation_rate(ds, event="eq67_lower", *, delta=0.2, t=None, confidence=0.95, method="wilson", dim="trial"):
+    """Fraction of trials in which ``event`` fails (``1 - holding_rate``), with its CI."""
+    ev = _as_event(ds, event, delta, t)
+    out = _rate(1.0 - ev, confidence, method, dim)
+    out.attrs["event"] = f"not {event}" if isinstance(event, str) else "violation"
+    return out
+
+
+def _as_event(ds, event, delta, t):
+    xr = _xr()
+    if isinstance(ds, xr.Dataset):
+        ev = bound_events(ds, delta, t=t)[event]
+    else:
+        ev = ds
+    if ev.dtype == bool:
+        ev = ev.astype(float)
+    return ev
+
+
+# --------------------------------------------------------------------------- power laws
+
+
+def _loglinfit(x, y):
+    """Least squares ``log y = a + b log x`` on the finite positive pairs: (b, se_b, exp(a), m, r2)."""
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    m = int(ok.sum())
+    nan = (np.nan, np.nan, np.nan, float(m), np.nan)
+    if m < 2:
+        return nan
+    lx, ly = np.log(x[ok]), np.log(y[ok])
+    mx, my = lx.mean(), ly.mean()
+    sxx = float(((lx - mx) ** 2).sum())
+    if sxx <= 0:
+        return nan
+    b = float(((lx - mx) * (ly - my)).sum() / sxx)
+    a = my - b * mx
+    res = ly - (a + b * lx)
+    ssr = float((res ** 2).sum())
+    sst = float(((ly - my) ** 2).sum())
+    se = math.sqrt(ssr / (m - 2) / sxx) if m > 2 else np.nan
+    r2 = 1.0 - ssr / sst if sst > 0 else 1.0
+    return b, se, math.exp(a), float(m), r2
+
+
+def _fit_kernel(x, y):
+    # x, y: (..., m) stacked observations; loop over the leading grid
+    shape = y.shape[:-1]
+    x = np.broadcast_to(x, y.shape)
+    outs = [np.empty(shape) for _ in range(5)]
+    for idx in np.ndindex(*shape):
+        r = _loglinfit(x[idx], y[idx])
+        for o, v in zip(outs, r):
+            o[idx] = v
+    return tuple(outs)
+
+
+def fit_power_law(da, dim, *, x=None, pool_dims=("trial",)):
+    """Fit ``da ~ A * x^b`` along ``dim`` by least squares on logs.
+
+    ``x``: the regressor (default the coordinate ``dim``; may be a DataArray broadcastable to
+    ``da``, e.g. ``d1 * c0_w**2 * n``). Dims in ``pool_dims`` present in ``da`` (default
+    ``trial``) are pooled as repeated observations. Non-positive and non-finite values are
+    dropped. Returns a Dataset ``exponent``, ``stderr`` (standard error of the slope, from the
+    residuals; NaN with 2 points), ``prefactor`` (A), ``npoints``, ``r2`` over the other dims.
+    """
+    xr = _xr()
+    if x is None:
+        x = da[dim]
+    x = x.broadcast_like(da) if isinstance(x, xr.DataArray) else xr.DataArray(x, dims=[dim]).broadcast_like(da)
+    core = [dim] + [d for d in pool_dims if d in da.dims and d != dim]
+    stack = "_obs"
+    ys = _single_chunk(da.astype(float), core).stack({stack: core})
+    xs = _single_chunk(x.astype(float), core).stack({stack: core})
+    ys = ys.drop_vars([c for c in ys.coords if c in core + [stack]], errors="ignore")
+    xs = xs.drop_vars([c for c in xs.coords if c in core + [stack]], errors="ignore")
+    res = xr.apply_ufunc(_fit_kernel, xs, ys, input_core_dims=[[stack], [stack]],
+                         output_core_dims=[[]] * 5, dask="parallelized", output_dtypes=[float] * 5)
+    out = xr.Dataset(dict(zip(("exponent", "stderr", "prefactor", "npoints", "r2"), res)))
+    out.attrs["fit"] = f"log y = log A + b log x along {dim} (least squares; pooled over {core[1:]})"
+    return out
+
+
+def compare_exponent(fit, expected):
+    """z-score ``(exponent - expected) / stderr`` of a ``fit_power_law`` result."""
+    return (fit["exponent"] - expected) / fit["stderr"]
+
+
+# --------------------------------------------------------------------------- width threshold
+
+
+def _crossing(x, p, level):
+    """Smallest x (log-interpolated) where p first reaches ``level``; (x*, censored_below)."""
+    x = np.asarray(x, dtype=float)
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(x)
+    x, p = x[order], p[order]
+    hit = np.nonzero(np.isfinite(p) & (p >= level))[0]
+    if hit.size == 0:
+        return np.nan, False
+    k = int(hit[0])
+    if k == 0:
+        return x[0], True
+    p0, p1 = p[k - 1], p[k]
+    if not np.isfinite(p0) or p1 == p0:
+        return x[k], False
+    f = (level - p0) / (p1 - p0)
+    return float(np.exp(np.log(x[k - 1]) + f * (np.log(x[k]) - np.log(x[k - 1])))), False
+
+
+def _crossing_kernel(x, p, level):
+    shape = p.shape[:-1]
+    xs = np.empty(shape)
+    cs = np.empty(shape, dtype=bool)
+    for idx in np.ndindex(*shape):
+        xs[idx], cs[idx] = _crossing(x, p[idx], level)
+    return xs, cs
+
+
+def width_threshold(ds, level=0.95, *, var="margin", threshold=1.0, event=None, dim="d1", t=None):
+    """Smallest width ``d1`` at which ``var > threshold`` in at least ``level`` of the trials.
+
+    For each grid point other than ``d1`` (n, d0, activation, ...): the holding fraction
+    ``p(d1)`` over trials, and the first ``d1`` of the grid with ``p >= level``, interpolated
+    linearly in ``log d1`` between that grid value and the one below it. NaN where ``level`` is
+    never reached on the grid; ``censored`` is True where it is already reached at the smallest
+    ``d1`` (the true threshold is at or below it). Default: the margin of Eq. 9 exceeding 1
+    (MATH.md: the paper predicts ``d1* ~ n^{3/2}``, Eq. 21). ``event``: a per-trial 1/0/NaN
+    DataArray to use instead of ``var > threshold``.
+
+    Returns a Dataset ``d1_star``, ``censored``, ``fraction`` (p along ``d1``).
+    """
+    xr = _xr()
+    label = "event"
+    if event is None:
+        label = f"{var} > {threshold}"
+        ds = at_t(ds, t)
+        v = ds[var]
+        event = _event(v > threshold, v)
+    frac = event.mean("trial", skipna=True) if "trial" in event.dims else event
+    fr = _single_chunk(frac, [dim])
+    xcoord = np.asarray(frac[dim].values, dtype=float)
+    d1s, cens = xr.apply_ufunc(_crossing_kernel, xcoord, fr.drop_vars(dim),
+                               kwargs={"level": level},
+                               input_core_dims=[[dim], [dim]], output_core_dims=[[], []],
+                               dask="parallelized", output_dtypes=[float, bool])
+    out = xr.Dataset({"d1_star": d1s, "censored": cens, "fraction": frac})
+    out.attrs.update(level=float(level), event=label)
+    return out
+
+
+def fit_threshold_exponent(thr, dim="n", *, exponents=THRESHOLD_EXPONENTS):
+    """Fit ``d1* ~ n^b`` on ``width_threshold(...)["d1_star"]`` (censored points dropped).
+
+    Adds, for each prediction (Eq. 21: 3/2; App. E: 5/3), the z-score of the fitted exponent
+    (``z_eq21``, ``z_appE``) and ``consistent_*`` (|z| <= 2). With exactly two n values the
+    standard error is NaN and the z-scores are NaN: report the exponent only.
+    """
+    d = thr["d1_star"]
+    if "censored" in thr:
+        d = d.where(~thr["censored"].astype(bool))
+    fit = fit_power_law(d, dim, pool_dims=())
+    for label, b in exponents.items():
+        key = "eq21" if "21" in label else "appE"
+        z = compare_exponent(fit, b)
+        fit[f"z_{key}"] = z
+        fit[f"consistent_{key}"] = abs(z) <= 2
+    fit.attrs["predictions"] = ", ".join(f"{k}: {v:.4g}" for k, v in exponents.items())
+    return fit
+
+
+def threshold_verdict(fit):
+    """One line per fitted grid point: exponent +- se, and whether it disagrees with 3/2 / 5/3."""
+    lines = []
+    f = fit.compute() if hasattr(fit, "compute") else fit
+    flat = f[["exponent", "stderr", "npoints"]].to_dataframe().reset_index()
+    for _, row in flat.iterrows():
+        label = ", ".join(f"{k}={row[k]}" for k in flat.columns if k not in ("exponent", "stderr", "npoints"))
+        b, se, m = row["exponent"], row["stderr"], int(row["npoints"])
+        if not np.isfinite(b):
+            lines.append(f"{label}: no fit ({m} n values with a threshold on the grid)")
+            continue
+        parts = []
+        for name, ref in THRESHOLD_EXPONENTS.items():
+            if np.isfinite(se) and se > 0:
+                z = (b - ref) / se
+                parts.append(f"{name} {ref:.3g}: z={z:+.1f} ({'disagrees' if abs(z) > 2 else 'consistent'})")
+            else:
+                parts.append(f"{name} {ref:.3g}: diff {b - ref:+.2f} (no stderr)")
+        lines.append(f"{label}: b = {b:.3f} +- {se:.3f} ({m} n values); " + "; ".join(parts))
+    return lines
+
+
+# --------------------------------------------------------------------------- c0 spike
+
+
+def c0_spike(ds, quantiles=(0.05, 0.5, 0.95), *, min_c0=1e-8):
+    """``lambda_max(M0) / (d1 c_0(w1)^2 n)`` per grid point (quantiles over trials).
+
+    Eq. 56: E[M0] contains ``d1 c_0(w1)^2 11^T`` whose eigenvalue is ``d1 c_0^2 n``; when it
+    dominates, ``lambda_max(M0)`` follows it and the ratio tends to 1 from above (the rest of
+    E[M0] adds at most ``eq58_upper_sharp - d1 n c_0^2``). NaN where ``|c_0(w1)| < min_c0``
+    (odd activations such as tanh: no spike). Returns ``spike_ratio_q`` (over ``quantile``),
+    ``prediction`` (``d1 c_0^2 n``), ``spike_fraction`` (prediction / eq58_upper_sharp: how
+    much of the upper bound is the spike).
+    """
+    xr = _xr()
+    c0 = ds["c0_w"]
+    pred = (ds["d1"] * c0 ** 2 * ds["n"]).where(abs(c0) >= min_c0)
+    ratio = _single_chunk(ds["lambda_max_M0"] / pred, ["trial"])
+    return xr.Dataset({
+        "spike_ratio_q": _quantiles(ratio, quantiles, "trial"),
+        "prediction": pred,
+        "spike_fraction": pred / ds["eq58_upper_sharp"],
+    })
+
+
+def squeeze_grid(obj, keep_one: bool = False):
+    """Drop the grid axes of length one (kept as scalar coordinates).
+
+    ``keep_one``: keep ``activation`` when every axis has length one (a one-point cube), so
+    the result still has a dimension (tables need one)."""
+    dims = [d for d in GRID_AXES + ("t", CASE_DIM) if d in obj.dims and obj.sizes[d] == 1]
+    if keep_one and set(obj.dims) <= set(dims) and "activation" in dims:
+        dims.remove("activation")
+    return obj.squeeze(dims)
