@@ -10,7 +10,10 @@ with the same variable names and dims):
 
     * ``"holds"``        the lower end of the interval is above ``min_rate``;
     * ``"violated"``     the upper end of the interval is below ``min_rate``;
-    * ``"inconclusive"`` ``min_rate`` lies inside the interval (add trials);
+    * ``"inconclusive"`` ``min_rate`` lies inside the interval (add trials), or trials whose margin
+      to the bound is inside the numerical error of the measured value (``sigma_min_F_relerr``;
+      ``report.analysis.bound_verdicts``) could tip it: such a trial counts as a failure for
+      "holds" and as a success for "violated", so neither verdict rests on rounding;
     * ``"undefined"``    some trial (or a per-point field) of the point is NaN, or the bound
       itself is undefined there (``lower_undefined != 0``: c_t(w1) = 0 or n > C(d0+t-1, t));
       an undefined bound is never counted as held.
@@ -107,65 +110,33 @@ def _holds(cond, *operands):
     return out
 
 
-def _eq67_lower(key):
+def _verdict(name):
+    """The per-trial verdict codes of ``report.analysis.bound_verdicts[name]`` (1 held, 0 violated,
+    -1 inconclusive: the margin is inside the numerical error, NaN undefined or missing): the report,
+    ``rmt-engine check`` and these assertions share one definition of every event."""
     def ev(ds, delta):
-        from .report.analysis import lower_defined  # noqa: PLC0415
+        from .report.analysis import bound_verdicts  # noqa: PLC0415
 
-        # an undefined bound (c_t(w1) = 0 or n > C(d0+t-1, t)) is 0: NaN here, never "held"
-        defined = lower_defined(ds) if key != "eq58_lower_hadamard" else ds[key] > 0
-        rhs = np.sqrt((1.0 - delta) * ds[key]).where(defined)
-        return _holds(ds["sigma_min_F"] >= rhs, ds["sigma_min_F"], rhs)
-    return ev
-
-
-def _eq67_upper_sharp(ds, delta):
-    rhs = np.sqrt((1.0 + delta) * ds["eq58_upper_sharp"])
-    return _holds(ds["sigma_max_F"] <= rhs, ds["sigma_max_F"], rhs)
-
-
-def _eq67_upper_paper(ds, delta):
-    d1, n = ds["d1"].astype(float), ds["n"].astype(float)
-    c0, c1, cinf2, smax = ds["c0"], ds["c1"], ds["cinf2"], ds["sigma_max_X"]
-    # eq58_upper = w1^{2 r2} d1 (n c0^2 + (c1^2 + cinf2) sigma_max_X^2): the homogeneity factor w1^{r2}
-    # of the paper's Eq. 67 upper bound (1 at w1 = 1) follows from it exactly.
-    base = d1 * (n * c0**2 + (c1**2 + cinf2) * smax**2)
-    hom = np.sqrt(ds["eq58_upper"] / base)
-    rhs = math.sqrt(1.0 + delta) * hom * (np.sqrt((c1**2 + cinf2) * d1) * smax + np.abs(c0) * np.sqrt(d1 * n))
-    return _holds(ds["sigma_max_F"] <= rhs, ds["sigma_max_F"], rhs)
-
-
-def _le_one(var):
-    def ev(ds, delta):
-        return _holds(ds[var] <= 1.0, ds[var])
-    return ev
-
-
-def _margin(ds, delta):
-    return _holds(ds["margin"] > 1.0, ds["margin"])
-
-
-def _le_delta(var):
-    def ev(ds, delta):
-        return _holds(ds[var] <= delta, ds[var])
+        return bound_verdicts(ds, 0.2 if delta is None else delta, names=[name])[name]
     return ev
 
 
 #: The closed set of bound names of ``assert_bound_holds`` / ``rmt-engine check``.
 BOUNDS: dict[str, _Bound] = {
     "eq67_lower": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower_sharp) (Eq. 67, sharp constant), per t",
-                         True, _eq67_lower("eq58_lower_sharp")),
+                         True, _verdict("eq67_lower")),
     "eq67_lower_hadamard": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower_hadamard) (Eq. 67 with the full sharp "
-                                  "Eq. 58 lower bound over every Hermite order)", True, _eq67_lower("eq58_lower_hadamard")),
+                                  "Eq. 58 lower bound over every Hermite order)", True, _verdict("eq67_lower_hadamard")),
     "eq67_lower_paper": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower) (Eq. 67/68, paper form), per t",
-                               True, _eq67_lower("eq58_lower")),
+                               True, _verdict("eq67_lower_paper")),
     "eq67_upper": _Bound("sigma_max_F <= sqrt((1+delta) eq58_upper_sharp) (Eq. 67, sharp constant)",
-                         True, _eq67_upper_sharp),
+                         True, _verdict("eq67_upper")),
     "eq67_upper_paper": _Bound("sigma_max_F <= sqrt(1+delta) w1^r2 (sqrt((c1^2+cinf2) d1) sigma_max_X "
-                               "+ |c0| sqrt(d1 n)) (Eq. 67, paper form)", True, _eq67_upper_paper),
-    "eq69": _Bound("eq69_ratio <= 1: sigma_max(V0) <= w2 (2 sqrt(d1) + sqrt(d2)) (Eq. 69)", False, _le_one("eq69_ratio")),
-    "eq9_margin": _Bound("margin > 1: Eq. 9 holds at initialization", False, _margin),
-    "delta1": _Bound("empirical delta1 <= delta (Eq. 67 lower deviation)", True, _le_delta("delta1")),
-    "delta2": _Bound("empirical delta2 <= delta (Eq. 67 upper deviation)", True, _le_delta("delta2")),
+                               "+ |c0| sqrt(d1 n)) (Eq. 67, paper form)", True, _verdict("eq67_upper_paper")),
+    "eq69": _Bound("eq69_ratio <= 1: sigma_max(V0) <= w2 (2 sqrt(d1) + sqrt(d2)) (Eq. 69)", False, _verdict("eq69")),
+    "eq9_margin": _Bound("margin > 1: Eq. 9 holds at initialization", False, _verdict("margin")),
+    "delta1": _Bound("empirical delta1 <= delta (Eq. 67 lower deviation)", True, _verdict("conc_lower")),
+    "delta2": _Bound("empirical delta2 <= delta (Eq. 67 upper deviation)", True, _verdict("conc_upper")),
 }
 
 
@@ -202,6 +173,7 @@ class PointResult:
     lo: float
     hi: float
     status: str  # holds | violated | inconclusive | undefined
+    within_error: int = 0  # trials whose margin to the bound is inside the numerical error
 
     def label(self, axes) -> str:
         return ", ".join(f"{a}={self.coords[a]}" for a in axes)
@@ -243,8 +215,10 @@ class BoundCheck:
         lines = [self.header()]
         for p in rows:
             rate = "nan" if math.isnan(p.rate) else f"{p.rate:.4f}"
+            inc = (f"; {p.within_error} inconclusive (margin inside the numerical error, counted as failures "
+                   f"for 'holds' and as successes for 'violated')" if p.within_error else "")
             lines.append(f"  {p.status:12s} {p.label(self.axes)}: rate {rate} ({p.holds}/{p.trials} trials), "
-                         f"interval [{p.lo:.4f}, {p.hi:.4f}]")
+                         f"interval [{p.lo:.4f}, {p.hi:.4f}]{inc}")
         return "\n".join(lines)
 
     def raise_for_status(self) -> "BoundCheck":
@@ -306,13 +280,15 @@ def check_bound(ds, bound: str, *, delta: float | None = None, min_rate: float =
         coords = {d: _item(ev[d].values[j]) for d, j in zip(others, idx)}
         row = vals[i]
         if np.isnan(row).any():
-            k = int(np.nansum(row))
+            k = int(np.nansum(row == 1.0))
             points.append(PointResult(coords, k, ntr, math.nan, 0.0, 1.0, "undefined"))
             continue
-        k = int(row.sum())
-        lo, hi = clopper_pearson(k, ntr, confidence)
+        k = int((row == 1.0).sum())
+        k_inc = int((row == -1.0).sum())  # margin inside the numerical error: neither held nor violated
+        lo, _ = clopper_pearson(k, ntr, confidence)  # inconclusive trials counted as failures ...
+        _, hi = clopper_pearson(k + k_inc, ntr, confidence)  # ... and as successes: both verdicts are sure
         status = "holds" if lo > min_rate else "violated" if hi < min_rate else "inconclusive"
-        points.append(PointResult(coords, k, ntr, k / ntr if ntr else math.nan, lo, hi, status))
+        points.append(PointResult(coords, k, ntr, k / ntr if ntr else math.nan, lo, hi, status, k_inc))
     return BoundCheck(bound, delta, min_rate, confidence, points, axes)
 
 

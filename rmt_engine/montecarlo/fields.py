@@ -41,10 +41,16 @@ FIELDS: dict[str, FieldInfo] = {
     "sigma_min_X": _p("smallest (n-th) singular value of the data X", "Eq. 20"),
     "sigma_min_xkr": _p("n-th singular value of the Khatri-Rao power X^{*t}", "Eq. 20, 58", per_t=True),
     "sigma_max_xkr": _p("largest singular value of the Khatri-Rao power X^{*t}", "Eq. 53-55", per_t=True),
-    "xkr_rank_deficient": _p("1 if n > C(d0+t-1, t), so sigma_min(X^{*t}) = 0 for any data", "Eq. 20", per_t=True),
-    "t_auto": _p("smallest t >= 1 with c_t(w1) != 0 and n <= C(d0+t-1, t) (NaN if none up to 64)", "Eq. 58, 67"),
-    "lower_undefined": _p("why the Eq. 58/67 lower bound at t is 0 (undefined): 0 defined, 1 c_t(w1) = 0 "
-                          "(parity), 2 n > C(d0+t-1, t), 3 both, 4 no informative t (auto)", "Eq. 58, 67", per_t=True),
+    "xkr_rank_deficient": _p("1 if sigma_min(X^{*t}) = 0: n > C(d0+t-1, t) (any data), or numerically for these "
+                             "data (duplicate or antipodal columns; rmt_engine.theory.khatri_rao.XKR_RANK_RTOL)",
+                             "Eq. 20", per_t=True),
+    "sigma_min_xkr_relerr": _p("a-posteriori bound on the relative error of sigma_min_xkr (rounding of G^{o t} and "
+                               "its eigen-solve; inf where sigma_min_xkr is not resolved)", "Eq. 20, 58", per_t=True),
+    "t_auto": _p("smallest t >= 1 with c_t(w1) != 0 and sigma_min(X^{*t}) > 0 (by count and numerically for "
+                 "these data; NaN if none up to 64)", "Eq. 58, 67"),
+    "lower_undefined": _p("why the Eq. 58/67 lower bound at t is 0 (undefined), bit flags: 0 defined, 1 c_t(w1) = 0 "
+                          "(parity), 2 n > C(d0+t-1, t), 4 no informative t (auto), 8 X^{*t} numerically rank "
+                          "deficient for these data (duplicate or antipodal columns)", "Eq. 58, 67", per_t=True),
     "d1_below_n": _p("1 if d1 < n, so sigma_min(phi(W0 X)) = 0", "Lemma 3"),
     # Hermite coefficients of phi (paper form, w1 = 1) and of phi(w1 .) (sharp form)
     "c0": _p("Hermite coefficient c_0 of phi", "Def. 4, Eq. 56"),
@@ -64,7 +70,8 @@ FIELDS: dict[str, FieldInfo] = {
                      "w1 <= 1, r2 for w1 > 1; not a bound in general)", "Eq. 58", per_t=True),
     "eq58_upper": _p("Eq. 58 upper bound w1^{2 r2} d1 (n c0^2 + (c1^2 + cinf^2) sigma_max(X)^2) (paper form)", "Eq. 58"),
     "eq58_lower_sharp": _p("sharp Eq. 58 lower bound d1 c_t(w1)^2/t! sigma_min(X^{*t})^2", "Eq. 58", per_t=True),
-    "eq58_lower_hadamard": _p("full sharp lower bound d1 sum_i c_i(w1)^2/i! lambda_min(G^{o i}) (Weyl, every order)",
+    "eq58_lower_hadamard": _p("full sharp lower bound d1 sum_i c_i(w1)^2/i! lambda_min(G^{o i}) (Weyl, every order; each "
+                              "lambda_min less its rounding bound, so 0 = undefined where none is resolved)",
                               "Eq. 56, 58"),
     "eq58_lower_hadamard_order": _p("last order i at which lambda_min(G^{o i}) was evaluated for eq58_lower_hadamard",
                                     "Eq. 56, 58"),
@@ -80,9 +87,14 @@ FIELDS: dict[str, FieldInfo] = {
     # the deterministic equivalent of the spectrum of M0 (rmt_engine.theory.asymptotics), per grid point
     **{k: _p(v[0], v[1]) for k, v in ASYM_FIELDS.items()},
     # per trial: spectra of M0 = phi(W0 X)^T phi(W0 X)
-    "sigma_min_F": _r("sigma_min(phi(W0 X)) = sqrt(lambda_min(M0))", "Eq. 67"),
+    "sigma_min_F": _r("sigma_min(phi(W0 X)): sqrt(lambda_min(M0)) on the Gram route, sigma_min(R) of a streamed "
+                      "QR of phi(W0 X) on the accurate route (sigma_min_F_route)", "Eq. 67"),
+    "sigma_min_F_relerr": _r("a-posteriori bound on the relative error of sigma_min_F (0 when d1 < n: exactly 0; "
+                             "inf where not resolved); verdicts inside it are inconclusive", "Eq. 67"),
+    "sigma_min_F_route": _r("how sigma_min_F was computed: 0 Gram route (lambda_min(M0)), 1 accurate route "
+                            "(streamed TSQR, taken when the Gram route's error bound exceeds the accuracy)"),
     "sigma_max_F": _r("sigma_max(phi(W0 X)) = sqrt(lambda_max(M0))", "Eq. 67"),
-    "lambda_min_M0": _r("smallest eigenvalue of M0", "Eq. 59"),
+    "lambda_min_M0": _r("smallest eigenvalue of M0 (sigma_min_F^2 on the accurate route)", "Eq. 59"),
     "lambda_max_M0": _r("largest eigenvalue of M0 (the c_0 spike when c_0 != 0)", "Eq. 59"),
     "lambda_2_M0": _r("second largest eigenvalue of M0 (bulk edge)", "Eq. 59"),
     "asym_ratio_lambda_min": _r("lambda_min(M0) / asym_lambda_min (NaN when the prediction is 0)", "LLC 2018"),

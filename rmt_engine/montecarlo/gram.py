@@ -218,6 +218,32 @@ class _Pass:
     work: object
 
 
+def pass_blocks(d1: int, block_rows: int, on_numpy: bool) -> list[tuple[int, int]]:
+    """The row blocks ``[(r0, r1), ...]`` of W0 in the Gram pass (and the accurate route's QR pass):
+    at most ``ceil(block_rows / LANES)`` rows on NumPy (at least ``LANES`` blocks when d1 allows),
+    ``block_rows`` on CuPy. The bits of M0 and of R depend on these blocks, never on threads."""
+    n_lanes = LANES if on_numpy else 1
+    lane_rows = max(1, min(-(-block_rows // n_lanes), -(-d1 // n_lanes)))
+    return list(rng.row_blocks(d1, lane_rows))
+
+
+def phi_blocks(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None, block_rows: int = 4096,
+               dtype: str = "float64"):
+    """Yield ``(r0, r1, F_b)``, ``F_b = phi(W0[r0:r1] X)`` (float64, rows x n), in row order over the
+    blocks of ``pass_blocks``: the very rows the Gram pass of ``accumulate`` folds into M0 (same keys,
+    same blocks, same arithmetic), one block in memory at a time."""
+    act = _activation(act)
+    xp = array_namespace(X)
+    d0, _n = X.shape
+    work = xp.float32 if dtype == "float32" else xp.float64
+    Xw = X.astype(work)
+    seconds = dict(WX=0.0, phi=0.0)
+    for r0, r1 in pass_blocks(d1, block_rows, backend_name(xp) == "numpy"):
+        W = normal_block(xp, key_W, r0, r1, d0, w1).astype(work, copy=False)
+        F = _phi_of_product(act, W, Xw, seconds)
+        yield r0, r1, (F if F.dtype == xp.float64 else F.astype(xp.float64))
+
+
 def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None,
                d2: int = 0, w2: float = 1.0, key_V=None, block_rows: int = 4096,
                dtype: str = "float64") -> TrialSums:
@@ -241,8 +267,7 @@ def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
     p = _Pass(act, X.astype(work), d0, w1, key_W, d2, w2, key_V, work)
     on_numpy = backend_name(xp) == "numpy"
     n_lanes = LANES if on_numpy else 1
-    lane_rows = max(1, min(-(-block_rows // n_lanes), -(-d1 // n_lanes)))
-    blocks = list(rng.row_blocks(d1, lane_rows))
+    blocks = pass_blocks(d1, block_rows, on_numpy)
     lanes = [_Lane(xp, n, d2) for _ in range(n_lanes)]
 
     def run(lane_index: int) -> None:

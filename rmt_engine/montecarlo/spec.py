@@ -36,6 +36,10 @@ class TrialSpec:
     (not the measured ``delta1``, ``delta2`` of a trial); ``C`` is the user constant of Eq. 9 (margin = C alpha_f mu^6 /
     (beta^2 nu^2 h)); ``chi_max`` bounds sigma_max(V_k) in beta (Eq. 18; default sigma_max(V0)).
     ``block_rows`` rows of W0 are processed at once (``None``: about 32 MiB per block).
+    ``accuracy``: the largest relative error bound of ``sigma_min_F`` accepted from the Gram route
+    (lambda_min of M0 = F^T F squares cond(F)); above it the trial takes the accurate route, a
+    streamed QR of F (``sigma_min_F_route = 1``). In (0, 1]; with ``1`` the QR route is taken only
+    where the Gram route cannot resolve sigma_min at all (its error bound is infinite).
     """
 
     activation: str
@@ -56,6 +60,7 @@ class TrialSpec:
     C: float = 1.0
     chi_max: float | None = None
     backend: str = "numpy"
+    accuracy: float = 1e-6
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
@@ -134,6 +139,9 @@ def validate_spec(spec: TrialSpec) -> None:
         raise ValueError(f"TrialSpec.bound_delta1 must lie in [0, 1), got {spec.bound_delta1!r}")
     if not (0.0 <= spec.bound_delta2 < math.inf):
         raise ValueError(f"TrialSpec.bound_delta2 must be finite and >= 0, got {spec.bound_delta2!r}")
+    if isinstance(spec.accuracy, bool) or not isinstance(spec.accuracy, (int, float)) or not 0 < spec.accuracy <= 1:
+        raise ValueError(f"TrialSpec.accuracy (the relative error accepted on sigma_min_F before the accurate QR "
+                         f"route is taken) must lie in (0, 1], got {spec.accuracy!r}")
     if not (0 < spec.C < math.inf):
         raise ValueError(f"TrialSpec.C must be finite and > 0, got {spec.C!r}")
     if spec.chi_max is not None and (isinstance(spec.chi_max, bool) or not isinstance(spec.chi_max, (int, float))

@@ -33,15 +33,16 @@ from ..theory.activations import activation as get_activation
 from ..sampling.data import make_data
 from ..theory.expected import expected_gram
 from .fields import AUTO_T, FIELDS, field_name, int_orders, record_fields
-from .gram import accumulate
+from .gram import accumulate, phi_blocks
 from ..theory.asymptotics import predict_record
 from ..theory.hadamard import hadamard_lower_bound
 from ..theory.hermite import hermite_coefficients, hermite_tail, normalized_hermite_coefficients
-from ..theory.khatri_rao import RankDeficiencyWarning, data_extremes, khatri_rao_extremes, symmetric_tensor_dim
+from ..theory.khatri_rao import data_extremes, khatri_rao_extremes_checked
 from .spec import TrialSpec
 from ..linalg.extremes import extremes, spectral_norm_certified
 from .point_cache import layered, process_cache
 from ..linalg.spectra import eigvalsh, extreme_eigenvalues
+from ..linalg.tsqr import StreamedR, float32_relative_error, gram_relative_error, qr_relative_error
 
 
 @dataclass
@@ -106,7 +107,7 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
     act = get_activation(spec.activation)
     pd = point_data(spec, cache)
     n, d0, d1, w1 = spec.n, spec.d0, spec.d1, spec.w1
-    t_auto = orders.informative_t(act, w1, n, d0)
+    t_auto = orders.informative_t(act, w1, n, d0, X=pd.X)  # skips orders X^{*t} is singular at (these data)
     explicit = int_orders(spec.t)
     order = max(explicit + (t_auto or 1, 1))
     c = hermite_coefficients(act, order, 1.0)
@@ -120,12 +121,13 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
     lower_r, _ = bounds.homogeneity_exponents(w1, act.r1, act.r2)
     paper_factor = bounds.homogeneity_factor(w1, lower_r, 2.0)
     hadamard, hadamard_order = hadamard_lower_bound(pd.X, act, w1, d1, min_order=order)
+    em0_singular = lam_min_K <= EM0_SINGULAR_RTOL * n * lam_max_K
     rec = {
         "sigma_max_X": smax_X, "sigma_min_X": smin_X, "d1_below_n": float(d1 < n),
         "t_auto": float(t_auto) if t_auto is not None else math.nan,
         "c0": c[0], "c1": c[1], "cinf2": cinf2, "c0_w": cw[0], "c1_w": cw[1], "cinf2_w": cinf2_w,
         "lambda_min_EM0": d1 * lam_min_K, "lambda_max_EM0": d1 * lam_max_K,
-        "EM0_singular": float(lam_min_K <= EM0_SINGULAR_RTOL * n * lam_max_K),
+        "EM0_singular": float(em0_singular),
         "eq58_upper": bounds.eq58_upper(d1, n, c[0], c[1], cinf2, smax_X, w1, act.r2, act.r1),
         "eq58_upper_sharp": bounds.eq58_upper(d1, n, cw[0], cw[1], cinf2_w, smax_X),
         "eq58_lower_hadamard": hadamard, "eq58_lower_hadamard_order": float(hadamard_order),
@@ -141,16 +143,18 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
             rec.update({field_name(b, key): math.nan for b in _PER_T_BASES})
             rec[field_name("lower_undefined", key)] = float(orders.NO_ORDER)
             continue
-        deficient = n > symmetric_tensor_dim(d0, t)  # sigma_min(X^{*t}) = 0 whatever the data
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RankDeficiencyWarning)  # recorded as a field instead
-            smin_t, smax_t = khatri_rao_extremes(pd.X, t)
-        lower = bounds.eq58_lower_normalized(d1, a[t], smin_t, paper_factor)
-        lower_sharp = bounds.eq58_lower_normalized(d1, aw[t], smin_t)
+        # sigma_min(X^{*t}) = 0 by the count n > C(d0+t-1, t) or numerically for these data (then 0.0 exactly)
+        smin_t, smax_t, relerr_t, deficient = khatri_rao_extremes_checked(pd.X, t)
+        code = orders.lower_undefined(act, w1, n, d0, t)
+        if deficient and not code & orders.RANK_DEFICIENT:
+            code |= orders.DATA_RANK_DEFICIENT
+        lower = bounds.eq58_lower_normalized(d1, a[t], smin_t, paper_factor) if not code else 0.0
+        lower_sharp = bounds.eq58_lower_normalized(d1, aw[t], smin_t) if not code else 0.0
         rec.update({
             field_name("sigma_min_xkr", key): smin_t, field_name("sigma_max_xkr", key): smax_t,
+            field_name("sigma_min_xkr_relerr", key): relerr_t,
             field_name("xkr_rank_deficient", key): float(deficient),
-            field_name("lower_undefined", key): float(orders.lower_undefined(act, w1, n, d0, t)),
+            field_name("lower_undefined", key): float(code),
             field_name("ct", key): c[t], field_name("ct_w", key): cw[t],
             field_name("eq58_lower", key): lower, field_name("eq58_lower_sharp", key): lower_sharp,
             field_name("eq67_lower", key): bounds.eq67_lower(lower, spec.bound_delta1),
@@ -161,6 +165,26 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
 
 
 _PER_T_BASES = [b for b, info in FIELDS.items() if info.per_t]
+
+
+#: Codes of the ``sigma_min_F_route`` field.
+SIGMA_MIN_ROUTES = {"gram": 0, "qr": 1}
+
+
+def accurate_sigma_extremes(X, act, spec: TrialSpec, key_W) -> tuple[float, float]:
+    """``(sigma_min, sigma_max)`` of ``F = phi(W0 X)`` from a streamed QR of F (``linalg.tsqr``).
+
+    The rows of F are regenerated block by block exactly as the Gram pass made them
+    (``gram.phi_blocks``: same keys, same blocks), so the route is as reproducible as the Gram
+    route. Cost: one more pass over W0 plus about 2 d1 n^2 flops of Householder QR and one dense SVD
+    of the n x n factor R. Memory: R and one row block.
+    """
+    R = StreamedR(spec.n)
+    for _r0, _r1, F in phi_blocks(X, act, spec.d1, w1=spec.w1, key_W=key_W, block_rows=spec.rows_per_block,
+                                  dtype=spec.dtype):
+        R.add_block(F)
+    s = R.singular_values()
+    return float(s[0]), float(s[-1])
 
 
 #: Codes of the ``extremes_route`` / ``dev_M0_route`` fields.
@@ -226,8 +250,21 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
     norm = spectral_norm_certified(M0, pd.K, beta=float(d1), seed_key=key_W, work=work, method=method)
     dev = norm.value
     del work
-    sigma_min_F = math.sqrt(max(lam_min, 0.0))  # 0 exactly when rank deficient (lam_min = 0 above)
     sigma_max_F = math.sqrt(max(lam_max, 0.0))
+    if rank_deficient:
+        sigma_min_F, relerr, smin_route = 0.0, 0.0, SIGMA_MIN_ROUTES["gram"]  # exactly 0, no error
+    else:
+        sigma_min_F = math.sqrt(max(lam_min, 0.0))
+        relerr, smin_route = gram_relative_error(lam_min, lam_max, d1, n), SIGMA_MIN_ROUTES["gram"]
+        if relerr > spec.accuracy:
+            # M0 = F^T F squared cond(F): redo sigma_min on F itself (the same rows, a streamed QR).
+            # M0 is no longer needed: R takes its place in memory (3 n^2 at most, as before).
+            sums.M0 = M0 = None
+            sigma_min_F, sigma_max_qr = accurate_sigma_extremes(pd.X, act, spec, key_W)
+            lam_min = sigma_min_F * sigma_min_F
+            relerr, smin_route = qr_relative_error(sigma_min_F, sigma_max_qr, d1, n), SIGMA_MIN_ROUTES["qr"]
+        if spec.dtype == "float32":  # F itself carries float32 rounding: no route removes it
+            relerr += float32_relative_error(sigma_min_F, sigma_max_F, d0, n)
     smax_X = rec["sigma_max_X"]
     smax_V0 = math.sqrt(max(float(extreme_eigenvalues(sums.VVt)["lambda_max"]), 0.0))
     k1 = bounds.eq60_k(sums.max_row_norm_W0, spec.w1, d0, d1)
@@ -239,7 +276,8 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
     mu, nu, beta = bounds.lemma3(sigma_min_F, sigma_max_F, smax_X, smax_V0, act.dphi_max, act.ddphi_max, chi_max)
     eta = bounds.eq13_step(mu, nu, beta, h0)
     rec.update({
-        "sigma_min_F": sigma_min_F, "sigma_max_F": sigma_max_F,
+        "sigma_min_F": sigma_min_F, "sigma_min_F_relerr": relerr, "sigma_min_F_route": float(smin_route),
+        "sigma_max_F": sigma_max_F,
         "lambda_min_M0": lam_min, "lambda_max_M0": lam_max, "lambda_2_M0": lam_2,
         "asym_ratio_lambda_min": bounds.measured_ratio(lam_min, rec["asym_lambda_min"]),
         "asym_ratio_lambda_2": bounds.measured_ratio(lam_2, rec["asym_lambda_2_classical"]),

@@ -11,9 +11,11 @@ Equations (the paper's numbers, see MATH.md):
 - ``concentration_summary``: ``sigma_min(phi(W0 X)) / eq67_lower_sharp`` and
   ``sigma_max(phi(W0 X)) / eq67_upper_sharp`` (Eq. 67, sharp form of Eq. 58), and the
   empirical ``delta1``, ``delta2`` of Eq. 67.
-- ``bound_events`` / ``holding_rate`` / ``violation_rate``: per-trial events such as
-  ``sigma_min(F) >= sqrt((1 - delta) * eq58_lower_sharp)`` (Eq. 58 + 67), with a binomial
-  confidence interval (Wilson or Clopper-Pearson).
+- ``bound_verdicts`` / ``bound_events`` / ``holding_rate`` / ``violation_rate``: per-trial events
+  such as ``sigma_min(F) >= sqrt((1 - delta) * eq58_lower_sharp)`` (Eq. 58 + 67), each measured
+  value taken with its numerical error (a margin inside it is *inconclusive*, never a violation),
+  with a binomial confidence interval (Wilson or Clopper-Pearson). ``rmt_engine.testing`` and
+  ``rmt-engine check`` use the same verdicts.
 - ``fit_power_law``: least squares on logs, e.g. ``lambda_min(M0) ~ d1^1`` (Eq. 58: E[M0]
   is linear in d1).
 - ``width_threshold`` / ``fit_threshold_exponent``: the smallest ``d1`` at which the margin
@@ -186,33 +188,177 @@ def _event(cond, *inputs):
     return cond.astype(float).where(valid)
 
 
-def bound_events(ds, delta=0.2, *, t=None, margin_threshold=1.0):
-    """Per-trial events (1 = holds, 0 = fails, NaN = missing) of the paper's bounds.
+#: Per-trial verdict codes of ``bound_verdicts`` (NaN: missing, or the bound is undefined there).
+HELD, VIOLATED, INCONCLUSIVE = 1.0, 0.0, -1.0
+_EPS = float(np.finfo(np.float64).eps)
+_SAFETY = 4.0  # the constant of rmt_engine.linalg.tsqr's error bounds
 
-    - ``eq67_lower``: ``sigma_min(F) >= sqrt((1 - delta) * eq58_lower_sharp)`` (Eq. 58 + 67); NaN
-      (undefined, not held) where the bound is undefined at that t (``lower_defined``);
-    - ``eq67_lower_hadamard``: the same with the full sharp bound ``eq58_lower_hadamard``;
+
+def compare_with_error(measured, bound, sense: str, relerr=0.0, bound_relerr=0.0):
+    """The verdict code per entry of ``measured >= bound`` (``sense=">="``) or ``<=``, each side
+    known to a relative error: ``HELD`` when the inequality holds for every value inside the errors,
+    ``VIOLATED`` when it fails for every value inside them, ``INCONCLUSIVE`` when the margin is within
+    the errors (never counted as either), NaN where an input is NaN.
+
+    ``relerr``, ``bound_relerr``: bounds on ``|computed - exact| / exact`` (``inf`` = unknown)."""
+    xr = _xr()
+    m_lo = xr.where(np.isinf(relerr), -np.inf, measured * (1.0 - relerr))
+    m_hi = xr.where(np.isinf(relerr), np.inf, measured * (1.0 + relerr))
+    b_lo = xr.where(np.isinf(bound_relerr), -np.inf, bound * (1.0 - bound_relerr))
+    b_hi = xr.where(np.isinf(bound_relerr), np.inf, bound * (1.0 + bound_relerr))
+    if sense == ">=":
+        held, violated = m_lo >= b_hi, m_hi < b_lo
+    elif sense == "<=":
+        held, violated = m_hi <= b_lo, m_lo > b_hi
+    elif sense == ">":
+        held, violated = m_lo > b_hi, m_hi <= b_lo
+    else:
+        raise ValueError(f"sense must be '>=', '<=' or '>', got {sense!r}")
+    code = xr.where(held, HELD, xr.where(violated, VIOLATED, INCONCLUSIVE))
+    valid = np.isfinite(measured) & np.isfinite(bound)
+    return code.where(valid)
+
+
+def sigma_min_relerr(ds):
+    """The relative error bound of ``sigma_min_F`` per trial: the cube's ``sigma_min_F_relerr``, or for
+    cubes written before it was recorded the Gram route's bound ``4 (sqrt(d1) + n) eps
+    lambda_max(M0) / lambda_min(M0)`` (``linalg.tsqr.gram_relative_error``; 0 where d1 < n: exactly 0);
+    0 for a Dataset that carries neither (hand-made test data: the values are taken as exact)."""
+    if "sigma_min_F_relerr" in ds:
+        return ds["sigma_min_F_relerr"]
+    if not {"lambda_min_M0", "lambda_max_M0", "n", "d1"} <= set(ds.variables):
+        return 0.0
+    d1, n = ds["d1"].astype(float), ds["n"].astype(float)
+    err = _SAFETY * (np.sqrt(d1) + n) * _EPS * ds["lambda_max_M0"]
+    lam = ds["lambda_min_M0"]
+    rel = (err / lam).where(lam > err, np.inf)
+    return rel.where(d1 >= n, 0.0)
+
+
+def _eigen_relerr(ds, rows=None):
+    """Relative error bound of a well-conditioned extreme eigenvalue (lambda_max of M0 or E[M0]):
+    ``4 (sqrt(rows) + n) eps`` (0 without ``n``: hand-made data)."""
+    if "n" not in ds.variables:
+        return 0.0
+    rows = 0.0 if rows is None else rows
+    return _SAFETY * (np.sqrt(rows) + ds["n"].astype(float)) * _EPS
+
+
+def _em0_min_relerr(ds):
+    """Relative error bound of lambda_min(E[M0]) (eigen-solve of an n x n matrix)."""
+    if not {"n", "lambda_max_EM0"} <= set(ds.variables):
+        return 0.0
+    lam = ds["lambda_min_EM0"]
+    err = _SAFETY * ds["n"].astype(float) * _EPS * ds["lambda_max_EM0"]
+    return (err / lam).where(lam > err, np.inf)
+
+
+def _v_eq67_lower(key):
+    def verdict(ds, delta, thr):
+        defined = lower_defined(ds) if key != "eq58_lower_hadamard" else ds[key] > 0
+        lo = np.sqrt((1.0 - delta) * ds[key]).where(defined)
+        r_xkr = ds["sigma_min_xkr_relerr"] if key != "eq58_lower_hadamard" and "sigma_min_xkr_relerr" in ds else 0.0
+        return compare_with_error(ds["sigma_min_F"], lo, ">=", sigma_min_relerr(ds), r_xkr)
+    return verdict
+
+
+def _v_eq67_upper(ds, delta, thr):
+    hi = np.sqrt((1.0 + delta) * ds["eq58_upper_sharp"])
+    return compare_with_error(ds["sigma_max_F"], hi, "<=", _eigen_relerr(ds, ds["d1"].astype(float)))
+
+
+def _v_eq67_upper_paper(ds, delta, thr):
+    d1, n = ds["d1"].astype(float), ds["n"].astype(float)
+    c0, c1, cinf2, smax = ds["c0"], ds["c1"], ds["cinf2"], ds["sigma_max_X"]
+    # eq58_upper = w1^{2 r2} d1 (n c0^2 + (c1^2 + cinf2) sigma_max_X^2): the homogeneity factor w1^{r2}
+    # of the paper's Eq. 67 upper bound (1 at w1 = 1) follows from it exactly.
+    hom = np.sqrt(ds["eq58_upper"] / (d1 * (n * c0**2 + (c1**2 + cinf2) * smax**2)))
+    hi = math.sqrt(1.0 + delta) * hom * (np.sqrt((c1**2 + cinf2) * d1) * smax + np.abs(c0) * np.sqrt(d1 * n))
+    return compare_with_error(ds["sigma_max_F"], hi, "<=", _eigen_relerr(ds, d1))
+
+
+def _v_conc_lower(ds, delta, thr):
+    if not {"lambda_min_M0", "lambda_min_EM0"} <= set(ds.variables):  # hand-made data with delta1 only
+        return compare_with_error(ds["delta1"], _xr().full_like(ds["delta1"], delta), "<=")
+    r = sigma_min_relerr(ds)
+    lam_min_E = ds["lambda_min_EM0"]
+    if "EM0_singular" in ds:
+        lam_min_E = lam_min_E.where(ds["EM0_singular"] != 1)  # delta1 is NaN there: undefined
+    return compare_with_error(ds["lambda_min_M0"], (1.0 - delta) * lam_min_E, ">=", 2.0 * r + r * r,
+                              _em0_min_relerr(ds))
+
+
+def _v_conc_upper(ds, delta, thr):
+    if not {"lambda_max_M0", "lambda_max_EM0"} <= set(ds.variables):
+        return compare_with_error(ds["delta2"], _xr().full_like(ds["delta2"], delta), "<=")
+    return compare_with_error(ds["lambda_max_M0"], (1.0 + delta) * ds["lambda_max_EM0"], "<=",
+                              _eigen_relerr(ds, ds["d1"].astype(float)), _eigen_relerr(ds))
+
+
+def _v_margin(ds, delta, thr):
+    # margin = C alpha mu^6 / (beta^2 nu^2 h): 6x the relative error of mu = sigma_min_F, plus nu's
+    r = 6.0 * sigma_min_relerr(ds) + 2.0 * _eigen_relerr(ds)
+    return compare_with_error(ds["margin"], _xr().full_like(ds["margin"], thr), ">", r)
+
+
+def _v_eq69(ds, delta, thr):
+    return compare_with_error(ds["eq69_ratio"], _xr().full_like(ds["eq69_ratio"], 1.0), "<=", _eigen_relerr(ds))
+
+
+#: Every event of ``bound_verdicts``: name -> (variables it needs, verdict function).
+VERDICTS = {
+    "eq67_lower": (("sigma_min_F", "eq58_lower_sharp"), _v_eq67_lower("eq58_lower_sharp")),
+    "eq67_lower_paper": (("sigma_min_F", "eq58_lower"), _v_eq67_lower("eq58_lower")),
+    "eq67_lower_hadamard": (("sigma_min_F", "eq58_lower_hadamard"), _v_eq67_lower("eq58_lower_hadamard")),
+    "eq67_upper": (("sigma_max_F", "eq58_upper_sharp"), _v_eq67_upper),
+    "eq67_upper_paper": (("sigma_max_F", "eq58_upper", "c0", "c1", "cinf2", "sigma_max_X"), _v_eq67_upper_paper),
+    "conc_lower": (("delta1",), _v_conc_lower),
+    "conc_upper": (("delta2",), _v_conc_upper),
+    "margin": (("margin",), _v_margin),
+    "eq69": (("eq69_ratio",), _v_eq69),
+}
+
+
+def bound_verdicts(ds, delta=0.2, *, t=None, margin_threshold=1.0, names=None):
+    """Per-trial verdict codes (``HELD`` 1, ``VIOLATED`` 0, ``INCONCLUSIVE`` -1, NaN = missing or
+    undefined) of the paper's bounds, each measured value taken with its error
+    (``compare_with_error``): a trial whose margin to the bound is inside the numerical error of the
+    measured value (``sigma_min_F_relerr``: M0 = F^T F squares cond(F); the accurate QR route is taken
+    above ``[study] accuracy``) or of the bound (``sigma_min_xkr_relerr``) is inconclusive, never
+    violated. Where the cube flags ``EM0_singular``, delta1 is NaN and ``conc_lower`` undefined.
+    ``names``: the events to compute (default: every one whose variables the Dataset has).
+
+    - ``eq67_lower``: ``sigma_min(F) >= sqrt((1 - delta) * eq58_lower_sharp)`` (Eq. 58 + 67, sharp); NaN
+      (undefined, never held) where the bound is undefined at that t (``lower_defined``);
+    - ``eq67_lower_paper``: the same with the paper's form ``eq58_lower``;
+    - ``eq67_lower_hadamard``: the same with the full sharp bound ``eq58_lower_hadamard`` (0 = undefined);
     - ``eq67_upper``: ``sigma_max(F) <= sqrt((1 + delta) * eq58_upper_sharp)`` (Eq. 58 + 67);
+    - ``eq67_upper_paper``: ``sigma_max(F) <= sqrt(1 + delta) w1^r2 (sqrt((c1^2 + cinf2) d1) sigma_max(X)
+      + |c0| sqrt(d1 n))`` (Eq. 67 as printed; w1^r2 recovered from ``eq58_upper``);
     - ``conc_lower``: ``lambda_min(M0) >= (1 - delta) lambda_min(E[M0])`` (Eq. 67, i.e. delta1 <= delta);
     - ``conc_upper``: ``lambda_max(M0) <= (1 + delta) lambda_max(E[M0])`` (Eq. 67, delta2 <= delta);
-    - ``margin``: ``margin > margin_threshold`` (Eq. 9).
+    - ``margin``: ``margin > margin_threshold`` (Eq. 9; margin ~ mu^6, so 6x sigma_min_F's error);
+    - ``eq69``: ``eq69_ratio <= 1`` (sigma_max(V0) <= w2 (2 sqrt(d1) + sqrt(d2))).
     """
     xr = _xr()
     ds = at_t(ds, t)
-    lo = np.sqrt((1.0 - delta) * ds["eq58_lower_sharp"]).where(lower_defined(ds))
-    hi = np.sqrt((1.0 + delta) * ds["eq58_upper_sharp"])
-    ev = {
-        "eq67_lower": _event(ds["sigma_min_F"] >= lo, ds["sigma_min_F"], lo),
-        "eq67_upper": _event(ds["sigma_max_F"] <= hi, ds["sigma_max_F"], hi),
-        "conc_lower": _event(ds["delta1"] <= delta, ds["delta1"]),
-        "conc_upper": _event(ds["delta2"] <= delta, ds["delta2"]),
-        "margin": _event(ds["margin"] > margin_threshold, ds["margin"]),
-    }
-    if "eq58_lower_hadamard" in ds:
-        lo_h = np.sqrt((1.0 - delta) * ds["eq58_lower_hadamard"]).where(ds["eq58_lower_hadamard"] > 0)
-        ev["eq67_lower_hadamard"] = _event(ds["sigma_min_F"] >= lo_h, ds["sigma_min_F"], lo_h)
-    out = xr.Dataset(ev)
+    if names is None:
+        names = [k for k, (need, _) in VERDICTS.items() if all(v in ds.variables for v in need)]
+    unknown = [k for k in names if k not in VERDICTS]
+    if unknown:
+        raise ValueError(f"unknown event(s) {unknown}; valid events: {', '.join(VERDICTS)}")
+    out = xr.Dataset({k: VERDICTS[k][1](ds, delta, margin_threshold) for k in names})
     out.attrs["delta"] = float(delta)
+    return out
+
+
+def bound_events(ds, delta=0.2, *, t=None, margin_threshold=1.0):
+    """Per-trial events (1 = holds, 0 = fails, NaN = missing, undefined or inconclusive) of the
+    paper's bounds: ``bound_verdicts`` with its inconclusive trials (margin inside the numerical
+    error) set to NaN, so they are counted neither as held nor as violated."""
+    v = bound_verdicts(ds, delta, t=t, margin_threshold=margin_threshold)
+    out = v.where(v != INCONCLUSIVE)
+    out.attrs.update(v.attrs)
     return out
 
 
@@ -246,13 +392,15 @@ def binomial_interval(k, n, confidence=0.95, method="wilson"):
     return lo, hi
 
 
-def _rate(event, confidence, method, dim):
+def _rate(event, confidence, method, dim, inconclusive=None):
     xr = _xr()
     k = event.sum(dim, skipna=True)
     n = event.count(dim)
     lo, hi = xr.apply_ufunc(binomial_interval, k, n, kwargs={"confidence": confidence, "method": method},
                             output_core_dims=[[], []], dask="parallelized", output_dtypes=[float, float])
     out = xr.Dataset({"rate": k / n.where(n > 0), "lo": lo, "hi": hi, "successes": k, "trials": n})
+    if inconclusive is not None:
+        out["inconclusive"] = inconclusive.sum(dim)
     out.attrs.update(confidence=float(confidence), method=method)
     return out
 
@@ -260,31 +408,34 @@ def _rate(event, confidence, method, dim):
 def holding_rate(ds, event="eq67_lower", *, delta=0.2, t=None, confidence=0.95, method="wilson", dim="trial"):
     """Fraction of trials in which ``event`` holds, with a binomial confidence interval.
 
-    ``ds``: the cube (then ``event`` names one of ``bound_events(ds, delta)``) or a DataArray of
-    per-trial events (1/0/NaN or bool). Returns a Dataset ``rate, lo, hi, successes, trials``
-    over the remaining dims; NaN trials are not counted.
+    ``ds``: the cube (then ``event`` names one of ``bound_verdicts(ds, delta)``) or a DataArray of
+    per-trial events (1/0/NaN or bool, or verdict codes with -1 = inconclusive). Returns a Dataset
+    ``rate, lo, hi, successes, trials`` (and ``inconclusive``: trials whose margin to the bound is
+    inside the numerical error, counted in neither) over the remaining dims; NaN trials are not counted.
     """
-    ev = _as_event(ds, event, delta, t)
-    return _rate(ev, confidence, method, dim)
+    ev, inc = _as_event(ds, event, delta, t)
+    return _rate(ev, confidence, method, dim, inc)
 
 
 def violation_rate(ds, event="eq67_lower", *, delta=0.2, t=None, confidence=0.95, method="wilson", dim="trial"):
     """Fraction of trials in which ``event`` fails (``1 - holding_rate``), with its CI."""
-    ev = _as_event(ds, event, delta, t)
-    out = _rate(1.0 - ev, confidence, method, dim)
+    ev, inc = _as_event(ds, event, delta, t)
+    out = _rate(1.0 - ev, confidence, method, dim, inc)
     out.attrs["event"] = f"not {event}" if isinstance(event, str) else "violation"
     return out
 
 
 def _as_event(ds, event, delta, t):
+    """(events 1/0/NaN, inconclusive mask or None)."""
     xr = _xr()
     if isinstance(ds, xr.Dataset):
-        ev = bound_events(ds, delta, t=t)[event]
+        ev = bound_verdicts(ds, delta, t=t, names=[event])[event]
     else:
         ev = ds
     if ev.dtype == bool:
-        ev = ev.astype(float)
-    return ev
+        return ev.astype(float), None
+    inc = ev == INCONCLUSIVE
+    return ev.where(~inc), inc
 
 
 # --------------------------------------------------------------------------- power laws

@@ -56,6 +56,7 @@ STUDY_KEYS = {
     "chi_max": ("float", TRIAL_SPEC_DEFAULTS["chi_max"]),
     "backend": ("str", TRIAL_SPEC_DEFAULTS["backend"]),
     "eq19_scale": ("float", 1.0),
+    "accuracy": ("float", TRIAL_SPEC_DEFAULTS["accuracy"]),
 }
 AXIS_KINDS = {"activation": "str", "data": "str", "n": "posint", "d0": "posint", "d1": "posint",
               "d2": "posint", "w1": "float", "w2": "float"}
@@ -284,6 +285,7 @@ class Study:
     C: float = TRIAL_SPEC_DEFAULTS["C"]
     chi_max: float | None = TRIAL_SPEC_DEFAULTS["chi_max"]
     backend: str = TRIAL_SPEC_DEFAULTS["backend"]
+    accuracy: float = TRIAL_SPEC_DEFAULTS["accuracy"]
     train: object = None  # a TrainSpec (or its table): every trial also trains by GD (rmt_engine.montecarlo.train)
     eq19_scale: float = 1.0  # the constant of the derived rule w2 = "eq19"
     linked: tuple = ()  # set from grid: the axes of [grid.linked]
@@ -319,6 +321,9 @@ class Study:
         object.__setattr__(self, "derived", derived)
         if not self.eq19_scale > 0:
             raise StudySpecError(f"eq19_scale must be > 0, got {self.eq19_scale!r}", ("study", "eq19_scale"))
+        if not 0 < self.accuracy <= 1:
+            raise StudySpecError(f"accuracy (the relative error accepted on sigma_min_F before the accurate QR route "
+                                 f"is taken) must lie in (0, 1], got {self.accuracy!r}", ("study", "accuracy"))
         if self.save_spectrum and "n" in linked:
             raise StudySpecError("save_spectrum stores one variable per value of n: n cannot be a linked axis "
                                  "then (link d0 with another axis, or set save_spectrum = false)", ("grid", "linked"))
@@ -534,7 +539,8 @@ class Study:
             d2=int(labels["d2"]), w1=float(labels["w1"]), w2=float(labels["w2"]), t=tuple(self.t),
             data=labels["data"], data_path=self.data_path if labels["data"] == "file" else None,
             seed=self.seed, dtype=self.dtype, block_rows=self.block_rows, bound_delta1=self.bound_delta1,
-            bound_delta2=self.bound_delta2, C=self.C, chi_max=self.chi_max, backend=self.backend)
+            bound_delta2=self.bound_delta2, C=self.C, chi_max=self.chi_max, backend=self.backend,
+            accuracy=self.accuracy)
 
     def canonical(self) -> dict:
         """The scientific definition (what the config hash covers)."""
@@ -549,7 +555,8 @@ class Study:
             "backend": self.backend, "data_file_sha256": data_sha,
         } | ({"train": self.train.to_dict()} if self.train is not None else {}) | (
             {"linked": list(self.linked)} if self.linked else {}) | (
-            {"derived": dict(self.derived), "eq19_scale": self.eq19_scale} if self.derived else {})
+            {"derived": dict(self.derived), "eq19_scale": self.eq19_scale} if self.derived else {}) | (
+            {"accuracy": self.accuracy} if self.accuracy != TRIAL_SPEC_DEFAULTS["accuracy"] else {})
 
     def config_hash(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))

@@ -10,6 +10,10 @@ Evaluation stops at the first order ``i_K >= min_order`` where what more orders 
 ``tail(i_K) * (1 - lambda_min(G^{o i_K}))``, is below ``RTOL`` times the bound (or at MAX_ORDER).
 Orders with ``n > C(d0+i-1, i)`` have ``lambda_min = 0`` exactly and cost nothing; each other
 evaluated order costs one dense eigenvalue reduction of an n x n matrix (about 12-16 per grid point).
+Rounding: each computed ``lambda_min(G^{o i})`` is lowered by its a-posteriori error bound
+``4 (sqrt(d0) + n) eps lambda_max``, with ``lambda_max <= trace = n`` (``linalg.tsqr``'s constant),
+and clipped at 0, so the bound stays a bound: for duplicate columns (every G^{o i} singular) it is
+exactly 0, i.e. undefined, never rounding noise above lambda_min(E[M0]) = 0.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ..backend.xp import array_namespace
 from .hermite import normalized_hermite_coefficients, second_moment
 from .khatri_rao import symmetric_tensor_dim
 from ..linalg.spectra import extreme_eigenvalues
+from ..linalg.tsqr import EPS, ERROR_SAFETY
 
 DENSE_ORDERS = 10
 MAX_ORDER = 1024
@@ -60,7 +65,8 @@ def hadamard_lower_bound(X, activation, w1: float, d1: int, *, min_order: int = 
             P[...] = G
             if i > 1:
                 P **= i
-            lam = max(extreme_eigenvalues(P, overwrite=True)["lambda_min"], 0.0)
+            rounding = ERROR_SAFETY * (np.sqrt(d0) + n) * EPS * n  # lambda_max(G^{o i}) <= trace = n
+            lam = max(extreme_eigenvalues(P, overwrite=True)["lambda_min"] - rounding, 0.0)
         orders.append(i)
         lams.append(min(lam, 1.0))  # lambda_min(G^{o i}) <= trace / n = 1
         weights = _block_weights(a2, orders, m2)

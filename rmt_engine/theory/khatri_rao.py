@@ -25,6 +25,7 @@ from numbers import Integral
 
 from ..backend.xp import array_namespace
 from ..linalg.spectra import extreme_singular_values, spectral_norm_sym
+from ..linalg.tsqr import gram_relative_error
 
 #: Default cap on the bytes of an explicit ``khatri_rao`` result (1 GiB).
 DEFAULT_MAX_BYTES = 2**30
@@ -138,6 +139,31 @@ def khatri_rao_extremes(X, t: int) -> tuple[float, float]:
         )
         return 0.0, math.sqrt(spectral_norm_sym(Gt))  # G^{o t} is PSD: ||.||_2 = lambda_max
     return extreme_singular_values(gram=Gt, nrows=dim, overwrite_gram=True)  # Gt is ours: no copy
+
+
+def khatri_rao_extremes_checked(X, t: int) -> tuple[float, float, float, bool]:
+    """``(sigma_min, sigma_max, relerr, deficient)`` of X^{*t}: the extremes of ``khatri_rao_extremes``,
+    the a-posteriori bound on the relative error of sigma_min, and whether sigma_min(X^{*t}) = 0.
+
+    ``deficient``: ``n > C(d0+t-1, t)`` (any data), or *numerically* for these data: lambda_min(G^{o t})
+    is not above the rounding error of G^{o t} and its eigen-solve,
+    ``4 (sqrt(d0) + n) eps lambda_max(G^{o t})`` (``linalg.tsqr.gram_relative_error``; that is the
+    tolerance: sigma_min(X^{*t}) <= sqrt(4 (sqrt(d0) + n) eps) sigma_max(X^{*t}), about 1.5e-7 sigma_max
+    at n = 20). Duplicate columns make every X^{*t} singular, antipodal ones (x_b = -x_a) every even t.
+    Then sigma_min is returned as 0.0 exactly and ``relerr`` is 0.0 (the value is exact: 0).
+    """
+    _matrix(X)
+    t = _order(t, 1)
+    d0, n = X.shape
+    if n > symmetric_tensor_dim(d0, t):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RankDeficiencyWarning)
+            return 0.0, khatri_rao_extremes(X, t)[1], 0.0, True
+    smin, smax = khatri_rao_extremes(X, t)
+    relerr = gram_relative_error(smin * smin, smax * smax, d0, n)
+    if not math.isfinite(relerr):
+        return 0.0, smax, 0.0, True
+    return smin, smax, relerr, False
 
 
 def data_extremes(X) -> tuple[float, float]:

@@ -36,10 +36,20 @@ def test_golden_cube_is_small_and_committed():
     assert 0 < size < 1_000_000, size
 
 
+#: Fields added after the golden cube was written: recomputed cubes carry them, the golden one does
+#: not; every variable the golden cube has is compared.
+FIELDS_NEWER_THAN_GOLDEN = {"sigma_min_F_relerr", "sigma_min_F_route", "sigma_min_xkr_relerr",
+                            "sigma_min_xkr_relerr_auto"}
+
+
 def test_recomputed_cube_matches_golden(rmt_study):
     new = rmt_study(TOML).load()
     golden = open_results(GOLDEN).load()
-    assert_cubes_close(new, golden, rtol=RTOL, atol=ATOL)
+    assert set(new.data_vars) - set(golden.data_vars) == FIELDS_NEWER_THAN_GOLDEN
+    assert_cubes_close(new, golden, rtol=RTOL, atol=ATOL, variables=list(golden.data_vars))
+    # on the regression grid the Gram route is accurate enough everywhere (no QR route taken)
+    assert float(new["sigma_min_F_route"].max()) == 0.0
+    assert float(new["sigma_min_F_relerr"].max()) < 1e-6
 
 
 def test_exact_bounds_on_golden():
