@@ -40,6 +40,7 @@ from .study import RunSummary, Study, StudySpecError
 from .montecarlo.trial import run_trial
 from .theory.asymptotics import deterministic_equivalent, predict_record
 from .montecarlo.train import TrainSpec, train_trial
+from .report import accessor as _accessor  # noqa: F401 - registers the ``ds.rmt`` xarray accessor
 
 __all__ = [
     "__version__", "Activation", "activation", "available_activations", "register_activation",

@@ -3,7 +3,7 @@
 Three assertions for result cubes (``rmt_engine.study.store.open_results``, or any ``xarray.Dataset``
 with the same variable names and dims):
 
-``assert_bound_holds(ds, bound, *, delta=None, min_rate=0.95, confidence=0.99, where=None, t=None)``
+``assert_bound_holds(ds, bound, *, delta=None, min_rate=0.95, confidence=0.95, where=None, t=None)``
     For every grid point (and every ``t`` of t-dependent bounds), the fraction of trials in which
     the named bound holds, with its two-sided Clopper-Pearson interval at ``confidence``. Per
     point the outcome is
@@ -121,6 +121,9 @@ def _verdict(name):
     return ev
 
 
+#: The bounds that depend on the Khatri-Rao order t.
+PER_T_BOUNDS = ("eq67_lower", "eq67_lower_paper")
+
 #: The closed set of bound names of ``assert_bound_holds`` / ``rmt-engine check``.
 BOUNDS: dict[str, _Bound] = {
     "eq67_lower": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower_sharp) (Eq. 67, sharp constant), per t",
@@ -150,7 +153,7 @@ def _bound(name: str) -> _Bound:
 # --------------------------------------------------------------------------- statistics
 
 
-def clopper_pearson(k: int, n: int, confidence: float = 0.99) -> tuple[float, float]:
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Two-sided Clopper-Pearson interval for ``k`` successes in ``n`` trials (beta quantiles)."""
     from scipy.stats import beta  # noqa: PLC0415
 
@@ -174,9 +177,11 @@ class PointResult:
     hi: float
     status: str  # holds | violated | inconclusive | undefined
     within_error: int = 0  # trials whose margin to the bound is inside the numerical error
+    t_used: float | None = None  # the Khatri-Rao order of a t-dependent bound at this point
 
     def label(self, axes) -> str:
-        return ", ".join(f"{a}={self.coords[a]}" for a in axes)
+        return ", ".join(f"{a}={self.coords[a]}" for a in axes if a in self.coords) + (
+            f" (t={self.t_used:g})" if self.t_used is not None and math.isfinite(self.t_used) else "")
 
 
 _PRECEDENCE = ("violated", "undefined", "inconclusive", "holds")
@@ -192,6 +197,7 @@ class BoundCheck:
     confidence: float
     points: list[PointResult]
     axes: list[str] = field(default_factory=list)  # the dims that vary (shown in labels)
+    t: object = None  # the Khatri-Rao order checked ("auto": each point's t_auto, shown per point)
 
     @property
     def status(self) -> str:
@@ -206,9 +212,16 @@ class BoundCheck:
 
     def header(self) -> str:
         d = "" if self.delta is None else f", delta={self.delta:g}"
-        return (f"bound {self.bound}{d}: min_rate={self.min_rate:g}, {100 * self.confidence:g}% Clopper-Pearson "
-                f"intervals; {len(self.points)} points: " +
-                ", ".join(f"{self.count(s)} {s}" for s in _PRECEDENCE if self.count(s)))
+        t = f", t={self.t}" if self.t is not None else ""
+        out = (f"bound {self.bound}{d}{t}: min_rate={self.min_rate:g}, {100 * self.confidence:g}% Clopper-Pearson "
+               f"intervals; {len(self.points)} points: " +
+               ", ".join(f"{self.count(s)} {s}" for s in _PRECEDENCE if self.count(s)))
+        need = trials_needed(self.min_rate, self.confidence)
+        fewest = min((p.trials for p in self.points), default=0)
+        if self.points and fewest < need:
+            out += (f"\n  note: 'holds' needs >= {need} trials per point to show rate > {self.min_rate:g} at "
+                    f"{100 * self.confidence:g}% (these points have {fewest}): add trials or lower min_rate")
+        return out
 
     def format(self, statuses=None) -> str:
         rows = [p for p in self.points if statuses is None or p.status in statuses]
@@ -250,23 +263,54 @@ def _select(ds, where):
         raise ValueError(f"where={where!r} selects a value not in the cube: {e}") from None
 
 
-def check_bound(ds, bound: str, *, delta: float | None = None, min_rate: float = 0.95, confidence: float = 0.99,
+def cube_delta(ds, bound: str) -> float | None:
+    """The delta the cube's Eq. 67 bounds were computed at: ``bound_delta2`` for the upper bounds and
+    delta2, ``bound_delta1`` otherwise (from the cube's attributes or its ``config_canonical``)."""
+    import json  # noqa: PLC0415
+
+    key = "bound_delta2" if ("upper" in bound or bound == "delta2") else "bound_delta1"
+    if key in ds.attrs:
+        return float(ds.attrs[key])
+    try:
+        canon = json.loads(ds.attrs.get("config_canonical", "{}"))
+    except (TypeError, ValueError):
+        return None
+    return float(canon[key]) if key in canon else None
+
+
+def trials_needed(min_rate: float, confidence: float = 0.95) -> int:
+    """The fewest trials N for which N holds out of N can show ``rate > min_rate``: the two-sided
+    Clopper-Pearson lower end ``((1 - confidence) / 2)^(1/N)`` must exceed ``min_rate``."""
+    if min_rate <= 0:
+        return 1
+    if min_rate >= 1:
+        return math.inf
+    return int(math.floor(math.log((1.0 - confidence) / 2.0) / math.log(min_rate))) + 1
+
+
+def check_bound(ds, bound: str, *, delta: float | None = None, min_rate: float = 0.95, confidence: float = 0.95,
                 where: Mapping | None = None, t=None) -> BoundCheck:
     """The ``BoundCheck`` of ``assert_bound_holds`` without raising (see the module docstring)."""
     b = _bound(bound)
-    if b.needs_delta and delta is None:
-        raise ValueError(f"bound {bound!r} needs delta=")
     if not 0.0 <= min_rate <= 1.0 or not 0.0 < confidence < 1.0:
         raise ValueError("min_rate must be in [0, 1] and confidence in (0, 1)")
-    from .report.analysis import AUTO_T, at_t  # noqa: PLC0415
+    if b.needs_delta and delta is None:
+        delta = cube_delta(ds, bound)
+        if delta is None:
+            raise ValueError(f"bound {bound!r} needs delta= (the cube does not record the delta it was computed at)")
+    from .report.analysis import AUTO_T, at_t, available_t  # noqa: PLC0415
 
     sub = _select(ds, where)
+    t_checked = None
     if isinstance(t, str):
-        sub = at_t(sub, t)
+        sub, t_checked = at_t(sub, t), t
     elif t is not None and "t" in sub.dims:
         sub = _select(sub, {"t": t})
-    elif t is None and "t" not in sub.dims and f"eq58_lower_sharp_{AUTO_T}" in sub:
-        sub = at_t(sub, AUTO_T)  # a cube with t = "auto" only
+        t_checked = t
+    elif t is None and AUTO_T in available_t(sub):
+        sub, t_checked = at_t(sub, AUTO_T), AUTO_T  # the default order: t_auto per point, as the report's headline
+    per_t = bound in PER_T_BOUNDS
+    t_auto = sub["t_auto"].load() if per_t and t_checked == AUTO_T and "t_auto" in sub else None
     ev = b.event(sub, delta).load()
     if "trial" not in ev.dims:
         raise ValueError(f"bound {bound!r}: the cube has no trial dimension")
@@ -278,22 +322,29 @@ def check_bound(ds, bound: str, *, delta: float | None = None, min_rate: float =
     points = []
     for i, idx in enumerate(np.ndindex(*[ev.sizes[d] for d in others])):
         coords = {d: _item(ev[d].values[j]) for d, j in zip(others, idx)}
+        t_used = None
+        if t_auto is not None:
+            t_used = float(t_auto.isel({d: j for d, j in zip(others, idx) if d in t_auto.dims}).values)
+        elif per_t and t_checked is not None and not isinstance(t_checked, str):
+            t_used = float(coords.get("t", t_checked)) if not isinstance(t_checked, (list, tuple)) else None
+        elif per_t and "t" in coords:
+            t_used = float(coords["t"])
         row = vals[i]
         if np.isnan(row).any():
             k = int(np.nansum(row == 1.0))
-            points.append(PointResult(coords, k, ntr, math.nan, 0.0, 1.0, "undefined"))
+            points.append(PointResult(coords, k, ntr, math.nan, 0.0, 1.0, "undefined", 0, t_used))
             continue
         k = int((row == 1.0).sum())
         k_inc = int((row == -1.0).sum())  # margin inside the numerical error: neither held nor violated
         lo, _ = clopper_pearson(k, ntr, confidence)  # inconclusive trials counted as failures ...
         _, hi = clopper_pearson(k + k_inc, ntr, confidence)  # ... and as successes: both verdicts are sure
         status = "holds" if lo > min_rate else "violated" if hi < min_rate else "inconclusive"
-        points.append(PointResult(coords, k, ntr, k / ntr if ntr else math.nan, lo, hi, status, k_inc))
-    return BoundCheck(bound, delta, min_rate, confidence, points, axes)
+        points.append(PointResult(coords, k, ntr, k / ntr if ntr else math.nan, lo, hi, status, k_inc, t_used))
+    return BoundCheck(bound, delta, min_rate, confidence, points, axes, t_checked if per_t else None)
 
 
 def assert_bound_holds(ds, bound: str, *, delta: float | None = None, min_rate: float = 0.95,
-                       confidence: float = 0.99, where: Mapping | None = None, t=None) -> BoundCheck:
+                       confidence: float = 0.95, where: Mapping | None = None, t=None) -> BoundCheck:
     """Assert that ``bound`` holds in at least ``min_rate`` of the trials at every selected grid point.
 
     ``where``: a dict for ``ds.sel`` (a value or a list of values per dimension); ``t``: the

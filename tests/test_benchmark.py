@@ -50,3 +50,16 @@ def test_benchmark_certified_route_is_counted(tmp_path, monkeypatch):
     assert row["k_full"] >= row["k_extremes"] + 2  # the certified norm adds two factorizations
     assert set(row["full_routes"]) == {"extremes:certified", "spectral_norm_certified:certified"}
     assert max(row["rel_diff_vs_dense"].values()) < 1e-9
+
+
+def test_accurate_route_benchmark_tiny_size(tmp_path):
+    spec = importlib.util.spec_from_file_location("rmt_bench_acc", ROOT / "studies" / "benchmark_accurate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "acc.json"
+    (row,) = module.main(["--size", "40,6,200", "--reps", "1", "--json", str(out)])
+    assert json.loads(out.read_text())["rows"][0]["n"] == 40
+    assert (row["route_gram"], row["route_accurate"]) == (0.0, 1.0)
+    assert row["accurate_over_gram"] == pytest.approx(row["accurate_s"] / row["gram_s"])
+    # both routes agree within the sum of their recorded error bounds
+    assert row["relative_difference"] <= row["relerr_gram"] + row["relerr_qr"]

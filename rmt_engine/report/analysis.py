@@ -14,7 +14,7 @@ Equations (the paper's numbers, see MATH.md):
 - ``bound_verdicts`` / ``bound_events`` / ``holding_rate`` / ``violation_rate``: per-trial events
   such as ``sigma_min(F) >= sqrt((1 - delta) * eq58_lower_sharp)`` (Eq. 58 + 67), each measured
   value taken with its numerical error (a margin inside it is *inconclusive*, never a violation),
-  with a binomial confidence interval (Wilson or Clopper-Pearson). ``rmt_engine.testing`` and
+  with a binomial confidence interval (95% Clopper-Pearson by default: ``RATE_METHOD``). ``rmt_engine.testing`` and
   ``rmt-engine check`` use the same verdicts.
 - ``fit_power_law``: least squares on logs, e.g. ``lambda_min(M0) ~ d1^1`` (Eq. 58: E[M0]
   is linear in d1).
@@ -37,6 +37,15 @@ from ..study.store import CASE_DIM, GRID_AXES
 PER_T_FIELDS = tuple(b for b, info in FIELDS.items() if info.per_t)
 
 DEFAULT_QUANTILES = (0.01, 0.05, 0.5, 0.95, 0.99)
+#: The one interval of a holding rate across the report, ``rmt-engine check``, ``rmt_engine.testing``
+#: and ``ds.rmt``: two-sided exact (Clopper-Pearson) at 95% (it never under-covers; Wilson can).
+RATE_METHOD, RATE_CONFIDENCE = "clopper-pearson", 0.95
+
+
+def interval_label(confidence: float = RATE_CONFIDENCE, method: str = RATE_METHOD) -> str:
+    """``"95% Clopper-Pearson"``: how every output names its interval."""
+    name = {"clopper-pearson": "Clopper-Pearson", "exact": "Clopper-Pearson", "wilson": "Wilson"}.get(method, method)
+    return f"{100 * confidence:g}% {name}"
 #: Exponents of the width threshold d1*(n) predicted by the paper.
 THRESHOLD_EXPONENTS = {"Eq. 21": 1.5, "App. E": 5.0 / 3.0}
 
@@ -362,7 +371,7 @@ def bound_events(ds, delta=0.2, *, t=None, margin_threshold=1.0):
     return out
 
 
-def binomial_interval(k, n, confidence=0.95, method="wilson"):
+def binomial_interval(k, n, confidence=RATE_CONFIDENCE, method=RATE_METHOD):
     """Two-sided confidence interval ``(lo, hi)`` of a binomial proportion (NumPy arrays).
 
     ``method``: ``"wilson"`` (score interval) or ``"clopper-pearson"`` (exact, via the beta
@@ -405,7 +414,8 @@ def _rate(event, confidence, method, dim, inconclusive=None):
     return out
 
 
-def holding_rate(ds, event="eq67_lower", *, delta=0.2, t=None, confidence=0.95, method="wilson", dim="trial"):
+def holding_rate(ds, event="eq67_lower", *, delta=0.2, t=None, confidence=RATE_CONFIDENCE, method=RATE_METHOD,
+                 dim="trial"):
     """Fraction of trials in which ``event`` holds, with a binomial confidence interval.
 
     ``ds``: the cube (then ``event`` names one of ``bound_verdicts(ds, delta)``) or a DataArray of
@@ -417,7 +427,8 @@ def holding_rate(ds, event="eq67_lower", *, delta=0.2, t=None, confidence=0.95, 
     return _rate(ev, confidence, method, dim, inc)
 
 
-def violation_rate(ds, event="eq67_lower", *, delta=0.2, t=None, confidence=0.95, method="wilson", dim="trial"):
+def violation_rate(ds, event="eq67_lower", *, delta=0.2, t=None, confidence=RATE_CONFIDENCE, method=RATE_METHOD,
+                   dim="trial"):
     """Fraction of trials in which ``event`` fails (``1 - holding_rate``), with its CI."""
     ev, inc = _as_event(ds, event, delta, t)
     out = _rate(1.0 - ev, confidence, method, dim, inc)

@@ -10,7 +10,7 @@ says why.
 What is compared with what (the paper's equations, see MATH.md and ``rmt_engine.montecarlo.train``):
 
 - Convergence against width: ``P(gd_status == 0)`` (``h_K <= tol h_0`` within ``max_iters`` steps)
-  beside ``P(margin > 1)`` (Eq. 9 with C = 1, the theorem's sufficient condition), with Wilson
+  beside ``P(margin > 1)`` (Eq. 9 with C = 1, the theorem's sufficient condition), with Clopper-Pearson
   intervals (``analysis.binomial_interval``). ``gd_thresholds``: the smallest d1 at which each
   reaches ``level`` (``analysis.width_threshold(event=...)``), and their ratio
   ``d1*(margin) / d1*(GD)`` -- how much wider the theory needs the network than GD does; with
@@ -87,19 +87,19 @@ def margin_exceeds(ds, threshold=1.0):
 
 
 def rate(event, confidence=0.95):
-    """Fraction of trials with ``event == 1`` and its Wilson interval: Dataset ``rate, lo, hi, successes, trials``."""
-    return A.holding_rate(event, confidence=confidence, method="wilson")
+    """Fraction of trials with ``event == 1`` and its Clopper-Pearson interval (``analysis.RATE_METHOD``): Dataset ``rate, lo, hi, successes, trials``."""
+    return A.holding_rate(event, confidence=confidence, method=A.RATE_METHOD)
 
 
 def convergence_rates(ds, confidence=0.95):
-    """``conv_*`` (GD converged) and ``margin_*`` (margin > 1) rates per grid point, Wilson intervals."""
+    """``conv_*`` (GD converged) and ``margin_*`` (margin > 1) rates per grid point, Clopper-Pearson intervals."""
     xr = _xr()
     out = xr.Dataset()
     for prefix, ev in (("conv", converged(ds)), ("margin", margin_exceeds(ds))):
         r = rate(ev, confidence)
         for k in r.data_vars:
             out[f"{prefix}_{k}"] = r[k]
-    out.attrs.update(confidence=float(confidence), method="wilson")
+    out.attrs.update(confidence=float(confidence), method=A.RATE_METHOD)
     return out
 
 
@@ -358,7 +358,7 @@ def _pooled_line(name, ev, mask=None, confidence=0.95):
     if n == 0:
         return f"{name}: no trial"
     lo, hi = A.binomial_interval(k, n, confidence)
-    return f"{name}: {k}/{n} = {k / n:.3g} ({confidence:.0%} Wilson [{float(lo):.3g}, {float(hi):.3g}])"
+    return f"{name}: {k}/{n} = {k / n:.3g} ({A.interval_label(confidence)} [{float(lo):.3g}, {float(hi):.3g}])"
 
 
 def _settings(ds):
