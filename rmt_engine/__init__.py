@@ -14,7 +14,7 @@ theory.khatri_rao    khatri_rao, khatri_rao_gram, khatri_rao_extremes, symmetric
 linalg.spectra       extreme_singular_values, extreme_eigenvalues
 sampling.data        make_data, check_data, normalize_columns
 montecarlo.gram      gram                                (streamed M0, Eq. 59)
-montecarlo.spec, .trial, .fields   TrialSpec, run_trial, record_fields
+montecarlo.spec, .trial, .fields   TrialSpec, run_trial, run_trial_path, record_fields
 study, study.store   Study, open_results
 montecarlo.train     TrainSpec, train_trial              (gradient descent from Theta0, Eq. 12-14)
 theory.asymptotics   deterministic_equivalent, predict_record (Louart-Liao-Couillet 2018)
@@ -37,7 +37,7 @@ from .montecarlo.spec import TrialSpec
 from .linalg.spectra import extreme_eigenvalues, extreme_singular_values
 from .study.store import IncompatibleStoreError, IncompleteStoreError, StoreError, open_results
 from .study import RunSummary, Study, StudySpecError
-from .montecarlo.trial import run_trial
+from .montecarlo.trial import run_trial, run_trial_path
 from .theory.asymptotics import deterministic_equivalent, predict_record
 from .montecarlo.train import TrainSpec, train_trial
 from .report import accessor as _accessor  # noqa: F401 - registers the ``ds.rmt`` xarray accessor
@@ -50,7 +50,7 @@ __all__ = [
     "khatri_rao_extremes", "khatri_rao_gram", "symmetric_tensor_dim", "TrialSpec",
     "extreme_eigenvalues", "extreme_singular_values", "IncompatibleStoreError",
     "IncompleteStoreError", "StoreError", "open_results", "RunSummary", "Study", "StudySpecError",
-    "run_trial", "deterministic_equivalent", "predict_record", "TrainSpec", "train_trial",
+    "run_trial", "run_trial_path", "deterministic_equivalent", "predict_record", "TrainSpec", "train_trial",
 ]
 
 _moved.install()

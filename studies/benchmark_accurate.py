@@ -10,7 +10,8 @@ For each (n, d0, d1), GeLU, sphere data, one trial, medians over repetitions of
   second pass over W0 into a streamed R and the SVD of R);
 - qr_pass: the QR pass alone (``trial.accurate_sigma_extremes``);
 and the ratios accurate / gram and qr_pass / gram, the two sigma_min values, their difference relative
-to the recorded error bounds. Per-grid-point work is cached (as in a study) before the clock starts.
+to the recorded error bounds. Per-grid-point work is cached (as in a study) before the clock starts; the three are timed in
+alternation, round by round, so a change of load on a shared machine hits them alike.
 Only ratios against baselines of the same run are printed: the machine's speed cancels.
 """
 
@@ -30,24 +31,34 @@ from rmt_engine.theory.activations import activation
 SIZES = [(2000, 45, 8000), (1000, 16, 1050)]
 
 
-def _median_time(fn, reps):
-    times, out = [], None
+def _interleaved(fns: dict, reps: int) -> tuple[dict, dict]:
+    """Median seconds of each callable over ``reps`` rounds, the callables alternating within a round
+    (a load change on a shared machine then hits every route alike); the last result of each."""
+    times = {k: [] for k in fns}
+    out = {}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            out[k] = fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}, out
 
 
 def bench(n, d0, d1, reps):
     spec = rmt.TrialSpec(activation="gelu", n=n, d0=d0, d1=d1)
+    gram_spec, acc_spec = replace(spec, accuracy=1.0), replace(spec, accuracy=1e-300)
     cache = {}
-    rmt.run_trial(replace(spec, accuracy=1.0), 0, cache=cache)  # warm the per-point cache
-    t_gram, rec_g = _median_time(lambda: rmt.run_trial(replace(spec, accuracy=1.0), 0, cache=cache), reps)
-    t_acc, rec_a = _median_time(lambda: rmt.run_trial(replace(spec, accuracy=1e-300), 0, cache=cache), reps)
+    rmt.run_trial(gram_spec, 0, cache=cache)  # warm the per-point cache of both specs before the clock
+    rmt.run_trial(acc_spec, 0, cache=cache)
     pd = point_data(spec, cache)
     key = rng.stream_key(spec.seed, "W0", 0)
-    t_qr, _ = _median_time(lambda: accurate_sigma_extremes(pd.X, activation("gelu"), spec, key), reps)
+    t, out = _interleaved({
+        "gram": lambda: rmt.run_trial(gram_spec, 0, cache=cache),
+        "accurate": lambda: rmt.run_trial(acc_spec, 0, cache=cache),
+        "qr_pass": lambda: accurate_sigma_extremes(pd.X, activation("gelu"), spec, key),
+    }, reps)
+    rec_g, rec_a = out["gram"], out["accurate"]
+    t_gram, t_acc, t_qr = t["gram"], t["accurate"], t["qr_pass"]
     diff = abs(rec_g["sigma_min_F"] - rec_a["sigma_min_F"]) / rec_a["sigma_min_F"]
     return {
         "n": n, "d0": d0, "d1": d1, "gram_s": t_gram, "accurate_s": t_acc, "qr_pass_s": t_qr,

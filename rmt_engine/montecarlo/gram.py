@@ -52,6 +52,7 @@ class TrialSums:
     max_col_norm_V0: float
     stage_seconds: dict = field(default_factory=dict)
     spare: object | None = None
+    VVt_unit: object | None = None  # V0 V0^T / w2^2: sigma_max(V0) = w2 sqrt(lambda_max) whatever w2's scale
 
 
 #: Independent partial sums of the Gram matrix. Lane ``l`` accumulates row blocks
@@ -196,7 +197,7 @@ class _Lane:
         t4 = clock()
         sec["gram"] += t4 - t3
         if p.d2:
-            Vt = normal_block(xp, p.key_V, r0, r1, p.d2, p.w2)  # rows r0:r1 of V0^T = columns of V0
+            Vt = normal_block(xp, p.key_V, r0, r1, p.d2)  # rows r0:r1 of V0^T / w2 (unit variance; w2 at the end)
             self.max_v = max(self.max_v, float(xp.sqrt(xp.max(xp.sum(Vt * Vt, axis=1)))))
             self.VF += Vt.T @ F
             self.VVt += Vt.T @ Vt
@@ -293,12 +294,14 @@ def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
         for lane in lanes[1:]:
             VF += lane.VF
             VVt += lane.VVt
+        VF *= w2  # V0 = w2 V with unit-variance V: scalars last, so no w2^2 under/overflows in the sums
+        VVt_unit, VVt = VVt, VVt * (w2 * w2)
     seconds = {k: sum(lane.seconds[k] for lane in lanes) for k in lanes[0].seconds}
     spare = lanes[1].M if len(lanes) > 1 else None
     for lane in lanes:
         lane.M = None
-    return TrialSums(M, VF, VVt, max(lane.max_w for lane in lanes), max(lane.max_v for lane in lanes),
-                     seconds, spare)
+    return TrialSums(M, VF, VVt, max(lane.max_w for lane in lanes), w2 * max(lane.max_v for lane in lanes),
+                     seconds, spare, VVt_unit if d2 else None)
 
 
 def gram(X, activation, d1: int, *, w1: float = 1.0, seed: int = 0, trial: int = 0,
@@ -322,3 +325,80 @@ def gram(X, activation, d1: int, *, w1: float = 1.0, seed: int = 0, trial: int =
     sums = accumulate(X, activation, int(d1), w1=w1, key_W=rng.stream_key(seed, "W0", trial),
                       block_rows=block_rows, dtype=dtype)
     return sums.M0
+
+
+def path_blocks(d1s, block_rows: int, on_numpy: bool) -> list[tuple[int, int]]:
+    """The row blocks of a width path to ``max(d1s)``: those of ``pass_blocks(max(d1s))`` cut again at
+    every checkpoint, so each checkpoint is a block boundary (its partial sums exist)."""
+    top = int(d1s[-1])
+    cuts = {r for blk in pass_blocks(top, block_rows, on_numpy) for r in blk} | {int(d) for d in d1s} | {0}
+    cuts = sorted(c for c in cuts if 0 <= c <= top)
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def accumulate_path(X, act: Activation | str, d1s, *, w1: float = 1.0, key_W=None, d2: int = 0,
+                    key_V=None, block_rows: int = 4096, dtype: str = "float64"):
+    """One pass over the rows of W0 up to ``max(d1s)``, yielding ``(d1, TrialSums)`` at each checkpoint.
+
+    ``d1s``: strictly increasing positive widths. For one (seed, trial) the rows of W0 (and columns of
+    V0) of a larger width extend those of a smaller one (counter-based keys), so the sums at a
+    checkpoint d are those of ``accumulate(X, act, d, ...)`` up to rounding: the same rows, summed in
+    another order (the blocks are ``path_blocks``, the lanes are folded at each checkpoint), hence equal
+    to about ``eps * sqrt(d1) * lambda_max`` (not bitwise unless a single block reaches the first
+    checkpoint). V0 is accumulated with unit variance: ``VF``, ``VVt`` and ``max_col_norm_V0`` are those
+    of ``V0 / w2`` (``VVt_unit`` too), and the caller scales them by the checkpoint's w2.
+
+    The yielded ``M0`` is the path's own accumulator (symmetrized in place) and ``spare`` the second
+    lane's buffer: both are valid only until the generator is resumed; the consumer may use
+    ``spare`` as a workspace (it is zeroed before the pass goes on) and must not write into ``M0``.
+    Memory: that of one ``accumulate`` pass (2 n^2 + row blocks).
+    """
+    act = _activation(act)
+    xp = array_namespace(X)
+    d0, n = X.shape
+    d1s = [int(d) for d in d1s]
+    if not d1s or any(d < 1 for d in d1s) or any(b <= a for a, b in zip(d1s, d1s[1:])):
+        raise ValueError(f"d1s must be strictly increasing positive widths, got {d1s}")
+    work = xp.float32 if dtype == "float32" else xp.float64
+    p = _Pass(act, X.astype(work), d0, w1, key_W, d2, 1.0, key_V, work)
+    on_numpy = backend_name(xp) == "numpy"
+    n_lanes = LANES if on_numpy else 1
+    blocks = path_blocks(d1s, block_rows, on_numpy)
+    lanes = [_Lane(xp, n, d2) for _ in range(n_lanes)]
+    threads = blas_threads() if on_numpy else 1
+    done = 0
+    for d in d1s:
+        todo = [(i, b) for i, b in enumerate(blocks) if done <= b[0] and b[1] <= d]
+
+        def run(lane_index: int, todo=todo) -> None:
+            for i, (r0, r1) in todo:
+                if i % n_lanes == lane_index:
+                    lanes[lane_index].add_block(p, r0, r1)
+
+        if threads > 1 and n_lanes > 1:
+            parallel = min(n_lanes, threads)
+            with _blas_controller().limit(limits=max(1, threads // parallel), user_api="blas"):
+                list(_lane_pool(parallel).map(run, range(n_lanes)))
+        else:
+            for lane_index in range(n_lanes):
+                run(lane_index)
+        done = d
+        first = lanes[0]
+        for lane in lanes[1:]:  # fold the other lanes into the first: it is the path's M0 from here on
+            first.M += lane.M
+            lane.M[...] = 0
+            if d2:
+                first.VF += lane.VF
+                first.VVt += lane.VVt
+                lane.VF[...] = 0
+                lane.VVt[...] = 0
+        M = _symmetrize_from_upper(first.M)
+        max_w = max(lane.max_w for lane in lanes)
+        max_v = max(lane.max_v for lane in lanes)
+        seconds = {k: sum(lane.seconds[k] for lane in lanes) for k in lanes[0].seconds}
+        spare = lanes[1].M if n_lanes > 1 else None
+        VF = first.VF.copy() if d2 else None
+        VVt = first.VVt.copy() if d2 else None
+        yield d, TrialSums(M, VF, VVt, max_w, max_v, seconds, spare, VVt.copy() if d2 else None)
+        if spare is not None:
+            spare[...] = 0  # it served as the consumer's workspace

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,12 +32,12 @@ from ..theory.activations import activation as get_activation
 from ..sampling.data import make_data
 from ..theory.expected import expected_gram
 from .fields import AUTO_T, FIELDS, field_name, int_orders, record_fields
-from .gram import accumulate, phi_blocks
+from .gram import accumulate, accumulate_path, phi_blocks
 from ..theory.asymptotics import predict_record
 from ..theory.hadamard import hadamard_lower_bound
 from ..theory.hermite import hermite_coefficients, hermite_tail, normalized_hermite_coefficients
 from ..theory.khatri_rao import data_extremes, khatri_rao_extremes_checked
-from .spec import TrialSpec
+from .spec import TrialSpec, validate_spec
 from ..linalg.extremes import extremes, spectral_norm_certified
 from .point_cache import layered, process_cache
 from ..linalg.spectra import eigvalsh, extreme_eigenvalues
@@ -221,6 +220,65 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
     sums = accumulate(pd.X, act, d1, w1=spec.w1, key_W=key_W,
                       d2=d2, w2=spec.w2, key_V=rng.stream_key(spec.seed, "V0", trial),
                       block_rows=spec.rows_per_block, dtype=spec.dtype)
+    return _record_from_sums(spec, act, rec, pd, sums, key_W, spectrum, owns_sums=True)
+
+
+def run_trial_path(spec: TrialSpec, trial: int, d1s, *, w2s=None, cache: dict | None = None) -> list[dict]:
+    """Records of trial ``trial`` at every width of ``d1s`` from one streamed pass over W0 (a *width path*).
+
+    ``d1s``: strictly increasing widths; ``spec.d1`` is ignored. For one (seed, trial) the rows of W0
+    and the columns of V0 of a larger width extend those of a smaller one (counter-based keys), so
+    ``M0(d1)`` is a prefix sum over rows: one pass to ``max(d1s)`` (``gram.accumulate_path``) gives every
+    checkpoint, and each record is ``run_trial(replace(spec, d1=d, w2=w2), trial)`` up to rounding (the
+    same rows summed in another order: about 1e-13 relative on lambda_min/lambda_max at the sizes of
+    the tests; ``tests/test_width_path.py`` holds every float field to 1e-10 relative where the
+    quantity is well conditioned). Fields that depend on d1 or on V0 (h0, nu, beta, margin, eq69, the
+    point bounds) are those of the checkpoint: V0 is accumulated with unit variance and scaled by the
+    checkpoint's ``w2``. ``w2s``: one w2 per checkpoint (e.g. the Eq. 19 rule ``w2 = s / (w1 sqrt(d0
+    d1))``), default ``spec.w2`` everywhere.
+
+    Cost: one pass to ``max(d1s)`` plus one eigen-reduction (``extremes``) and one ``||M0 - E[M0]||`` per
+    checkpoint; a checkpoint whose Gram route is not accurate enough also takes the QR route (its own
+    pass to that width). Memory: that of one trial at the largest width.
+    """
+    if not isinstance(spec, TrialSpec):
+        raise TypeError(f"spec must be a TrialSpec, got {type(spec).__name__}")
+    if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)) or trial < 0:
+        raise ValueError(f"trial must be a non-negative integer, got {trial!r}")
+    d1s = [int(d) for d in d1s]
+    if not d1s or any(d < 1 for d in d1s) or any(b <= a for a, b in zip(d1s, d1s[1:])):
+        raise ValueError(f"d1s must be strictly increasing positive widths, got {d1s}")
+    w2s = [spec.w2] * len(d1s) if w2s is None else [float(w) for w in w2s]
+    if len(w2s) != len(d1s):
+        raise ValueError(f"w2s has {len(w2s)} values for {len(d1s)} widths")
+    specs = [replace(spec, d1=d, w2=w) for d, w in zip(d1s, w2s)]
+    for sp in specs:
+        validate_spec(sp)
+    act = get_activation(spec.activation)
+    cache = layered(process_cache()) if cache is None else cache
+    pd = point_data(specs[-1], cache)
+    key_W = rng.stream_key(spec.seed, "W0", trial)
+    out = []
+    path = accumulate_path(pd.X, act, d1s, w1=spec.w1, key_W=key_W, d2=spec.d2,
+                           key_V=rng.stream_key(spec.seed, "V0", trial), block_rows=specs[-1].rows_per_block,
+                           dtype=spec.dtype)
+    for sp, (d, sums) in zip(specs, path):
+        assert d == sp.d1
+        if sums.VF is not None:  # unit-variance V0 in the pass: the checkpoint's w2 comes last
+            sums.VF *= sp.w2
+            sums.VVt = sums.VVt * (sp.w2 * sp.w2)
+            sums.max_col_norm_V0 *= sp.w2
+        out.append(_record_from_sums(sp, act, point_record(sp, cache), pd, sums, key_W))
+    return out
+
+
+def _record_from_sums(spec: TrialSpec, act, rec: dict, pd: PointData, sums, key_W, spectrum: bool = False,
+                      owns_sums: bool = False):
+    """The trial's record from the sums of its pass (``gram.accumulate`` or a checkpoint of
+    ``gram.accumulate_path``): extremes of M0, the accurate route where needed, the bound chain.
+    ``sums.M0`` is read, never written; ``sums.spare`` (if any) is used as the workspace;
+    ``owns_sums``: M0 may be released (``sums.M0 = None``) once it is no longer needed."""
+    n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
     M0 = sums.M0
     xp = get_xp(spec.backend)
     work = sums.spare if sums.spare is not None else xp.empty((n, n), dtype=xp.float64)
@@ -259,14 +317,16 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
         if relerr > spec.accuracy:
             # M0 = F^T F squared cond(F): redo sigma_min on F itself (the same rows, a streamed QR).
             # M0 is no longer needed: R takes its place in memory (3 n^2 at most, as before).
-            sums.M0 = M0 = None
+            M0 = None  # R takes M0's place in memory where the sums are ours
+            if owns_sums:
+                sums.M0 = None
             sigma_min_F, sigma_max_qr = accurate_sigma_extremes(pd.X, act, spec, key_W)
             lam_min = sigma_min_F * sigma_min_F
             relerr, smin_route = qr_relative_error(sigma_min_F, sigma_max_qr, d1, n), SIGMA_MIN_ROUTES["qr"]
         if spec.dtype == "float32":  # F itself carries float32 rounding: no route removes it
             relerr += float32_relative_error(sigma_min_F, sigma_max_F, d0, n)
     smax_X = rec["sigma_max_X"]
-    smax_V0 = math.sqrt(max(float(extreme_eigenvalues(sums.VVt)["lambda_max"]), 0.0))
+    smax_V0 = spec.w2 * math.sqrt(max(float(extreme_eigenvalues(sums.VVt_unit)["lambda_max"]), 0.0))
     k1 = bounds.eq60_k(sums.max_row_norm_W0, spec.w1, d0, d1)
     k2 = bounds.eq60_k(sums.max_col_norm_V0, spec.w2, d2, d1)
     kappa = bounds.lemma6_kappa(act.dphi_max, smax_X, k1, spec.w1, d0, d1)
