@@ -168,7 +168,7 @@ def _one_task_values(study, path):
     tpt = st.store_attrs(path)["trials_per_task"]
     variables = st.layout(study.grid, study.t, study.trials, tpt, study.save_spectrum)
     task = plan_tasks(study, tpt)[0][0]
-    names = [v.name for v in variables if v.name != "done" and not v.name.startswith("spectrum")]
+    names = [v.name for v in variables if v.name not in ("done", st.CHECK_NAME) and not v.name.startswith("spectrum")]
     values = {}
     for v in variables:
         if v.name in names:

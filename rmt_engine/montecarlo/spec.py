@@ -14,6 +14,12 @@ DTYPES = ("float64", "float32")
 MAX_T = 1000
 #: Accepted range of w1 (the std of W0 entries); see ``validate_spec``.
 W1_RANGE = (1e-3, 100.0)
+#: Accepted range of w2 (the std of V0 entries); see ``validate_spec``. V0 is drawn with unit variance
+#: and w2 multiplied in at the end (``gram.accumulate``), so no w2^2 is formed inside a sum: below,
+#: sigma_max(V0) ~ w2 sqrt(d1) and eq19_scale = w1 w2 sqrt(d0 d1) would leave the normal float64
+#: range (2.2e-308); above, the Eq. 9 margin (~ w2^-6: beta, nu ~ w2, h0 ~ w2^2) underflows to 0
+#: (at w2 ~ 1e45 for n = 16, earlier for larger sizes) and h0 ~ w2^2 d2 d1 n grows toward overflow.
+W2_RANGE = (1e-300, 1e20)
 #: Default bytes of one row block ``phi(W0_b X)`` (block_rows = this / (8 n), clamped).
 DEFAULT_BLOCK_BYTES = 32 * 2**20
 
@@ -30,6 +36,8 @@ class TrialSpec:
 
     Shapes: X is ``d0 x n`` (unit columns), W0 ``d1 x d0`` with N(0, w1^2) entries, V0 ``d2 x d1``
     with N(0, w2^2) entries (Eq. 17), Y ``d2 x n`` with ``||Y||_F = 1`` (Eq. 16).
+    Validated ranges: ``w1`` in ``W1_RANGE`` = [1e-3, 100], ``w2`` in ``W2_RANGE`` = [1e-300, 1e20]
+    (the reasons are in ``validate_spec``'s messages and beside the constants).
     ``t`` are the Khatri-Rao orders of Eq. 58/67: integers ``1..MAX_T`` and/or ``"auto"`` (the
     default: the smallest informative order of the grid point, ``t_auto`` in the record).
     ``bound_delta1``, ``bound_delta2`` are the deviations at which Eq. 67's bounds are reported
@@ -110,6 +118,11 @@ def validate_spec(spec: TrialSpec) -> None:
             f"TrialSpec.w1 = {spec.w1!r} is outside [{W1_RANGE[0]:g}, {W1_RANGE[1]:g}]: below, E[M0] is "
             "numerically singular (its lambda_min scales like w1^(2t)) and delta1 is rounding noise; above, "
             "the Hermite quadrature needs panels of width 1/w1 (cost and memory grow like w1)")
+    if not W2_RANGE[0] <= spec.w2 <= W2_RANGE[1]:
+        raise ValueError(
+            f"TrialSpec.w2 = {spec.w2!r} is outside [{W2_RANGE[0]:g}, {W2_RANGE[1]:g}]: below, sigma_max(V0) ~ w2 "
+            "sqrt(d1) and eq19_scale = w1 w2 sqrt(d0 d1) leave float64's normal range; above, the Eq. 9 margin "
+            "(~ w2^-6) underflows to 0 and h0 (~ w2^2 d2 d1 n) heads for overflow")
     if not spec.t:
         raise ValueError("TrialSpec.t must name at least one Khatri-Rao order t >= 1 or 'auto'")
     for t in spec.t:

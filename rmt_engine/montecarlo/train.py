@@ -315,6 +315,14 @@ def _backward(V, R, F, D, X, step_W: bool = True, step_V: bool = True):
     return gW, gV
 
 
+def _fro_norm(a) -> float:
+    """``||a||_F`` scaled by ``max |a_ij|`` first, so that it neither underflows nor overflows where
+    ``||a||_F^2`` would (V0 at w2 = 1e-300: its squares are 0)."""
+    xp = array_namespace(a)
+    s = float(xp.max(xp.abs(a))) if a.size else 0.0
+    return s * math.sqrt(float(_sqnorm(a / s))) if 0.0 < s < math.inf else s
+
+
 def _sqnorm(a):
     """``||a||_F^2`` as a 0-d array / scalar of the backend (BLAS dot; no temporary)."""
     xp = array_namespace(a)
@@ -493,8 +501,7 @@ def gradient_descent(X, Y, W0, V0, act, lr: float, train: TrainSpec | None = Non
             F = np.empty((W.shape[0], X.shape[1]))
             D = np.empty_like(F)
         G = X.T @ X if ntk else None
-        normW0 = math.sqrt(float(_sqnorm(W0)))
-        normV0 = math.sqrt(float(_sqnorm(V0)))
+        normW0, normV0 = _fro_norm(W0), _fro_norm(V0)
         history: list[float] = []
         path = max_dist = max_sigma_V = 0.0
         step2 = 0.0  # ||Theta_k - Theta_{k-1}||_F^2, brought to the host with the next iteration's scalars
@@ -514,7 +521,11 @@ def gradient_descent(X, Y, W0, V0, act, lr: float, train: TrainSpec | None = Non
             if d2 == 1:
                 sigma_V = math.sqrt(max(float(vals[4]), 0.0))
             else:
-                sigma_V = math.sqrt(max(float(np.linalg.eigvalsh(vals[4:].reshape(d2, d2))[-1]), 0.0))
+                VVt_host = vals[4:].reshape(d2, d2)
+                # a diverging step makes V V^T inf/NaN: no eigenvalue then (LinAlgError); h is not finite
+                # either, so the divergence check below records gd_status = 2 as for d2 = 1
+                sigma_V = (math.sqrt(max(float(np.linalg.eigvalsh(VVt_host)[-1]), 0.0))
+                           if np.isfinite(VVt_host).all() else math.inf)
             if k == 0:
                 h0 = h
                 if ntk:

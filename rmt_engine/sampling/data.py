@@ -39,6 +39,10 @@ DATA_KINDS = ("sphere", "file", "digits")
 UNIT_NORM_ATOL = 1e-10
 DIGITS_D0 = 64
 DIGITS_N = 1797
+#: Largest array a data file may hold (bytes of its header's shape x itemsize) before anything is
+#: loaded: an .npz member is read whole (a .npy is memory-mapped, only its first n columns copied),
+#: so a header claiming (1e6, 1e6) is refused with its size instead of a MemoryError.
+MAX_DATA_FILE_BYTES = 4 * 2**30
 
 
 def _first_index(mask) -> tuple[int, ...]:
@@ -165,36 +169,114 @@ def make_data(kind: str, d0: int, n: int, seed: int = 0, *, path=None, normalize
     return check_data(X)
 
 
-def _load_file(path, d0: int, n: int, normalize: bool) -> np.ndarray:
-    if path is None:
-        raise ValueError("kind='file' needs path= (a .npy or .npz file holding X, d0 x n)")
+def _npz_member(path: str, zf) -> str:
+    """The member of the .npz archive ``zf`` holding X: ``X.npy``, or its only member."""
+    names = zf.namelist()
+    if "X.npy" in names:
+        return "X.npy"
+    if len(names) == 1:
+        return names[0]
+    keys = [m[:-4] if m.endswith(".npy") else m for m in names]
+    raise ValueError(f"{path!r}: an .npz data file needs a key 'X' or a single array; it has {keys}")
+
+
+def _read_header(f, where: str):
+    """(shape, dtype, fortran_order, header bytes) of the .npy stream ``f``; ValueError naming ``where``."""
+    from numpy.lib import format as npf  # noqa: PLC0415
+
+    try:
+        version = npf.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = npf.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = npf.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except (ValueError, EOFError, OSError, SyntaxError, UnicodeDecodeError, TypeError) as e:
+        raise ValueError(f"{where} is not a readable .npy array (empty, truncated or another format: {e})") from None
+    return tuple(shape), dtype, fortran, f.tell()
+
+
+def data_file_header(path) -> tuple[tuple, np.dtype]:
+    """``(shape, dtype)`` of X in the .npy/.npz data file ``path``, read from its header alone
+    (nothing loaded). ValueError naming the file when it is empty, truncated, not a NumPy array
+    file, holds an object array, or claims more than ``MAX_DATA_FILE_BYTES``."""
+    import zipfile  # noqa: PLC0415
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {path!r} does not exist")
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            keys = list(z.keys())
-            if "X" in keys:
-                A = z["X"]
-            elif len(keys) == 1:
-                A = z[keys[0]]
-            else:
-                raise ValueError(f"{path!r}: an .npz data file needs a key 'X' or a single array; it has {keys}")
+        try:
+            with zipfile.ZipFile(path) as zf:
+                member = _npz_member(path, zf)
+                with zf.open(member) as f:
+                    shape, dtype, _, _ = _read_header(f, f"data file {path!r}, member {member!r},")
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise ValueError(f"data file {path!r} is not a readable .npz archive ({e})") from None
     elif path.endswith(".npy"):
-        A = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            shape, dtype, _, offset = _read_header(f, f"data file {path!r}")
+        if dtype.hasobject:
+            raise ValueError(f"data file {path!r} holds Python objects (dtype {dtype}); X must be real numbers")
+        need = offset + int(np.prod(shape, dtype=object)) * dtype.itemsize
+        size = os.path.getsize(path)
+        if size < need:
+            raise ValueError(f"data file {path!r} is truncated: its header claims shape {shape} of {dtype} "
+                             f"({need} bytes with the header) but the file has {size} bytes")
     else:
         raise ValueError(f"data file {path!r}: expected a .npy or .npz file")
+    if dtype.hasobject:
+        raise ValueError(f"data file {path!r} holds Python objects (dtype {dtype}); X must be real numbers")
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if nbytes > MAX_DATA_FILE_BYTES:
+        raise ValueError(f"data file {path!r}: its header claims an array of shape {shape} ({dtype}, "
+                         f"{nbytes / 2**30:.3g} GiB) > the {MAX_DATA_FILE_BYTES / 2**30:g} GiB a data file may hold "
+                         "(X is d0 x m with m >= n; keep only the columns a study uses)")
+    return shape, dtype
+
+
+def _check_header(path: str, shape: tuple, dtype, d0: int, n: int) -> str:
     name = f"X from {os.path.basename(path)!r}"
-    if A.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (d0 x n), got shape {A.shape}")
-    if A.dtype.kind not in "iuf":
-        raise ValueError(f"{name} must hold real numbers, got dtype {A.dtype}")
-    if A.shape[0] != d0 or A.shape[1] < n:
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be a 2-D array (d0 x n), got shape {shape}")
+    if dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {dtype}")
+    if shape[0] != d0 or shape[1] < n:
         raise ValueError(
-            f"{name} has shape {A.shape}; need {d0} rows (d0) and at least {n} columns (n) "
+            f"{name} has shape {shape}; need {d0} rows (d0) and at least {n} columns (n) "
             f"(the first n columns are used)"
         )
+    return name
+
+
+def check_data_file(path, d0: int, n: int) -> None:
+    """Check the data file ``path`` against ``d0`` and ``n`` from its header alone (``validate``
+    and the study spec call it before anything runs); ValueError naming the problem."""
+    path = os.fspath(path)
+    shape, dtype = data_file_header(path)
+    _check_header(path, shape, dtype, d0, n)
+
+
+def _load_file(path, d0: int, n: int, normalize: bool) -> np.ndarray:
+    if path is None:
+        raise ValueError("kind='file' needs path= (a .npy or .npz file holding X, d0 x n)")
+    path = os.fspath(path)
+    shape, dtype = data_file_header(path)  # every header problem, before anything is loaded
+    name = _check_header(path, shape, dtype, d0, n)
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.keys())
+                A = z["X"] if "X" in keys else z[keys[0]]
+        else:
+            A = np.load(path, allow_pickle=False, mmap_mode="r")  # only the first n columns are read
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"data file {path!r} could not be read: {e}") from None
+    if not isinstance(A, np.ndarray):  # an .npz member that is not an .npy array comes back as bytes
+        raise ValueError(f"data file {path!r}: its array member is not a .npy array")
     X = np.ascontiguousarray(A[:, :n], dtype=np.float64)
+    del A
     if normalize:
         return normalize_columns(X, name=name)
     return check_data(X, name=name)

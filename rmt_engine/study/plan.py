@@ -5,8 +5,11 @@ Rules of this module
   ``rmt_engine.study.store``); ``plan_tasks`` lists the tasks whose region is not yet ``done``, in cube
   order, so a resumed run computes exactly the regions an interrupted one left.
 - ``check_store`` refuses, before anything is created, a store that this study cannot write: a
-  missing store on ``--resume``, an unwritable directory, a file, an empty or foreign directory, a
-  store of another version or of another config hash (with the differing keys).
+  missing store on ``--resume``, an unwritable directory (the store's, or the one beside it that
+  holds its lock), a file, an empty or foreign directory, a store of another version or of another
+  config hash (with the differing keys).
+- ``plan_tasks`` takes the done mask it is given: on a resume the driver passes the audited one
+  (``store.audit_regions``: a region whose chunks are damaged is not done).
 - Nothing here writes to a store or talks to Dask (``check_store`` only probes that the directory
   is writable); it imports only ``spec`` of this package.
 """
@@ -34,13 +37,17 @@ def _check_parent_writable(store: Path) -> None:
         raise _store.StoreError(f"cannot create the store {store}: its directory {parent} does not exist")
     if not parent.is_dir():
         raise _store.StoreError(f"cannot create the store {store}: {parent} is not a directory")
+    _probe_writable(parent, f"cannot create the store {store}")
+
+
+def _probe_writable(directory: Path, what: str) -> None:
+    """Raise ``StoreWriteError`` (naming ``directory``) unless a file can be created in it."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".rmt_engine_probe_", dir=parent)
+        fd, probe = tempfile.mkstemp(prefix=".rmt_engine_probe_", dir=directory)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise _store.StoreError(f"cannot create the store {store}: directory {parent} is not writable "
-                                f"({e.strerror or e})") from None
+        raise _store.StoreWriteError(f"{what}: directory {directory} is not writable ({e.strerror or e})") from None
 
 
 def _diff(a, b, prefix="") -> list[str]:
@@ -80,6 +87,8 @@ def check_store(study: Study, store, *, resume: bool = False) -> dict | None:
         raise _store.StoreError(
             f"{store} holds another study (config hash {str(attrs.get('config_hash'))[:12]}, this study "
             f"{study.config_hash()[:12]}){detail}. Use a new --store, or the study that wrote it.")
+    _probe_writable(store, f"cannot resume the store {store}")  # its chunks and attributes
+    _probe_writable(store.parent, f"cannot lock the store {store} (its lock file goes beside it)")
     return attrs
 
 

@@ -10,14 +10,18 @@ Memory of one trial (float64, bytes = 8 x; ``trial.run_trial``'s plan): the two 
 (2 n^2; the second becomes the workspace of ``extremes`` and of the dense reduction afterwards),
 E[M0]/d1 (n^2); one row block of W0 X and phi(W0_b X) (2 b n + b d0, b = rows per block), X
 (d0 n), two row slabs of 256 x n (the symmetry check, certificates), O(n) vectors and the Krylov
-basis (at most ``extremes.MAX_BASIS + 8`` vectors of n). The
+basis (at most ``extremes.MAX_BASIS + 8`` vectors of n); the V0 part: V0 phi(W0 X) and V0 V0^T per
+lane with their temporaries (6 d2 n + 8 d2^2 + b d2: d2 = 200000 alone needs 8 x 320 GB). The
 per-point work before the first trial (E[M0]: the result and two temporaries; G and G^{o i} for
 the Hadamard bound, solved in place) stays within the same 3 n^2. With training: W, W0, grad_W (3 d1 d0),
 F and phi'(W X) (2 d1 n), two NTK Grams ((d2 n)^2 each) and the loss history (max_iters).
 Compute: 2 d1 d0 n + d1 n^2 (the Gram pass) + 4/3 n^3 per dense reduction (two) per trial (an
-upper estimate: from ``extremes.DENSE_BELOW_N`` on the certified route needs about 5 n^3 / 3); training
-adds max_iters (4 d1 d0 n + 6 d1 d2 n + 40 d1 n) (the elementwise phi, phi' counted as 20 flops each)
-and 2 (d2 (d2 + 1) + 2) d1 n^2 for the NTK. Hours assume ``ASSUMED_GFLOPS`` per worker core.
+upper estimate: from ``extremes.DENSE_BELOW_N`` on the certified route needs about 5 n^3 / 3), plus
+the V0 products 2 d1 d2 n + 2 d1 d2^2 and sigma_max(V0) (10 d2^3); training
+adds max_iters x (4 d1 d0 n + 6 d1 d2 n + 40 d1 n (the elementwise phi, phi' counted as 20 flops each),
++ 2 d1 d2^2 + 10 d2^3 when d2 > 1 (sigma_max(V_k) each iteration), + the fixed per-iteration
+overhead ``TRAIN_ITERATION_OVERHEAD_S`` as flop-equivalents: ``max_iters = 2e8`` is hours even at
+tiny sizes) and 2 (d2 (d2 + 1) + 2) d1 n^2 for the NTK. Hours assume ``ASSUMED_GFLOPS`` per worker core.
 """
 
 from __future__ import annotations
@@ -30,6 +34,17 @@ from ..linalg.extremes import _SLAB, MAX_BASIS  # the row slabs and Krylov basis
 
 #: Sustained float64 rate assumed per core for the time estimate (measured 20-50 GFLOP/s here).
 ASSUMED_GFLOPS = 20.0
+#: Words of the V0 part of a trial: per d2 n (each lane's V0 phi(W0 X), the product's temporary, the
+#: residual, Y) and per d2^2 (each lane's V0 V0^T, the product's temporary, the scaled copy, the
+#: eigenvalue solver's workspace).
+V0_WORDS_PER_D2N = 6
+V0_WORDS_PER_D2SQ = 8
+#: Flops of the dense eigenvalues of a d2 x d2 symmetric matrix, per d2^3 (tridiagonalization is
+#: memory-bound; measured slower than its 4/3 d2^3 BLAS-3 count suggests).
+EIG_FLOPS_PER_D2CUBE = 10.0
+#: Fixed seconds of one GD iteration beyond its flops (about 20 NumPy calls and the loss brought to
+#: the host; measured 3.8e-5 s per iteration at n = 16, d0 = 6, d1 = 64, where the flops take 4e-6 s).
+TRAIN_ITERATION_OVERHEAD_S = 5e-5
 DEFAULT_LIMITS = {"max_trial_memory_gb": None, "max_cpu_hours": 1000.0, "max_grid_points": 100_000,
                   "max_trials": 100_000_000}
 
@@ -46,8 +61,10 @@ def trial_memory_bytes(spec, train=None) -> int:
     n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
     b = spec.rows_per_block
     words = 3 * n * n + 2 * min(b, d1) * n + min(b, d1) * d0 + d0 * n + (2 * _SLAB + MAX_BASIS + 8 + 16) * n
+    words += V0_WORDS_PER_D2N * d2 * n + V0_WORDS_PER_D2SQ * d2 * d2 + min(b, d1) * d2  # the V0 sums (docstring)
     if train is not None:
         words += 3 * d1 * d0 + 2 * d1 * n + 2 * (d2 * n) ** 2 + train.max_iters
+        words += 3 * d2 * d1 + 2 * d2 * n + 2 * d2 * d2  # V, V0, its gradient; R, Y; V V^T per iteration
     return 8 * words
 
 
@@ -55,10 +72,20 @@ def trial_flops(spec, train=None) -> float:
     """Floating-point operations of one trial (module docstring)."""
     n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
     f = 2.0 * d1 * d0 * n + d1 * n * n + 2 * (4.0 / 3.0) * n**3
+    f += 2.0 * d1 * d2 * n + 2.0 * d1 * d2 * d2 + EIG_FLOPS_PER_D2CUBE * float(d2) ** 3  # V0 phi(W0 X), V0 V0^T, its eig
     if train is not None:
-        f += train.max_iters * (4.0 * d1 * d0 * n + 6.0 * d1 * d2 * n + 40.0 * d1 * n)
+        f += train.max_iters * train_iteration_flops(spec)
         f += 2.0 * (d2 * (d2 + 1) + 2) * d1 * n * n
     return f
+
+
+def train_iteration_flops(spec) -> float:
+    """Flops (and flop-equivalents of the fixed per-iteration overhead) of one GD iteration (docstring)."""
+    n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
+    f = 4.0 * d1 * d0 * n + 6.0 * d1 * d2 * n + 40.0 * d1 * n
+    if d2 > 1:  # sigma_max(V_k) every iteration: V V^T and its eigenvalues
+        f += 2.0 * d1 * d2 * d2 + EIG_FLOPS_PER_D2CUBE * float(d2) ** 3
+    return f + TRAIN_ITERATION_OVERHEAD_S * ASSUMED_GFLOPS * 1e9
 
 
 def largest_n(memory_bytes: float, d0: int, d1_per_n: float = 4.0, rows_per_block: int | None = None) -> int:
@@ -107,7 +134,7 @@ def estimate_study(study) -> StudyEstimate:
         spec = study.trial_spec(labels)
         m = trial_memory_bytes(spec, study.train)
         if m > worst:
-            worst, where = m, f"n={spec.n}, d0={spec.d0}, d1={spec.d1}"
+            worst, where = m, f"n={spec.n}, d0={spec.d0}, d1={spec.d1}" + (f", d2={spec.d2}" if spec.d2 > 1 else "")
         flops += trial_flops(spec, study.train) * study.trials
     return StudyEstimate(study.n_points, study.n_points * study.trials, worst, where, flops)
 

@@ -9,15 +9,29 @@ Rules of this module
   dicts, shows progress (a rich bar on a terminal, else a plain line at most every
   ``PROGRESS_INTERVAL_S``), reports workers that join or leave, and records the run in the store's
   ``runs`` attribute. A failed region is reported with whether a rerun can help; done regions are
-  never recomputed.
+  never recomputed, unless their data are damaged.
+- Resuming an existing store first repairs it: the metadata of deleted variables is recreated from
+  the study's template (``store.restore_metadata``), every region marked done is audited (presence,
+  size and digest of each chunk: ``store.audit_regions``), the flags of damaged regions are cleared
+  and unreadable flags rebuilt from the regions' records (``store.mark_done``); the plan then holds
+  exactly the regions not done, damaged ones included, and their recomputation is bitwise what an
+  uninterrupted run writes.
+- SIGTERM (a batch system's cancel, ``kill``) is handled like Ctrl-C (``Terminated``, a
+  ``KeyboardInterrupt``): running tasks are cancelled, the cluster closed, the run recorded as
+  interrupted and the lock released; finished regions are kept.
+- A full disk (``ENOSPC``/``EDQUOT``) in the tasks' writes is named with the store's path, the
+  number of regions not written and ``--resume``; the driver's own bookkeeping writes failing at
+  the end of a run are reported, never a traceback that hides the failed tasks.
 - This module is the top of the package: it may import every other ``rmt_engine.study`` module,
   and none of them imports it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -38,11 +52,46 @@ PROGRESS_INTERVAL_S = 30.0
 PROGRESS_INTERVAL_ENV = "RMT_ENGINE_PROGRESS_INTERVAL"
 
 
+#: errno values of a full disk or an exhausted quota.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+class Terminated(KeyboardInterrupt):
+    """The driver received SIGTERM: handled like Ctrl-C (finished regions kept, lock released)."""
+
+    exit_code = 128 + signal.SIGTERM
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(f"terminated by signal {signal.Signals(signum).name}")
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class _sigterm_as_interrupt:
+    """Within the block, SIGTERM raises ``Terminated`` in the main thread (elsewhere: unchanged)."""
+
+    def __enter__(self):
+        import threading  # noqa: PLC0415
+
+        self.old = None
+        if threading.current_thread() is threading.main_thread():
+            def handler(signum, frame):
+                raise Terminated(signum)
+
+            self.old = signal.signal(signal.SIGTERM, handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+
+
 @dataclass
 class TaskFailure:
     task: Task
     error: str
     deterministic: bool = False  # raised by the computation itself: a rerun repeats it
+    errno: int | None = None  # an OSError's errno (ENOSPC: the disk is full)
 
     def __str__(self):
         return f"{self.task.describe()}: {self.error}"
@@ -98,8 +147,6 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
               workers: int | None = None, cluster: str | None = None, scheduler: str | None = None,
               scheduler_file: str | None = None, echo=None, force: bool = False) -> RunSummary:
     """See ``Study.run``."""
-    from . import cluster as _cluster  # noqa: PLC0415
-
     from ..montecarlo.trial import run_trial  # noqa: F401, PLC0415 - a broken install fails here, before any store exists
 
     echo = echo or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -112,90 +159,149 @@ def run_study(study: Study, store, *, client=None, resume: bool = False, progres
                              "pass --force (rmt_engine.study.resources explains the estimate)", ("execution",))
     check_store(study, store, resume=resume)  # before the lock: never create anything for a bad store
     hooks = _test_hooks()
-    with _store.StoreLock(store, on_message=echo):
-        attrs = check_store(study, store, resume=resume)  # again, now that we own the store
-        if attrs is not None and not attrs.get("template_complete"):
-            if _store.has_computed_data(store):
-                raise _store.StoreError(
-                    f"{store} has no template_complete attribute but holds computed data: refusing to delete it. "
-                    "Inspect it (rmt_engine.open_results(..., allow_partial=True) fails on it), then move it "
-                    "away or choose another --store")
-            # a driver died while creating the template: no task can have run, nothing is lost
-            echo(f"recreating {store}: its creation was interrupted before any task ran")
-            shutil.rmtree(store)
-            attrs = None
-        tpt = study.trials_per_task()
-        created = attrs is None
-        if attrs is None:
+    with _sigterm_as_interrupt(), _store.StoreLock(store, on_message=echo):
+        return _run_locked(study, store, client, resume, progress, workers, cluster, scheduler, scheduler_file,
+                           echo, hooks)
+
+
+def _run_locked(study, store, client, resume, progress, workers, cluster, scheduler, scheduler_file, echo,
+                hooks) -> RunSummary:
+    """``run_study`` once the store's lock is held."""
+    from . import cluster as _cluster  # noqa: PLC0415
+
+    attrs = check_store(study, store, resume=resume)  # again, now that we own the store
+    if attrs is not None and not attrs.get("template_complete"):
+        if _store.has_computed_data(store):
+            raise _store.StoreError(
+                f"{store} has no template_complete attribute but holds computed data: refusing to delete it. "
+                "Inspect it (rmt_engine.open_results(..., allow_partial=True) fails on it), then move it "
+                "away or choose another --store")
+        # a driver died while creating the template: no task can have run, nothing is lost
+        echo(f"recreating {store}: its creation was interrupted before any task ran")
+        shutil.rmtree(store)
+        attrs = None
+    tpt = study.trials_per_task()
+    created = attrs is None
+    if attrs is None:
+        try:
             attrs = create_store(study, store, tpt)
-        else:
-            stored_tpt = int(attrs["trials_per_task"])
-            if stored_tpt != tpt:
-                echo(f"note: the store is chunked by {stored_tpt} trials per task; using that (not {tpt})")
-            tpt = stored_tpt
-            echo(f"resuming {store} (same study, config hash {attrs['config_hash'][:12]})")
-        runs = list(attrs.get("runs", []))
-        for r in runs:  # a run still marked running was killed (its driver could not finish it)
-            if r.get("status") == "running":
-                r["status"] = "killed"
-                r["finished"] = f"(killed; found by the run started {_now()})"
-        driver = f"{socket.gethostname()}:{os.getpid()}"
-        runs.append({"started": _now(), "finished": "", "status": "running", "driver": driver})
+        except OSError as e:
+            raise _store.StoreWriteError(f"cannot create the store {store}: {e.strerror or e}") from None
+    else:
+        stored_tpt = int(attrs["trials_per_task"])
+        if stored_tpt != tpt:
+            echo(f"note: the store is chunked by {stored_tpt} trials per task; using that (not {tpt})")
+        tpt = stored_tpt
+        echo(f"resuming {store} (same study, config hash {attrs['config_hash'][:12]})")
+    runs = list(attrs.get("runs", []))
+    for r in runs:  # a run still marked running was killed (its driver could not finish it)
+        if r.get("status") == "running":
+            r["status"] = "killed"
+            r["finished"] = f"(killed; found by the run started {_now()})"
+    driver = f"{socket.gethostname()}:{os.getpid()}"
+    runs.append({"started": _now(), "finished": "", "status": "running", "driver": driver})
+    try:
         _store.update_attrs(store, runs=runs)
-        done = _store.read_done(store)
-        tasks, total = plan_tasks(study, tpt, done)
-        variables = _store.layout(study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum, study.train)
-        # the alignment of every region with the real chunks is checked again in each write
-        run_started = _now()
-        t0 = time.perf_counter()
-        results, failures = [], []
-        n_workers = None
-        if tasks:
-            if (cluster or study.execution.cluster) == "cuda" and study.backend == "numpy":
-                echo("warning: --cluster cuda with backend = \"numpy\": the trials run on the CPU; set "
-                     "backend = \"cupy\" (or \"auto\") in [study] to use the GPUs")
-            try:
-                conn = _cluster.connect(study.execution, client=client, workers=workers, cluster=cluster,
-                                        scheduler=scheduler, scheduler_file=scheduler_file, echo=echo)
-                cl = conn.__enter__()
-            except BaseException:
-                if created and not _store.has_computed_data(store):
-                    shutil.rmtree(store, ignore_errors=True)  # nothing computed: leave no orphan store behind
-                raise
-            try:
-                n_workers = len(cl.scheduler_info(n_workers=-1).get("workers", {})) if hasattr(cl, "scheduler_info") else None
-                results, failures = _submit_and_wait(cl, study, store, tasks, variables, tpt, hooks, progress, echo)
-            except BaseException as e:
-                if isinstance(e, NoWorkersLeft):
-                    runs[-1].update(status="aborted", finished=_now(), reason=str(e))
+        done = _store.read_done(store) if created else _repair(study, store, tpt, echo)
+    except OSError as e:
+        raise _store.StoreWriteError(f"cannot write to the store {store}: {e.strerror or e}; nothing was "
+                                     "computed. Fix that (free space, permissions), then rerun with "
+                                     "--resume") from None
+    tasks, total = plan_tasks(study, tpt, done)
+    variables = _store.layout(study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum, study.train)
+    if not _store.has_region_checks(store):  # a store written before region_check: its tasks write none
+        variables = [v for v in variables if v.name != _store.CHECK_NAME]
+    # the alignment of every region with the real chunks is checked again in each write
+    run_started = _now()
+    t0 = time.perf_counter()
+    results, failures = [], []
+    n_workers = None
+    if tasks:
+        if (cluster or study.execution.cluster) == "cuda" and study.backend == "numpy":
+            echo("warning: --cluster cuda with backend = \"numpy\": the trials run on the CPU; set "
+                 "backend = \"cupy\" (or \"auto\") in [study] to use the GPUs")
+        try:
+            conn = _cluster.connect(study.execution, client=client, workers=workers, cluster=cluster,
+                                    scheduler=scheduler, scheduler_file=scheduler_file, echo=echo)
+            cl = conn.__enter__()
+        except BaseException:
+            if created and not _store.has_computed_data(store):
+                shutil.rmtree(store, ignore_errors=True)  # nothing computed: leave no orphan store behind
+            raise
+        try:
+            n_workers = len(cl.scheduler_info(n_workers=-1).get("workers", {})) if hasattr(cl, "scheduler_info") else None
+            results, failures = _submit_and_wait(cl, study, store, tasks, variables, tpt, hooks, progress, echo)
+        except BaseException as e:
+            if isinstance(e, (NoWorkersLeft, KeyboardInterrupt)):
+                status = "aborted" if isinstance(e, NoWorkersLeft) else "interrupted"
+                runs[-1].update(status=status, finished=_now(), reason=str(e) or type(e).__name__)
+                try:
                     _store.update_attrs(store, runs=runs)
-                conn.__exit__(type(e), e, e.__traceback__)
-                raise
-            conn.__exit__(None, None, None)
-        wall = time.perf_counter() - t0
-        devices = sorted({f"{r['backend']}: {r['device']} @ {r['host']}" for r in results})
-        done_now = _store.read_done(store)
-        # a task whose result was lost after it marked its region done (e.g. its worker died
-        # later and the recomputation failed) did its job: only not-done regions are failures
-        failures = [f for f in failures if not done_now[f.task.point + (f.task.block,)]]
-        complete = bool(done_now.all())
-        workers_used = dict(sorted(Counter(f"{r['host']}:{r['pid']}" for r in results).items()))
-        runs[-1] = {"started": run_started, "finished": _now(), "status": "finished", "driver": driver,
-                    "workers": n_workers, "workers_used": workers_used, "regions_computed": len(results), "regions_failed": len(failures),
-                    "regions_skipped": total - len(tasks), "wall_s": round(wall, 3), "devices": devices}
-        upd = {"runs": runs, "complete": complete}
-        if devices:
-            prev = [d for d in str(attrs.get("device", "")).split("; ") if d]
-            upd["device"] = "; ".join(sorted(set(prev) | set(devices)))
-            upd["backend"] = ", ".join(sorted({r["backend"] for r in results} |
-                                              set(filter(None, str(attrs.get("backend", "")).split(", ")))))
-        if complete:
-            upd["finished"] = _now()
+                except Exception:  # noqa: BLE001 - a full disk: the next run marks it killed
+                    pass
+            conn.__exit__(type(e), e, e.__traceback__)
+            raise
+        conn.__exit__(None, None, None)
+    wall = time.perf_counter() - t0
+    devices = sorted({f"{r['backend']}: {r['device']} @ {r['host']}" for r in results})
+    done_now = _store.read_done(store)
+    # a task whose result was lost after it marked its region done (e.g. its worker died
+    # later and the recomputation failed) did its job: only not-done regions are failures
+    failures = [f for f in failures if not done_now[f.task.point + (f.task.block,)]]
+    full = [f for f in failures if f.errno in DISK_FULL_ERRNOS]
+    if full:
+        echo(f"rmt-engine: no space left on the device of {store} ({_free_space(store)}): {len(full)} "
+             f"region(s) could not be written and are not done ({len(failures)} failed in all); the done "
+             f"regions are kept. Free space there, then rerun with --resume (rmt-engine run STUDY.toml "
+             f"--store {store} --resume)")
+    complete = bool(done_now.all())
+    workers_used = dict(sorted(Counter(f"{r['host']}:{r['pid']}" for r in results).items()))
+    runs[-1] = {"started": run_started, "finished": _now(), "status": "finished", "driver": driver,
+                "workers": n_workers, "workers_used": workers_used, "regions_computed": len(results), "regions_failed": len(failures),
+                "regions_skipped": total - len(tasks), "wall_s": round(wall, 3), "devices": devices}
+    upd = {"runs": runs, "complete": complete}
+    if devices:
+        prev = [d for d in str(attrs.get("device", "")).split("; ") if d]
+        upd["device"] = "; ".join(sorted(set(prev) | set(devices)))
+        upd["backend"] = ", ".join(sorted({r["backend"] for r in results} |
+                                          set(filter(None, str(attrs.get("backend", "")).split(", ")))))
+    if complete:
+        upd["finished"] = _now()
+    try:
         _store.update_attrs(store, **upd)
         if complete:
             _store.consolidate(store)  # xarray.open_zarr reads it without the "no consolidated metadata" warning
+    except OSError as e:  # the data and done flags are written; only the run's record is missing
+        echo(f"rmt-engine: warning: could not record this run in {store}'s attributes ({e.strerror or e}; "
+             f"{_free_space(store)}); the computed regions and their done flags are written"
+             + (f"; {len(failures)} region(s) failed: free space and rerun with --resume" if failures else ""))
     return RunSummary(str(store), total, len(results), total - len(tasks), failures,
                       sum(r["trials"] for r in results), wall, n_workers, devices, workers_used)
+
+
+def _free_space(store) -> str:
+    try:
+        return f"{shutil.disk_usage(store).free / 2**20:.0f} MiB free"
+    except OSError:
+        return "free space unknown"
+
+
+def _repair(study, store, tpt, echo):
+    """The done mask a resume may trust (see the module docstring): metadata restored, regions audited."""
+    restored = _store.restore_metadata(store, study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum,
+                                       study.train)
+    if restored:
+        echo(f"rmt-engine: recreated the metadata of {', '.join(restored)} from the study's template")
+    audit = _store.audit_regions(store, deep=True, flags_lost="done" in restored)
+    for region, reasons in list(audit.damaged.items())[:10]:
+        echo(f"rmt-engine: damaged region ({_store._region_label(region)}): {'; '.join(reasons)}")
+    if audit.damaged:
+        echo(f"rmt-engine: {len(audit.damaged)} damaged region(s) will be recomputed"
+             + ("" if audit.checked else " (this store predates per-chunk digests: checked by CRC-32C only)"))
+    if audit.rebuilt:
+        echo(f"rmt-engine: rebuilt {len(audit.rebuilt)} unreadable done flag(s) from the regions' chunk digests")
+    _store.mark_done(store, audit)
+    return audit.done
 
 
 def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progress, echo=None):
@@ -336,7 +442,8 @@ def _collect(futures, results, failures, progress, tasks, as_completed):
             try:
                 res = fut.result()
             except Exception as e:  # task exception, KilledWorker, ...
-                failures.append(TaskFailure(task, f"{type(e).__name__}: {e}", _is_deterministic(e)))
+                failures.append(TaskFailure(task, f"{type(e).__name__}: {e}", _is_deterministic(e),
+                                            e.errno if isinstance(e, OSError) else None))
                 advance(0, failed=True)
             else:
                 results.append(res)

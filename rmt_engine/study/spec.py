@@ -12,6 +12,8 @@ Rules of this module
   ``[cluster]`` tables do not change it, because they do not change a single number of the cube.
 - Named derived rules (``DERIVED_RULES``, e.g. ``w2 = "eq19"``) and linked axes
   (``[grid.linked]``) are resolved here, into the grid points and the cube's axes.
+- Validated ranges: ``eq19_scale`` in ``EQ19_SCALE_RANGE`` = [1e-290, 1e20]; every grid point's w1
+  and w2 (given or derived) in ``montecarlo.spec.W1_RANGE`` / ``W2_RANGE`` (reasons in the messages).
 - This module imports nothing of the other ``rmt_engine.study`` modules (imports flow
   spec <- plan <- tasks <- run). ``Study.check_store`` and ``Study.run`` call the functions that
   ``plan`` and ``run`` register in ``_ENTRY_POINTS`` when the package is imported.
@@ -32,8 +34,13 @@ import numpy as np
 
 from . import store as _store
 from .cluster import SLURM_ENGINE_KEYS, _slurm_options  # noqa: F401 - SLURM_ENGINE_KEYS re-exported
-from ..montecarlo.spec import DTYPES, MAX_T, TRIAL_SPEC_DEFAULTS, TrialSpec, is_integer
+from ..montecarlo.spec import DTYPES, MAX_T, TRIAL_SPEC_DEFAULTS, W2_RANGE, TrialSpec, is_integer
 from .store import CASE_DIM, GRID_AXES
+
+#: Accepted range of ``[study] eq19_scale`` (the constant of ``w2 = "eq19"``): with w1 in [1e-3, 100]
+#: and d0 d1 >= 1, the derived w2 = eq19_scale / (w1 sqrt(d0 d1)) stays near ``W2_RANGE``; each grid
+#: point's derived w2 is then checked against ``W2_RANGE`` itself (an error naming the point).
+EQ19_SCALE_RANGE = (1e-290, 1e20)
 
 REQUIRED_AXES = ("activation", "n", "d0", "d1")
 AXIS_DEFAULTS = {a: (TRIAL_SPEC_DEFAULTS[a],) for a in ("data", "d2", "w1", "w2")}
@@ -319,8 +326,12 @@ class Study:
         object.__setattr__(self, "grid", grid)
         object.__setattr__(self, "linked", linked)
         object.__setattr__(self, "derived", derived)
-        if not self.eq19_scale > 0:
-            raise StudySpecError(f"eq19_scale must be > 0, got {self.eq19_scale!r}", ("study", "eq19_scale"))
+        if not EQ19_SCALE_RANGE[0] <= self.eq19_scale <= EQ19_SCALE_RANGE[1]:  # NaN fails too
+            raise StudySpecError(
+                f"eq19_scale = {self.eq19_scale!r} is outside [{EQ19_SCALE_RANGE[0]:g}, {EQ19_SCALE_RANGE[1]:g}]: the "
+                f"derived w2 = eq19_scale / (w1 sqrt(d0 d1)) must stay within w2's range [{W2_RANGE[0]:g}, "
+                f"{W2_RANGE[1]:g}] (below it sigma_max(V0) leaves float64's normal range, above it the Eq. 9 margin "
+                "underflows to 0 and h0 overflows)", ("study", "eq19_scale"))
         if not 0 < self.accuracy <= 1:
             raise StudySpecError(f"accuracy (the relative error accepted on sigma_min_F before the accurate QR route "
                                  f"is taken) must lie in (0, 1], got {self.accuracy!r}", ("study", "accuracy"))

@@ -19,9 +19,25 @@ Rules of this module
   chunk of every variable it writes; per-point variables are written by the task of block 0
   only. ``check_region_alignment`` verifies this against the arrays' real chunk (or shard) shape
   before any write, because zarr/xarray do not check NumPy region writes.
-- A task writes its data first and marks ``done`` in a separate, later write. zarr's LocalStore
-  writes each chunk to a temporary file and renames it, so a killed task leaves whole old or new
-  chunks, and a region is complete exactly when its ``done`` flag is set.
+- A task writes its data first, then its row of ``region_check``, and marks ``done`` in a separate,
+  later write. zarr's LocalStore writes each chunk to a temporary file and renames it, so a killed
+  task leaves whole old or new chunks, and a region is complete exactly when its ``done`` flag is
+  set *and* its chunks are the ones its task recorded.
+- Integrity, per chunk and per region. Every chunk ends in a CRC-32C of its bytes (``_compressors``):
+  a flipped byte fails the read. ``region_check`` (uint64, dims ``GRID_AXES + ("trial_block",
+  "check_variable", "check_field")``, one chunk per region; its attribute ``checked_variables``
+  names the variables along ``check_variable``) binds each chunk to its variable and place: for
+  every variable a task wrote, ``[blake2b-64 of (variable name, chunk key, the chunk file's bytes),
+  the file's size]`` (``[0, 0]``: not written by that region). A chunk swapped with another region's,
+  truncated, emptied or deleted then no longer matches its record. ``audit_regions`` checks the done
+  regions: presence and size of every chunk (cheap: ``open_results``) and their digests (deep:
+  ``verify_store`` and every resume, which recomputes exactly the damaged regions). A ``done``
+  chunk that cannot be read is rebuilt from the region's record when the data match it, else the
+  region is recomputed. Stores written before ``region_check`` existed (same layout version; their
+  ``variables`` attribute lacks it) are checked by presence and the CRC-32C codec only: a chunk
+  swapped between two regions of such a store is not detected.
+- The driver (never a task) recreates the metadata (``zarr.json``) of a deleted variable from the
+  study's template (``restore_metadata``) before an audit and before any task writes.
 - Unwritten chunks read as the fill value (NaN for floats, False for ``done``).
 - The root attribute ``template_complete`` is set last when the template is created: a store
   without it was interrupted before any task could run, and the next run recreates it.
@@ -34,6 +50,8 @@ Rules of this module
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import itertools
 import json
 import math
 import os
@@ -86,6 +104,15 @@ class StoreLockedError(StoreError):
     """Another driver holds the store's lock file."""
 
 
+class StoreWriteError(StoreError):
+    """The store (or its lock) cannot be written: a read-only directory, a full disk."""
+
+
+#: The per-region record of the chunks its task wrote (see the module docstring).
+CHECK_NAME = "region_check"
+CHECK_FIELDS = ("blake2b_64", "nbytes")
+
+
 # --------------------------------------------------------------------------- layout
 
 
@@ -103,6 +130,7 @@ class Variable:
     n: int | None = None  # for spectrum variables
     t_values: tuple = ()  # the record's t keys this variable holds (ints along ``t``, or ("auto",))
     point_index: tuple | None = None  # which entries of a task's grid point index it spans (None: all)
+    checked: tuple = ()  # region_check only: the variables along its ``check_variable`` dim
 
 
 @dataclass(frozen=True)
@@ -185,6 +213,10 @@ def layout(grid: dict, t_values, trials: int, trials_per_task: int, save_spectru
             out.append(Variable(spectrum_name(n), "spectrum", dims, shape, chunks, False, False, int(n),
                                 point_index=tuple(k for k in range(len(gdims)) if k != i_n)))
     nb = n_blocks(trials, trials_per_task)
+    checked = tuple(v.name for v in out)
+    out.append(Variable(CHECK_NAME, CHECK_NAME, gdims + ("trial_block", "check_variable", "check_field"),
+                        gshape + (nb, len(checked), len(CHECK_FIELDS)), gchunks + (1, len(checked), len(CHECK_FIELDS)),
+                        False, False, checked=checked))
     out.append(Variable("done", "done", gdims + ("trial_block",), gshape + (nb,), gchunks + (1,), False, False))
     return out
 
@@ -195,8 +227,9 @@ def spectrum_name(n: int) -> str:
 
 def region(var: Variable, point: tuple[int, ...], block: int, trials: int, trials_per_task: int) -> tuple[slice, ...]:
     """The index of ``var`` written by the task (``point``, ``block``) (a tuple of slices)."""
-    if var.base == "done":
-        return tuple(slice(i, i + 1) for i in point) + (slice(block, block + 1),)
+    if var.base in ("done", CHECK_NAME):
+        idx = tuple(slice(i, i + 1) for i in point) + (slice(block, block + 1),)
+        return idx + tuple(slice(0, s) for s in var.shape[len(idx):])
     pt = point if var.point_index is None else tuple(point[k] for k in var.point_index)
     idx = tuple(slice(i, i + 1) for i in pt)
     if var.base == "spectrum" or not var.per_point:
@@ -237,6 +270,10 @@ def _coord_values(axis: str, values):
 
 
 def _attrs_for(var: Variable) -> dict:
+    if var.base == CHECK_NAME:
+        return {"long_name": "per region: [blake2b-64 of (variable, chunk key, chunk bytes), chunk bytes] of "
+                             "every variable its task wrote ([0, 0]: none)",
+                "checked_variables": list(var.checked), "check_fields": list(CHECK_FIELDS)}
     if var.base == "done":
         return {"long_name": "1 where the trial block's region is written completely",
                 "description": "block b holds trials [b*trials_per_task, (b+1)*trials_per_task)"}
@@ -261,6 +298,55 @@ def _attrs_for(var: Variable) -> dict:
 def create_template(path, grid: dict, t_values, trials: int, trials_per_task: int,
                     save_spectrum: bool, attrs: dict, train=None) -> None:
     """Write the metadata, the coordinates and an all-False ``done`` mask; fails if ``path`` exists."""
+    ds, encoding = template_dataset(grid, t_values, trials, trials_per_task, save_spectrum, attrs, train)
+    ds.to_zarr(os.fspath(path), mode="w-", compute=False, consolidated=False, encoding=encoding)
+    # the numpy 'done' mask may or may not be written eagerly; make it explicit
+    g = _open_group(path, "r+")
+    g["done"][...] = np.zeros(g["done"].shape, dtype=bool)
+    g.attrs["variables"] = sorted(ds.data_vars)  # what verify_store expects to find
+    g.attrs["cube_dims"] = list(_axes(grid).dims)
+    g.attrs["template_complete"] = True  # last: a template interrupted before this is recreated
+
+
+def restore_metadata(path, grid: dict, t_values, trials: int, trials_per_task: int, save_spectrum: bool,
+                     train=None) -> list[str]:
+    """Driver-only: recreate the ``zarr.json`` of every variable of the store's ``variables`` attribute
+    whose metadata is gone, from the study's template; returns their names.
+
+    The template is written (metadata only) into a temporary directory beside the store and the
+    variables' ``zarr.json`` copied over, so they are byte for byte what ``create_template`` wrote;
+    chunk files still in place are read again (and audited) afterwards.
+    """
+    import shutil  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    p = Path(path)
+    expected = (store_attrs(p) or {}).get("variables") or []
+    lost = [name for name in expected if not (p / name / "zarr.json").is_file()]
+    if not lost:
+        return []
+    ds, encoding = template_dataset(grid, t_values, trials, trials_per_task, save_spectrum, {}, train)
+    unknown = [name for name in lost if name not in ds]
+    if unknown:
+        raise StoreError(f"{p}: the metadata of {', '.join(unknown)} is gone and this study's template has no such "
+                         "variable")
+    try:
+        with tempfile.TemporaryDirectory(prefix=".rmt_engine_template_", dir=p.parent) as tmp:
+            ds[lost].to_zarr(os.path.join(tmp, "t.zarr"), mode="w-", compute=False, consolidated=False,
+                             encoding={k: encoding[k] for k in lost})
+            for name in lost:
+                (p / name).mkdir(exist_ok=True)
+                tmp_meta = p / name / ".zarr.json.restoring"
+                shutil.copyfile(Path(tmp) / "t.zarr" / name / "zarr.json", tmp_meta)
+                os.replace(tmp_meta, p / name / "zarr.json")
+    except OSError as e:
+        raise StoreWriteError(f"cannot recreate the metadata of {', '.join(lost)} in {p}: {e.strerror or e}") from None
+    return lost
+
+
+def template_dataset(grid: dict, t_values, trials: int, trials_per_task: int, save_spectrum: bool, attrs: dict,
+                     train=None):
+    """``(xarray.Dataset, encoding)`` of a study's empty cube (lazy data: ``to_zarr(compute=False)``)."""
     import dask.array as da  # noqa: PLC0415
     import xarray as xr  # noqa: PLC0415
 
@@ -269,6 +355,8 @@ def create_template(path, grid: dict, t_values, trials: int, trials_per_task: in
     for var in layout(grid, t_values, trials, trials_per_task, save_spectrum, train):
         if var.base == "done":
             data = np.zeros(var.shape, dtype=bool)
+        elif var.base == CHECK_NAME:
+            data = da.zeros(var.shape, dtype=np.uint64, chunks=var.chunks)
         else:
             data = da.full(var.shape, np.nan, dtype=np.float64, chunks=var.chunks)
         variables[var.name] = xr.Variable(var.dims, data, attrs=_attrs_for(var))
@@ -297,14 +385,7 @@ def create_template(path, grid: dict, t_values, trials: int, trials_per_task: in
     coords["trial_block"] = ("trial_block", np.arange(nb, dtype=np.int64),
                              {"long_name": "block of trials_per_task trials (one task, one chunk)",
                               "trials_per_task": int(trials_per_task)})
-    ds = xr.Dataset(variables, coords=coords, attrs=_jsonable_attrs(attrs))
-    ds.to_zarr(os.fspath(path), mode="w-", compute=False, consolidated=False, encoding=encoding)
-    # the numpy 'done' mask may or may not be written eagerly; make it explicit
-    g = _open_group(path, "r+")
-    g["done"][...] = np.zeros(g["done"].shape, dtype=bool)
-    g.attrs["variables"] = sorted(variables)  # what verify_store expects to find
-    g.attrs["cube_dims"] = list(axes.dims)
-    g.attrs["template_complete"] = True  # last: a template interrupted before this is recreated
+    return xr.Dataset(variables, coords=coords, attrs=_jsonable_attrs(attrs)), encoding
 
 
 def _compressors():
@@ -384,7 +465,7 @@ def has_computed_data(path) -> bool:
                  and not c.name.startswith("eig_n")] if p.is_dir() else []
     for name in names:
         c = p / name / "c"
-        if name != "done" and c.is_dir() and any(f.is_file() for f in c.rglob("*")):
+        if name not in ("done", CHECK_NAME) and c.is_dir() and any(f.is_file() for f in c.rglob("*")):
             return True
     return False
 
@@ -396,56 +477,125 @@ def read_done(path) -> np.ndarray:
 
 def write_task(path, variables: list[Variable], point: tuple[int, ...], block: int, trials: int,
                trials_per_task: int, values: dict[str, np.ndarray]) -> None:
-    """Write one task's region of every variable in ``values``, then mark it done.
+    """Write one task's region of every variable in ``values``, then its ``region_check`` row, then
+    mark it done.
 
     ``values[name]`` has the shape of the region without the length-1 grid axes. Every region
     (``done``'s too) is checked to cover whole chunks (or shards) of its array before anything is
     written. The variables are opened and written concurrently with zarr's asynchronous API (a
-    task writes ~50 small chunks: about 2x faster than one after the other); ``done`` is written
-    after all of them. Inside a running event loop (a notebook cell calling this directly) they
-    are written one after the other instead.
+    task writes ~50 small chunks: about 2x faster than one after the other); the record of the
+    chunk files just written (``region_check``, if ``variables`` has it: stores made before it
+    existed do not) follows, ``done`` is written after all of them. Inside a running event loop (a
+    notebook cell calling this directly) they are written one after the other instead.
     """
     by_name = {v.name: v for v in variables}
     writes = [(name, region(by_name[name], point, block, trials, trials_per_task), data)
               for name, data in values.items()]
+    check = by_name.get(CHECK_NAME)
+    check_idx = region(check, point, block, trials, trials_per_task) if check is not None else None
     done_idx = region(by_name["done"], point, block, trials, trials_per_task)
-    writes.append(("done", done_idx, np.ones(tuple(s.stop - s.start for s in done_idx), dtype=bool)))
     import zarr  # noqa: PLC0415
 
     # every chunk of a done region is stored, also an all-NaN one (zarr skips chunks equal to the
-    # fill value by default): a missing chunk file then always means lost data (``missing_chunks``)
+    # fill value by default): a missing chunk file then always means lost data (``audit_regions``)
     with zarr.config.set({"array.write_empty_chunks": True}):
-        _write_all(path, writes)
+        _write_all(path, writes, check, check_idx, done_idx)
 
 
-def _write_all(path, writes) -> None:
+def _write_all(path, writes, check, check_idx, done_idx) -> None:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        asyncio.run(_write_regions_async(os.fspath(path), writes))
+        asyncio.run(_write_regions_async(os.fspath(path), writes, check, check_idx, done_idx))
         return
     g = _open_group(path, "r+")
-    *data_regions, (done, idx, ones) = [_checked_region(g[name], name, idx, data) for name, idx, data in writes]
+    data_regions = [_checked_region(g[name], name, idx, data) for name, idx, data in writes]
+    done = g["done"]
+    check_arr = g[CHECK_NAME] if check is not None else None
+    _check_done_regions(done, done_idx, check_arr, check_idx)
     for arr, idx_, data in data_regions:
         arr[idx_] = data
-    done[idx] = ones
+    if check_arr is not None:
+        check_arr[check_idx] = _region_record(path, check, check_idx, [w[0] for w in writes], data_regions)
+    done[done_idx] = np.ones(_region_shape(done_idx), dtype=bool)
+
+
+def _region_shape(idx) -> tuple:
+    return tuple(s.stop - s.start for s in idx)
+
+
+def _check_done_regions(done, done_idx, check_arr, check_idx) -> None:
+    check_region_alignment(done_idx, done.shape, write_chunk_shape(done), "done")
+    if check_arr is not None:
+        check_region_alignment(check_idx, check_arr.shape, write_chunk_shape(check_arr), CHECK_NAME)
 
 
 def _checked_region(arr, name: str, idx: tuple, data):
     """``(arr, idx, data shaped as the region)`` after checking that ``idx`` covers whole chunks of ``arr``."""
     check_region_alignment(idx, arr.shape, write_chunk_shape(arr), name)
-    return arr, idx, np.asarray(data, dtype=arr.dtype).reshape(tuple(s.stop - s.start for s in idx))
+    return arr, idx, np.asarray(data, dtype=arr.dtype).reshape(_region_shape(idx))
 
 
-async def _write_regions_async(path: str, writes: list) -> None:
-    """``write_task``'s writes (the last one is ``done``), the others concurrently and before it."""
+async def _write_regions_async(path: str, writes: list, check, check_idx, done_idx) -> None:
+    """``write_task``'s writes: the data concurrently, then the region's record, then ``done``."""
     import zarr.api.asynchronous as zasync  # noqa: PLC0415
 
     g = await zasync.open_group(store=path, mode="r+")
-    arrays = await asyncio.gather(*(g.getitem(name) for name, _, _ in writes))
-    *data_regions, (done, idx, ones) = [_checked_region(arr, *w) for arr, w in zip(arrays, writes)]
+    extra = ["done"] + ([CHECK_NAME] if check is not None else [])
+    arrays = await asyncio.gather(*(g.getitem(name) for name, _, _ in writes), *(g.getitem(n) for n in extra))
+    done, check_arr = arrays[len(writes)], (arrays[len(writes) + 1] if check is not None else None)
+    data_regions = [_checked_region(arr, *w) for arr, w in zip(arrays, writes)]
+    _check_done_regions(done, done_idx, check_arr, check_idx)
     await asyncio.gather(*(arr.setitem(idx_, data) for arr, idx_, data in data_regions))
-    await done.setitem(idx, ones)
+    if check_arr is not None:
+        await check_arr.setitem(check_idx, _region_record(path, check, check_idx, [w[0] for w in writes], data_regions))
+    await done.setitem(done_idx, np.ones(_region_shape(done_idx), dtype=bool))
+
+
+def _chunk_digest(name: str, key: str, data: bytes, h=None):
+    """blake2b-64 of (variable name, chunk key, chunk bytes): binds the bytes to their place."""
+    h = h or hashlib.blake2b(digest_size=8)
+    h.update(name.encode() + b"\0" + key.encode() + b"\0" + len(data).to_bytes(8, "little"))
+    h.update(data)
+    return h
+
+
+def _region_chunk_keys(arr, idx) -> list[str]:
+    """The keys (``c/0/1/...``) of the write chunks (or shards) that the region ``idx`` of ``arr`` covers."""
+    shape = write_chunk_shape(arr)
+    ranges = [range(s.start // c, -(-s.stop // c)) for s, c in zip(idx, shape)]
+    return [arr.metadata.encode_chunk_key(tuple(c)) for c in itertools.product(*ranges)]
+
+
+def _record_of(path: Path, name: str, keys: list[str]) -> tuple[int, int]:
+    """``(digest, nbytes)`` of the chunk files ``keys`` of variable ``name`` (KeyError: one is missing)."""
+    h, nbytes = None, 0
+    for key in keys:
+        f = path / name / key
+        try:
+            data = f.read_bytes()
+        except FileNotFoundError:
+            raise KeyError(f"{name} chunk {key}") from None
+        h = _chunk_digest(name, key, data, h)
+        nbytes += len(data)
+    return int.from_bytes(h.digest(), "little"), nbytes
+
+
+def _region_record(path, check: Variable, check_idx, names, data_regions) -> np.ndarray:
+    """The ``region_check`` row of a region: the record of every chunk file it has just written."""
+    row = np.zeros(_region_shape(check_idx), dtype=np.uint64)
+    flat = row.reshape(len(check.checked), len(CHECK_FIELDS))
+    pos = {name: j for j, name in enumerate(check.checked)}
+    p = Path(path)
+    for name, (arr, idx, _) in zip(names, data_regions):
+        if name not in pos:
+            continue
+        try:
+            digest, nbytes = _record_of(p, name, _region_chunk_keys(arr, idx))
+        except KeyError as e:
+            raise OSError(f"{e.args[0]} of {p} is missing right after it was written") from None
+        flat[pos[name]] = (digest, nbytes)
+    return row
 
 
 def check_version(attrs: dict, path) -> None:
@@ -462,55 +612,240 @@ def _chunk_key(var_dir: Path, index: tuple) -> Path:
     return var_dir.joinpath("c", *map(str, index))
 
 
-def missing_chunks(path, limit: int = 20) -> list[str]:
-    """Chunks of done regions whose file is missing (a deleted chunk would read as NaN): a cheap
-    audit by file presence, run by ``open_results``. Returns up to ``limit`` descriptions."""
+def _crc_ok(data: bytes) -> bool:
+    """The chunk file ends in the CRC-32C of the bytes before it (zarr's ``Crc32cCodec``)."""
+    import google_crc32c  # noqa: PLC0415
+
+    return len(data) > 4 and google_crc32c.value(data[:-4]) == int.from_bytes(data[-4:], "little")
+
+
+def _read_flags(g, name: str, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, unreadable)`` of an array chunked one element per region along its leading dims:
+    one read, or region by region when a chunk cannot be decoded (a flipped byte, an empty file)."""
+    arr = g[name]
+    try:
+        return np.asarray(arr[...]), np.zeros(shape, dtype=bool)
+    except Exception:  # noqa: BLE001 - a CRC mismatch or an undecodable chunk: find which
+        pass
+    values = np.zeros(arr.shape, dtype=arr.dtype)
+    bad = np.zeros(shape, dtype=bool)
+    for idx in np.ndindex(*shape):
+        try:
+            values[idx] = arr[idx]
+        except Exception:  # noqa: BLE001
+            bad[idx] = True
+    return values, bad
+
+
+@dataclass
+class RegionAudit:
+    """What ``audit_regions`` found. Regions are ``(grid point indices..., trial block)`` tuples.
+
+    ``done``: the done flags to trust (a set flag of a damaged region is cleared; an unreadable
+    flag is set again when the region's chunks match its record); ``damaged``: region -> reasons,
+    for regions marked done (or with an unreadable flag) whose data are not whole; ``rebuilt``:
+    regions whose unreadable flag the data's records vouch for; ``deleted``: variables whose
+    metadata is gone; ``checked``: whether the store has ``region_check`` records.
+    """
+
+    done: np.ndarray
+    damaged: dict
+    rebuilt: list
+    deleted: list
+    checked: bool
+    flags_set: np.ndarray  # the done flags as read (unreadable ones False)
+
+
+def _region_label(region: tuple) -> str:
+    return f"grid point {tuple(int(i) for i in region[:-1])}, trial block {int(region[-1])}"
+
+
+def audit_regions(path, *, deep: bool = True, flags_lost: bool = False, limit: int | None = None) -> RegionAudit:
+    """Audit every region marked done (or whose flag is unreadable) against its chunks.
+
+    Cheap (``deep=False``): every chunk the region's task wrote is present, and its size is the
+    recorded one (stores without ``region_check``: present and not empty). Deep: also the digest of
+    each chunk file (stores without ``region_check``: its CRC-32C). ``flags_lost``: the ``done``
+    array was recreated, so every region is judged by its record alone. ``limit``: stop after that
+    many damaged regions (a quick refusal). Reads only; ``mark_done`` applies the outcome.
+    """
     p = Path(path)
     g = _open_group(p, "r")
-    done = np.asarray(g["done"][...], dtype=bool)
-    if not done.any():
-        return []
-    tpt = int(g.attrs.get("trials_per_task", 1))
-    cube_dims = tuple(g.attrs.get("cube_dims", GRID_AXES))
-    data_names = set(g.attrs.get("variables", g.array_keys()))
-    out = [f"variable {v} (deleted)" for v in g.attrs.get("variables", []) if not (p / v / "zarr.json").is_file()]
-    for name in g.array_keys():
-        arr = g[name]
-        dims = arr.metadata.dimension_names or ()
-        if name == "done" or not set(cube_dims) <= set(dims) or name not in data_names:
+    attrs = dict(g.attrs)
+    tpt = int(attrs.get("trials_per_task", 1))
+    cube_dims = tuple(attrs.get("cube_dims", GRID_AXES))
+    names = list(attrs.get("variables") or [n for n in g.array_keys()])
+    deleted = [n for n in names if not (p / n / "zarr.json").is_file()]
+    if "done" in deleted:
+        raise StoreError(f"{p}: the metadata of the done flags (done/zarr.json) is gone; resume the run to "
+                         "recreate it (rmt-engine run STUDY.toml --store ... --resume)")
+    done_arr = g["done"]
+    grid_shape = tuple(done_arr.shape)
+    flags, unreadable = _read_flags(g, "done", grid_shape)
+    flags = flags.astype(bool) & ~unreadable
+    if flags_lost:
+        unreadable = np.ones(grid_shape, dtype=bool)
+        flags = np.zeros(grid_shape, dtype=bool)
+    checked = CHECK_NAME in names and CHECK_NAME not in deleted
+    records = rec_bad = None
+    checked_names: list = []
+    if checked:
+        carr = g[CHECK_NAME]
+        checked_names = list(carr.attrs.get("checked_variables", []))
+        records, rec_bad = _read_flags(g, CHECK_NAME, grid_shape)
+    n_values = [int(v) for v in g["n"][...]] if "n" in cube_dims else []
+    chunk_of = {}
+    for name in names:
+        if name in ("done", CHECK_NAME) or name in deleted:
             continue
-        chunks = write_chunk_shape(arr)
-        gi = [dims.index(a) for a in cube_dims]
-        for idx in zip(*np.nonzero(done)):
-            point, block = idx[:-1], idx[-1]
-            if "trial" not in dims and block != 0:
+        arr = g[name]
+        dims = tuple(arr.metadata.dimension_names or ())
+        chunk_of[name] = (arr, dims, write_chunk_shape(arr))
+
+    def keys_of(name, region):
+        arr, dims, shape = chunk_of[name]
+        point, block = region[:-1], region[-1]
+        if "trial" not in dims and block != 0:
+            return None  # a per-point variable: written by the task of block 0
+        if name.startswith("spectrum_n") and "n" in cube_dims and "n" not in dims:
+            if n_values[point[cube_dims.index("n")]] != int(name[len("spectrum_n"):]):
+                return None
+        c = [0] * len(dims)
+        for a, i in zip(cube_dims, point):
+            if a in dims:
+                c[dims.index(a)] = int(i) // shape[dims.index(a)]
+        if "trial" in dims:
+            k = dims.index("trial")
+            c[k] = block * tpt // shape[k]
+        return arr.metadata.encode_chunk_key(tuple(c))
+
+    def judge(region) -> list[str]:
+        reasons = []
+        rec = None
+        if checked:
+            if rec_bad[region]:
+                return [f"its {CHECK_NAME} record cannot be read"]
+            rec = records[region].reshape(len(checked_names), len(CHECK_FIELDS))
+        for name in chunk_of:
+            key = keys_of(name, region)
+            if key is None:
                 continue
-            cidx = [0] * len(dims)
-            for a, i in zip(gi, point):
-                cidx[a] = int(i)
-            if "trial" in dims:
-                cidx[dims.index("trial")] = int(block * tpt // chunks[dims.index("trial")])
-            if not _chunk_key(p / name, tuple(cidx)).is_file():
-                out.append(f"{name} chunk {tuple(cidx)} (grid point {tuple(int(i) for i in point)}, trial block "
-                           f"{int(block)})")
-                if len(out) >= limit:
-                    return out
-    return out
+            f = p / name / key
+            try:
+                size = f.stat().st_size
+            except FileNotFoundError:
+                reasons.append(f"{name} chunk {key} missing")
+                continue
+            if rec is not None and name in checked_names:
+                digest, nbytes = (int(x) for x in rec[checked_names.index(name)])
+                if nbytes == 0:
+                    reasons.append(f"{name} chunk {key} is not in the region's record (never written by its task)")
+                elif size != nbytes:
+                    reasons.append(f"{name} chunk {key} has {size} bytes, its task wrote {nbytes} "
+                                   "(truncated or replaced)")
+                elif deep and _record_of(p, name, [key])[0] != digest:
+                    reasons.append(f"{name} chunk {key} differs from what its task wrote (altered, or swapped "
+                                   "with another region's chunk)")
+            elif size == 0:
+                reasons.append(f"{name} chunk {key} is empty")
+            elif deep and not _crc_ok(f.read_bytes()):
+                reasons.append(f"{name} chunk {key} fails its CRC-32C checksum")
+        return reasons
+
+    todo = [tuple(int(i) for i in r) for r in zip(*np.nonzero(flags | unreadable))]
+    damaged, rebuilt = {}, []
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for region, reasons in zip(todo, pool.map(judge, todo)):
+            if unreadable[region]:
+                if reasons or not checked:
+                    what = "its done flag cannot be read" if not flags_lost else "its done flag was lost"
+                    damaged[region] = [what] + (reasons or ["no record to rebuild it from (a store written before "
+                                                            f"{CHECK_NAME})"])
+                elif not (records[region] != 0).any():
+                    continue  # never written: simply not done
+                else:
+                    rebuilt.append(region)
+            elif reasons:
+                damaged[region] = reasons
+            if limit is not None and len(damaged) >= limit:
+                break
+    done = flags.copy()
+    for region in damaged:
+        done[region] = False
+    for region in rebuilt:
+        done[region] = True
+    return RegionAudit(done, damaged, rebuilt, deleted, checked, flags)
+
+
+def mark_done(path, audit: RegionAudit) -> None:
+    """Driver-only: write the outcome of ``audit_regions``: clear the flags of damaged regions (so
+    that a failed recomputation cannot leave them looking done) and set the rebuilt ones."""
+    if not audit.damaged and not audit.rebuilt:
+        return
+    g = _open_group(path, "r+")
+    done = g["done"]
+    for region, value in [(r, False) for r in audit.damaged] + [(r, True) for r in audit.rebuilt]:
+        idx = tuple(slice(i, i + 1) for i in region)
+        done[idx] = np.full((1,) * len(region), value)
+
+
+def has_region_checks(path) -> bool:
+    """Whether the store records a digest of every chunk (``region_check``); older stores do not."""
+    return CHECK_NAME in ((store_attrs(path) or {}).get("variables") or [])
+
+
+def missing_chunks(path, limit: int = 20) -> list[str]:
+    """Chunks of done regions that are missing or not as their task wrote them (presence and size):
+    the cheap audit of ``open_results``. Returns up to ``limit`` descriptions."""
+    audit = audit_regions(path, deep=False, limit=limit)
+    out = [f"variable {v} (deleted)" for v in audit.deleted]
+    out += [f"{_region_label(r)}: {'; '.join(reasons)}" for r, reasons in audit.damaged.items()]
+    return out[:limit]
 
 
 def verify_store(path) -> list[str]:
-    """Read every chunk of every variable (CRC-32C checked) and audit chunk presence: the problems found.
+    """Audit every done region (every chunk present, of its recorded size and digest) and read every
+    chunk of every array (CRC-32C checked): the problems found.
 
-    An empty list means every region marked done is whole and unaltered. ``rmt-engine verify STORE``.
+    An empty list means every region marked done is whole and unaltered. A store written before
+    ``region_check`` is checked by presence and CRC-32C only (``has_region_checks``).
+    ``rmt-engine verify STORE``.
     """
-    problems = [f"missing: {m}" for m in missing_chunks(path, limit=1000)]
-    g = _open_group(path, "r")
+    p = Path(path)
+    try:
+        audit = audit_regions(p, deep=True)
+    except StoreError as e:
+        return [f"missing: {e}"]
+    problems = [f"missing: variable {v} (deleted)" for v in audit.deleted]
+    for region, reasons in audit.damaged.items():
+        problems.append(f"damaged: {_region_label(region)}: {'; '.join(reasons)}")
+    for region in audit.rebuilt:
+        problems.append(f"corrupt: the done flag of {_region_label(region)} cannot be read (its data match "
+                        "their record: a resume rebuilds it)")
+    g = _open_group(p, "r")
     for name in g.array_keys():
         try:
             g[name][...]
         except Exception as e:  # a checksum mismatch, a truncated or garbage chunk
             problems.append(f"corrupt: {name}: {type(e).__name__}: {e}")
     return problems
+
+
+def explain_read_error(path, error: BaseException) -> StoreError | None:
+    """A ``StoreError`` naming the damaged chunks of the store at ``path`` when ``error`` (raised
+    while reading it) comes from a damaged chunk; None when the store's chunks are all whole."""
+    try:
+        problems = verify_store(path)
+    except Exception:  # noqa: BLE001 - not even the audit can read it
+        problems = []
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return StoreError(f"{path}: damaged store, its data cannot be read ({type(error).__name__}: {error}): "
+                      f"{problems[0]}{more}. Run rmt-engine verify {path} for the list, then rerun the study "
+                      f"with --store {path} --resume to recompute the damaged regions")
 
 
 def open_results(path, *, allow_partial: bool = False, chunks="auto"):
@@ -534,14 +869,23 @@ def open_results(path, *, allow_partial: bool = False, chunks="auto"):
         raise IncompleteStoreError(f"{p} was interrupted while its template was being created: no data in it; "
                                    "rerun the study to recreate it")
     ds = xr.open_zarr(os.fspath(p), consolidated=_is_consolidated(p), chunks=chunks)
+    ds = ds.drop_vars([CHECK_NAME], errors="ignore")  # the store's own bookkeeping, not a result
     if not allow_partial:
-        done = np.asarray(ds["done"].values, dtype=bool)
-        missing = missing_chunks(p) if done.all() else []
-        if missing:
+        try:
+            audit = audit_regions(p, deep=False, limit=20)
+        except Exception as e:  # noqa: BLE001 - metadata gone, chunks of the done flags unreadable
+            raise IncompleteStoreError(f"{p}: its done flags cannot be read ({e}); run rmt-engine verify on it "
+                                       "and resume the run to repair it") from None
+        done = audit.flags_set
+        bad = [f"variable {v} (deleted)" for v in audit.deleted]
+        bad += [f"{_region_label(r)}: {'; '.join(reasons)}" for r, reasons in audit.damaged.items()]
+        if bad:
+            n = len(bad)
             raise IncompleteStoreError(
-                f"{p} is marked complete but {len(missing)}{'+' if len(missing) >= 20 else ''} chunk(s) of done "
-                f"regions are missing (e.g. {missing[0]}): its data were deleted or never written. "
-                "Run rmt-engine verify on it; pass allow_partial=True to read what is there")
+                f"{p}: {n}{'+' if n >= 20 else ''} region(s) marked done have chunks missing or not as their "
+                f"task wrote them (e.g. {bad[0]}): its data were deleted, damaged or never written. "
+                f"Run rmt-engine verify on it, then resume the run (--store {p} --resume) to recompute them; pass "
+                "allow_partial=True to read what is there")
         if not done.all():
             raise IncompleteStoreError(
                 f"{p} is incomplete: {int((~done).sum())} of {done.size} regions (grid point x trial "
@@ -581,53 +925,116 @@ def _pid_alive(pid: int, start_time: float | None) -> bool:
     return True
 
 
-class StoreLock:
-    """``PATH.lock`` beside the store, created exclusively (O_EXCL) with the driver's PID and host.
+def flock_path(path) -> Path:
+    """The file the OS lock (flock) of a store is taken on, beside the store; it stays in place."""
+    p = Path(path)
+    return p.with_name(p.name + ".flock")
 
-    A lock left by a dead driver on this host (a PID that no longer exists, or was reused) is
-    broken, and ``on_message`` is told so; a live one (or one from another host) raises
-    ``StoreLockedError``.
+
+class StoreLock:
+    """One driver per store: an OS lock on ``PATH.flock``, and the record ``PATH.lock`` of who holds it.
+
+    Acquisition is atomic: ``filelock.FileLock`` takes ``flock(LOCK_EX | LOCK_NB)`` on
+    ``PATH.flock`` (a file that stays in place, so every contender locks the same inode), and the
+    OS releases it when its process dies, however it dies: no stale lock is ever *broken*, two
+    drivers can never hold the store at once. The holder then writes ``PATH.lock`` (JSON: PID,
+    host, process start time, since; written to a temporary file and renamed) for the "in use by"
+    message, and removes it before it lets the OS lock go. A ``PATH.lock`` found by the new holder
+    was left by a driver that died (SIGKILL, a crash): ``on_message`` is told and it is replaced.
+    A ``PATH.lock`` of another host, or of a live process on this host without the OS lock (an
+    rmt_engine older than this lock), still refuses the store: delete it by hand if no driver runs.
+
+    File systems without flock (some NFS mounts, FUSE file systems): filelock then falls back to its
+    ``SoftFileLock`` (an exclusively created marker file recording the owner; a marker of a dead
+    owner on the same host is removed by filelock) and warns "flock not supported on this
+    filesystem"; that warning is passed to ``on_message``. On such a file system a driver killed
+    on *another* host leaves its marker, and acquiring is only as atomic as exclusive file creation
+    there. NFS mounts with working locking (lockd, NFSv4) serve flock through byte-range locks,
+    which hold across hosts.
     """
 
     def __init__(self, path, on_message=None):
         self.path = lock_path(path)
+        self.flock = flock_path(path)
         self.on_message = on_message or (lambda msg: None)
         self.held = False
+        self._os_lock = None
 
     def _info(self) -> dict:
         return {"pid": os.getpid(), "host": socket.gethostname(),
                 "process_start": _process_start_time(os.getpid()), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
-    def acquire(self) -> "StoreLock":
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._handle_existing()
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(self._info(), f)
-            self.held = True
-            return self
-        raise StoreLockedError(f"could not acquire {self.path}")
-
-    def _handle_existing(self) -> None:
+    def _read_info(self) -> dict | None:
         try:
             info = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
         except (OSError, ValueError):
-            info = {}
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    def _locked_error(self, info: dict | None) -> StoreLockedError:
+        info = info or {}
         pid, host = info.get("pid"), info.get("host")
-        if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid, info.get("process_start")):
-            self.on_message(f"breaking stale lock {self.path} (driver PID {pid} on {host} is gone)")
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
-            return
         who = f"PID {pid} on host {host}" if pid is not None else "an unknown process"
-        raise StoreLockedError(
+        return StoreLockedError(
             f"the store is in use by another driver ({who}, since {info.get('since', '?')}): lock file "
             f"{self.path}. If no driver is running, delete that file and rerun.")
+
+    def acquire(self) -> "StoreLock":
+        import warnings  # noqa: PLC0415
+
+        from filelock import FileLock, Timeout  # noqa: PLC0415
+
+        lock = FileLock(os.fspath(self.flock), timeout=0, thread_local=False)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                lock.acquire()
+        except Timeout:
+            raise self._locked_error(self._read_info()) from None
+        except NotImplementedError as e:  # an older filelock on a file system without flock
+            raise StoreWriteError(f"cannot lock the store: the file system of {self.flock} has no flock ({e}); "
+                                  "upgrade filelock (it then falls back to an exclusively created file)") from None
+        except OSError as e:
+            raise StoreWriteError(f"cannot lock the store: cannot create or open {self.flock} "
+                                  f"({e.strerror or e}); is its directory {self.flock.parent} writable?") from None
+        for w in caught:
+            self.on_message(f"warning: {w.message} ({self.flock}): the store lock is an exclusively created file "
+                            "there, not an OS lock (see rmt_engine.study.store.StoreLock)")
+        self._os_lock = lock
+        try:
+            self._take_over(self._read_info())
+            self._write_info()
+        except BaseException:
+            lock.release()
+            self._os_lock = None
+            raise
+        self.held = True
+        return self
+
+    def _take_over(self, info: dict | None) -> None:
+        """We hold the OS lock; ``info`` is a record found in ``PATH.lock`` (None: none)."""
+        if info is None:
+            return
+        pid, host = info.get("pid"), info.get("host")
+        if isinstance(pid, int) and host == socket.gethostname():
+            if pid != os.getpid() and _pid_alive(pid, info.get("process_start")):
+                raise self._locked_error(info)  # a live driver of an older rmt_engine (no OS lock)
+            self.on_message(f"breaking stale lock {self.path} (driver PID {pid} on {host} is gone)")
+        elif host is not None and host != socket.gethostname():
+            raise self._locked_error(info)  # cannot tell whether it still runs
+        else:
+            self.on_message(f"replacing unreadable lock record {self.path} (its driver is gone: the OS lock was free)")
+
+    def _write_info(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self._info()))
+            os.replace(tmp, self.path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise StoreWriteError(f"cannot write the lock file {self.path}: {e.strerror or e}") from None
 
     def release(self) -> None:
         if self.held:
@@ -635,7 +1042,11 @@ class StoreLock:
                 self.path.unlink()
             except FileNotFoundError:
                 pass
-            self.held = False
+            finally:
+                self.held = False
+                if self._os_lock is not None:
+                    self._os_lock.release()
+                    self._os_lock = None
 
     def __enter__(self):
         return self.acquire()
@@ -663,6 +1074,18 @@ def summarize(path, quantiles=(0.05, 0.5, 0.95), fields=None) -> dict:
     "trials_total", "points": [{"labels", "trials_done", "stats": {field: (q...)},
     "point": {field: value}}]}``; not-done trials are left out of the statistics.
     """
+    try:
+        return _summarize(path, quantiles, fields)
+    except StoreError:
+        raise
+    except Exception as e:  # a damaged chunk read by dask (CRC mismatch, undecodable bytes)
+        clear = explain_read_error(path, e)
+        if clear is None:
+            raise
+        raise clear from None
+
+
+def _summarize(path, quantiles, fields) -> dict:
     ds = open_results(path, allow_partial=True)
     attrs = dict(ds.attrs)
     cube_dims = list(attrs.get("cube_dims", GRID_AXES))

@@ -14,7 +14,9 @@ Rules of this module
 - Test-only hooks, read by the *driver* from its environment (``_test_hooks``) and passed to every
   task (so they work on any cluster): ``RMT_ENGINE_TEST_TASK_DELAY=SECONDS`` sleeps at the start
   of each task; ``RMT_ENGINE_TEST_FAIL="raise:AXIS=VALUE,..."`` makes the tasks of matching grid
-  points raise, ``"exit:AXIS=VALUE,..."`` makes them kill their worker process (``os._exit``).
+  points raise, ``"exit:AXIS=VALUE,..."`` makes them kill their worker process (``os._exit``),
+  ``"enospc:AXIS=VALUE,..."`` makes their write to the store fail as on a full disk
+  (``OSError(ENOSPC)``, after the trials ran, before anything is written).
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ def _test_hooks() -> dict:
     fail = os.environ.get(TEST_FAIL_ENV)
     if fail:
         mode, _, cond = fail.partition(":")
-        if mode not in ("raise", "exit"):
-            raise ValueError(f"{TEST_FAIL_ENV} must look like 'raise:AXIS=VALUE,...' or 'exit:...', got {fail!r}")
+        if mode not in ("raise", "exit", "enospc"):
+            raise ValueError(f"{TEST_FAIL_ENV} must look like 'raise:AXIS=VALUE,...', 'exit:...' or 'enospc:...', "
+                             f"got {fail!r}")
         match = dict(kv.split("=", 1) for kv in cond.split(",") if kv)
         hooks["fail"] = (mode, match)
     return hooks
@@ -135,7 +138,8 @@ def execute_task(job: dict) -> dict:
         if _matches(task.labels, match):
             if mode == "exit":
                 os._exit(13)
-            raise RuntimeError(f"{TEST_FAIL_ENV}: injected failure")
+            if mode == "raise":
+                raise RuntimeError(f"{TEST_FAIL_ENV}: injected failure")
     from ..montecarlo.trial import run_trial  # noqa: PLC0415
 
     t0 = time.perf_counter()
@@ -172,8 +176,8 @@ def execute_task(job: dict) -> dict:
             records.append(rec)
     values = {}
     for var in job["variables"]:
-        if var.base == "done":
-            continue
+        if var.base in ("done", _store.CHECK_NAME):
+            continue  # written by write_task itself, after the data
         if var.base == "spectrum":
             if var.n == spec.n:
                 values[var.name] = np.stack(eigs)
@@ -191,6 +195,10 @@ def execute_task(job: dict) -> dict:
         if not var.per_t:
             arr = arr[..., 0]
         values[var.name] = arr
+    if "fail" in hooks and hooks["fail"][0] == "enospc" and _matches(task.labels, hooks["fail"][1]):
+        import errno  # noqa: PLC0415
+
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), job["store"])
     _store.write_task(job["store"], job["variables"], task.point, task.block, job["trials"],
                       job["trials_per_task"], values)
     backend, device = _device_of(spec.backend)

@@ -423,6 +423,72 @@ def _check_derivative(f, df, label: str, dlabel: str, name: str) -> None:
         )
 
 
+#: Probe inputs of ``register_activation``'s checks: a 1-D grid over [-50, 50] (the range of the
+#: sup estimates) and a non-square 2-D array (a transposed or reshaped result does not pass).
+_PROBE_1D = np.linspace(-50.0, 50.0, 2001)
+_PROBE_2D = np.linspace(-3.0, 3.0, 21).reshape(3, 7)
+
+
+def _check_elementwise(f, label: str, name: str, nonzero: bool) -> None:
+    """Raise ValueError naming activation ``name`` unless ``f`` maps arrays elementwise: the result
+    has the input's shape (1-D and a non-square 2-D probe), is finite on [-50, 50], agrees between the
+    two shapes, and (``nonzero``) is not identically 0 there."""
+    with np.errstate(all="ignore"):
+        for x in (_PROBE_1D, _PROBE_2D):
+            try:
+                y = f(x.copy())
+            except Exception as e:  # noqa: BLE001 - the user's code: name it, keep the cause
+                raise ValueError(f"activation {name!r}: {label}(x) raised {type(e).__name__}: {e} on a float64 "
+                                 f"array of shape {x.shape}") from e
+            shape = getattr(y, "shape", None)
+            if shape != x.shape:
+                raise ValueError(f"activation {name!r}: {label} must be elementwise: for an input of shape {x.shape} "
+                                 f"it returned {'shape ' + str(shape) if shape is not None else type(y).__name__} "
+                                 "(a transposed, reshaped or reduced result, or a scalar)")
+            y = np.asarray(y, dtype=float)
+            bad = ~np.isfinite(y)
+            if bad.any():
+                raise ValueError(f"activation {name!r}: {label}(x) is not finite (NaN or inf) at x = "
+                                 f"{float(x[bad].ravel()[0]):.6g} (checked on [-50, 50]); the Gram, the Hermite "
+                                 "coefficients and the bounds need finite values")
+            if x is _PROBE_1D:
+                y1 = y
+        y2 = np.asarray(f(_PROBE_2D.ravel().copy()), dtype=float)
+        if y2.shape == (_PROBE_2D.size,) and not np.allclose(y2.reshape(_PROBE_2D.shape), y, rtol=1e-12, atol=1e-300):
+            raise ValueError(f"activation {name!r}: {label} is not elementwise: a 2-D input and its flattened "
+                             "copy give different values")
+    if nonzero and not np.any(y1 != 0.0):
+        what = ("phi is identically 0 (then phi(W0 X) = 0: sigma_min, sigma_max and every bound are 0 and the "
+                "step sizes divide by 0)" if label == "phi" else
+                "dphi is identically 0 (phi is constant: phi(W0 X) has rank 1 and no gradient)")
+        raise ValueError(f"activation {name!r}: {what} on [-50, 50]")
+
+
+def _named_checks(f, label: str, name: str):
+    """``f`` wrapped so that a result of the wrong shape or not finite, at inputs of a later
+    computation (a trial, the Hermite quadrature), raises a ValueError naming the activation."""
+
+    def checked(z):
+        y = f(z)
+        shape, zshape = getattr(y, "shape", None), getattr(z, "shape", None)
+        if zshape is None:  # a Python scalar in: nothing to compare
+            return y
+        if shape != zshape:
+            raise ValueError(f"activation {name!r}: {label} returned shape {shape} for an input of shape {zshape} "
+                             "(it must be elementwise)")
+        xp = array_namespace(y)
+        if not bool(xp.isfinite(y).all()):
+            zf = z[~xp.isfinite(y)]
+            at = float(zf.ravel()[0]) if getattr(zf, "size", 0) else math.nan
+            raise ValueError(f"activation {name!r}: {label}(x) is not finite (NaN or inf) at x = {at:.6g}, "
+                             "an input of this computation; make it finite for every real x")
+        return y
+
+    checked.__wrapped__ = f
+    checked.__name__ = f"{name}_{label}_checked"
+    return checked
+
+
 class ParityWarning(UserWarning):
     """A declared parity zero of the Hermite coefficients is not one (``register_activation``)."""
 
@@ -500,6 +566,11 @@ def register_activation(
     ``parity_zeros = (parity, start)`` declares exact zeros of the Hermite coefficients (module
     docstring); an odd ``phi`` implies ``("even", 0)``. A declaration that ``phi`` does not satisfy
     (``parity_residual > 1e-9``) raises a ``ParityWarning`` and is dropped.
+    Refused (ValueError naming the activation): a ``phi``, ``dphi`` or ``ddphi`` that is not elementwise
+    (a result of another shape than its input: transposed, reshaped, reduced, a scalar), is not finite
+    somewhere on [-50, 50], or (``phi``, ``dphi``) is identically 0 there. The registered functions
+    keep checking each later call (shape and finiteness), so a NaN at an input beyond the probe fails
+    with the activation's name rather than deep inside a solver.
     Built-in names are protected unless ``overwrite=True``; so is an existing user name.
     A registration lives in this process; a study ships it to its workers with each task.
     """
@@ -519,8 +590,12 @@ def register_activation(
     for label, v in (("r1", r1), ("r2", r2)):
         if v is not None:
             _check_finite_nonneg(v, label, key)
+    _check_elementwise(phi, "phi", key, nonzero=True)
+    _check_elementwise(dphi, "dphi", key, nonzero=True)
+    _check_elementwise(ddphi, "ddphi", key, nonzero=False)  # 0 for a linear phi
     _check_derivative(phi, dphi, "phi", "dphi", key)
     _check_derivative(dphi, ddphi, "dphi", "ddphi", key)
+    phi, dphi, ddphi = (_named_checks(f, label, key) for f, label in ((phi, "phi"), (dphi, "dphi"), (ddphi, "ddphi")))
 
     grid = np.linspace(-50.0, 50.0, _GRID_N)
     with np.errstate(all="ignore"):
