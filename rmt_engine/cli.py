@@ -109,6 +109,11 @@ def cmd_verify(args) -> int:
             print(f"  {p}")
         return EXIT_FAILED_TASKS
     print(f"rmt-engine: {args.store}: every chunk reads back and passes its checksum; every done region is whole")
+    from .study.store import has_region_checks  # noqa: PLC0415
+
+    if not has_region_checks(args.store):
+        print(f"rmt-engine: note: {args.store} was written before per-chunk digests (region_check): checked by "
+              "presence and CRC-32C only (a chunk swapped between regions is not detected)")
     return EXIT_OK
 
 
@@ -155,9 +160,10 @@ def cmd_run(args) -> int:
     except NoWorkersLeft as e:
         _err(str(e))
         return EXIT_FAILED_TASKS
-    except KeyboardInterrupt:
-        _err("interrupted; finished regions are kept: rerun with --resume to continue")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (study.run.Terminated)
+        _err(f"{e if getattr(e, 'exit_code', None) else 'interrupted'}; finished regions are kept and the store's "
+             "lock is released: rerun with --resume to continue")
+        return getattr(e, "exit_code", EXIT_INTERRUPTED)
     print(f"rmt-engine: {summary.line()}", flush=True)
     if args.summary_json:
         try:
@@ -252,16 +258,24 @@ def cmd_check(args) -> int:
     t = Table(title=res.header())
     for ax in res.axes:
         t.add_column(ax)
-    for col in ("holds/trials", "rate", "interval", "status"):
+    show_t = any(p.t_used is not None for p in res.points)
+    show_inc = any(p.within_error for p in res.points)
+    for col in (["t"] if show_t else []) + ["holds/trials", "rate", "interval"] + (
+            ["within error"] if show_inc else []) + ["status"]:
         t.add_column(col)
     for p in res.points:
         rate = "nan" if math.isnan(p.rate) else f"{p.rate:.4f}"
-        t.add_row(*[str(p.coords[a]) for a in res.axes], f"{p.holds}/{p.trials}", rate,
-                  f"[{p.lo:.4f}, {p.hi:.4f}]", p.status)
+        t_cell = ([("-" if p.t_used is None or math.isnan(p.t_used) else f"{p.t_used:g}")] if show_t else [])
+        t.add_row(*[str(p.coords[a]) for a in res.axes], *t_cell, f"{p.holds}/{p.trials}", rate,
+                  f"[{p.lo:.4f}, {p.hi:.4f}]", *([str(p.within_error)] if show_inc else []), p.status)
     con.print(t)
+    head = res.header().splitlines()
+    for line in head[1:]:  # the notes under the header (trials needed for min_rate)
+        con.print(line.strip())
     status = res.status
     if status == "inconclusive":
-        con.print("inconclusive: add trials")
+        con.print("inconclusive: add trials" + (" (or some trials are within the numerical error of the bound)"
+                                                if show_inc else ""))
     return {"holds": 0, "violated": 1, "undefined": 1, "inconclusive": 2}[status]
 
 
@@ -312,6 +326,29 @@ def _fmt(x, digits: int = 4) -> str:
 SHOW_DEFAULT_FIELDS = ("sigma_min_F", "delta1", "margin", "lambda_min_EM0")
 
 
+def _check_show_fields(store, fields) -> None:
+    """StoreError unless every name of ``show --fields`` is a field of the record (one number per
+    trial or per grid point): not a grid axis, the ``done`` mask, or a stored spectrum."""
+    from .study.store import GRID_AXES, StoreError, open_results  # noqa: PLC0415
+
+    ds = open_results(store, allow_partial=True)
+    cube = set(ds.attrs.get("cube_dims", GRID_AXES)) | {"trial", "t"}
+    shown = sorted(k for k in ds.data_vars if k != "done" and set(ds[k].dims) <= cube)
+    for k in fields:
+        if k in shown:
+            continue
+        if k in GRID_AXES or k in ds.coords:
+            why = "is a grid axis (its values are the grid table's and each row's labels), not a field"
+        elif k == "done":
+            why = "is the bookkeeping mask of computed regions (the 'complete' line counts it), not a field"
+        elif k in ds.data_vars:
+            why = (f"has dimensions {ds[k].dims} beyond the grid and trials (a stored spectrum or curve: read it with "
+                   "rmt_engine.open_results), not one number per trial")
+        else:
+            why = "is not in the cube"
+        raise StoreError(f"--fields: {k!r} {why}; fields: {', '.join(shown)}")
+
+
 def cmd_show(args) -> int:
     from .study.store import StoreError, summarize  # noqa: PLC0415
 
@@ -319,6 +356,8 @@ def cmd_show(args) -> int:
         fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else None
         if fields is None and not args.json:
             fields = list(SHOW_DEFAULT_FIELDS)
+        if fields:
+            _check_show_fields(args.store, fields)
         s = summarize(args.store, fields=fields)
     except (StoreError, FileNotFoundError) as e:
         _err(str(e))
@@ -368,6 +407,20 @@ def cmd_show(args) -> int:
 # --------------------------------------------------------------------------- trial
 
 
+def _trial_field_words(key, fields) -> tuple[str, str]:
+    """(equation, meaning) of a record field for ``rmt-engine trial``: a per-order field ``NAME_t3`` or
+    ``NAME_auto`` takes NAME's entry and says which order (``auto``: the record's ``t_auto``)."""
+    if key in fields:
+        return fields[key].equation, fields[key].long_name
+    base, sep, order = key.rpartition("_")
+    if sep and base in fields:
+        if order == "auto":
+            return fields[base].equation, f"{fields[base].long_name} (at t = t_auto)"
+        if order.startswith("t") and order[1:].isdigit():
+            return fields[base].equation, f"{fields[base].long_name} (at t = {order[1:]})"
+    return "", ""
+
+
 def cmd_trial(args) -> int:
     from .montecarlo.fields import FIELDS  # noqa: PLC0415
     from .montecarlo.spec import TrialSpec  # noqa: PLC0415
@@ -397,17 +450,20 @@ def cmd_trial(args) -> int:
     for c in ("field", "value", "equation", "meaning"):
         t.add_column(c)
     for k, v in record.items():
-        base = k.rsplit("_t", 1)[0] if k not in FIELDS and "_t" in k else k
-        info = FIELDS.get(base)
-        t.add_row(k, f"{v:.6g}", info.equation if info else "", info.long_name if info else "")
+        eq, meaning = _trial_field_words(k, FIELDS)
+        t.add_row(k, f"{v:.6g}", eq, meaning)
     _console().print(t)
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
     from .report.document import ReportError, write_report  # noqa: PLC0415
-    from .study.store import StoreError  # noqa: PLC0415
+    from .study.store import StoreError, explain_read_error  # noqa: PLC0415
 
+    problem = _unwritable_dir(args.out)
+    if problem:
+        _err(f"--out {args.out}: {problem}")
+        return EXIT_BAD_INPUT
     try:
         path = write_report(args.store, args.out, delta=args.delta, level=args.level, t=args.t)
     except ReportError as e:
@@ -417,10 +473,29 @@ def cmd_report(args) -> int:
         _err(f"{e}.{hint} The report was written without them.")
         return EXIT_FAILED_TASKS
     except (StoreError, FileNotFoundError, FileExistsError, ValueError) as e:
-        _err(str(e))
+        _err(str(explain_read_error(args.store, e) or e) if not isinstance(e, StoreError) else str(e))
         return EXIT_BAD_INPUT
     print(path)
     return EXIT_OK
+
+
+def _unwritable_dir(path) -> str | None:
+    """Why the directory ``path`` (created if missing) cannot hold new files, or None."""
+    import os  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    p = Path(path).absolute()
+    existing = next((q for q in [p, *p.parents] if q.exists()), None)
+    if existing is None or not existing.is_dir():
+        return f"{existing} is not a directory"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rmt_engine_probe_", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"cannot write in {existing} ({e.strerror or e})"
+    return None
 
 
 def _t_arg(v: str):
@@ -428,6 +503,22 @@ def _t_arg(v: str):
     if v.strip().lower() == "auto":
         return "auto"
     return _int_at_least(1, "an integer order >= 1 or 'auto'")(v)
+
+
+def _probability_arg(what: str):
+    """An argparse type: a probability strictly inside (0, 1) (``what`` names the option in the error)."""
+
+    def parse(v: str) -> float:
+        try:
+            p = float(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number in (0, 1), got {v!r}") from None
+        if not 0.0 < p < 1.0:  # NaN fails too
+            raise argparse.ArgumentTypeError(f"{what} is a fraction of trials and must lie strictly between 0 and 1 "
+                                             f"(e.g. 0.95), got {v!r}")
+        return p
+
+    return parse
 
 
 def _delta_arg(v: str) -> float:
@@ -498,13 +589,16 @@ def build_parser() -> argparse.ArgumentParser:
                                     "3: bad store or argument. Bounds: " + ", ".join(BOUNDS) + ".")
     ck.add_argument("store", metavar="STORE")
     ck.add_argument("--bound", required=True, help="bound name: " + ", ".join(BOUNDS))
-    ck.add_argument("--delta", type=_delta_arg, help="deviation delta (eq67_*, delta1, delta2)")
-    ck.add_argument("--min-rate", type=float, default=0.95, help="required holding rate (default 0.95)")
-    ck.add_argument("--confidence", type=float, default=0.99, help="confidence of the intervals (default 0.99)")
+    ck.add_argument("--delta", type=_delta_arg, help="deviation delta (eq67_*, delta1, delta2; default: the cube's "
+                                                      "bound_delta1, or bound_delta2 for the upper bounds)")
+    ck.add_argument("--min-rate", type=_probability_arg("--min-rate"), default=0.95, help="required holding rate (default 0.95)")
+    ck.add_argument("--confidence", type=_probability_arg("--confidence"), default=0.95,
+                    help="confidence of the two-sided Clopper-Pearson intervals (default 0.95, as the report)")
     ck.add_argument("--where", nargs="+", default=[], metavar="KEY=VALUE",
                     help="select grid points (ds.sel); VALUE may be a comma-separated list")
     ck.add_argument("--t", type=_t_arg, nargs="+", metavar="T",
-                    help="Khatri-Rao orders: integers, or 'auto' alone (default: every explicit order)")
+                    help="Khatri-Rao orders: integers, or 'auto' alone (default: 'auto' when the cube stores it, "
+                         "each point at its t_auto, shown per point; else every explicit order)")
     ck.set_defaults(func=cmd_check)
 
     i = sub.add_parser("info", help="versions, BLAS, backends and GPU devices found",
@@ -514,7 +608,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("show", help="summary table of a result cube",
                        description="Summarize a cube (also a partial one): grid, completeness, and per grid point "
-                                   "the median and 5%%/95%% quantiles of the main per-trial quantities, with the "
+                                   "the median and 5%/95% quantiles of the main per-trial quantities, with the "
                                    "per-point bounds beside them.")
     s.add_argument("store", metavar="PATH")
     s.add_argument("--max-rows", type=_nonneg_int, default=50, metavar="N", help="grid points shown (0: all; default 50)")
@@ -561,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--delta", type=_delta_arg, default=None, help="deviation delta of the bound events (default 0.2)")
     rp.add_argument("--t", type=_t_arg, default=None, metavar="T",
                     help="one Khatri-Rao order (an integer or 'auto'; default: every order of the cube)")
-    rp.add_argument("--level", type=float, default=0.95, help="trial fraction of the width threshold (default 0.95)")
+    rp.add_argument("--level", type=_probability_arg("--level"), default=0.95, help="trial fraction of the width threshold (default 0.95)")
     rp.set_defaults(func=cmd_report)
     return p
 
