@@ -583,15 +583,23 @@ def width_threshold(ds, level=0.95, *, var="margin", threshold=1.0, event=None, 
 
 
 def fit_threshold_exponent(thr, dim="n", *, exponents=THRESHOLD_EXPONENTS):
-    """Fit ``d1* ~ n^b`` on ``width_threshold(...)["d1_star"]`` (censored points dropped).
+    """Fit ``d1* ~ n^b`` on ``width_threshold(...)["d1_star"]`` (censored points dropped), or on the
+    quantile thresholds of per-trial crossing widths (``scaling.threshold(..., method="quantile")``:
+    ``d_star``, censored where ``censored_below``/``censored_above``).
 
     Adds, for each prediction (Eq. 21: 3/2; App. E: 5/3), the z-score of the fitted exponent
     (``z_eq21``, ``z_appE``) and ``consistent_*`` (|z| <= 2). With exactly two n values the
     standard error is NaN and the z-scores are NaN: report the exponent only.
     """
-    d = thr["d1_star"]
-    if "censored" in thr:
-        d = d.where(~thr["censored"].astype(bool))
+    if "d1_star" in thr:
+        d = thr["d1_star"]
+        if "censored" in thr:
+            d = d.where(~thr["censored"].astype(bool))
+    else:
+        d = thr["d_star"]
+        for flag in ("censored_below", "censored_above"):
+            if flag in thr:
+                d = d.where(~thr[flag].astype(bool))
     fit = fit_power_law(d, dim, pool_dims=())
     for label, b in exponents.items():
         key = "eq21" if "21" in label else "appE"

@@ -11,6 +11,9 @@ Pipeline (xarray in, xarray out; every result carries its coordinates):
    crossing ``d*`` of ``level`` by the empirical probability ``p(dim)``, interpolated in
    ``log dim``, with an interval (exact binomial bands or a bootstrap over trials) and
    censoring flags.
+   ``threshold(event, method="quantile")`` instead: the ``level``-quantile of the per-trial
+   crossing widths (``crossing_widths``: per trial, the smallest width from which the event holds
+   at every larger grid width) with an exact, distribution-free order-statistic interval.
 2. ``fit_scaling(thr, "n", y_factor="d0")``: weighted least squares ``log y = a + b log x``
    (``y = d0 d1*``), the interval widths as the weights, with a z-score and a verdict per
    prediction (Eq. 21: 3/2, App. E: 5/3). ``fit_power_law_2d`` separates ``d1* ~ A n^b d0^c``
@@ -196,7 +199,10 @@ def threshold(event, level=0.95, dim="d1", *, method="interp", interval="binomia
       logistic of slope 3 in log x on a factor-2 grid). ``method="logit"``: ``logit p``
       linear in ``log x`` (exact for a logistic curve), ``p`` clipped to ``[1/(2m), 1 -
       1/(2m)]``; less biased with many trials (>= 100), more with few (the clip pulls a
-      ``p = 1`` point down);
+      ``p = 1`` point down). ``method="quantile"``: a different estimator, the ``level``-quantile
+      of the per-trial crossing widths (``crossing_widths``) with an exact order-statistic
+      interval: see ``_quantile_threshold`` below for its input, output and conventions (it
+      takes ``event`` or a ``crossing_widths`` Dataset; ``interval`` must stay "binomial");
     - ``[lo, hi]``, ``interval="binomial"``: Clopper-Pearson bands ``p_lo(x) <= p <= p_hi(x)``
       (two-sided ``confidence`` at each x) inverted: ``lo`` = crossing of ``p_hi``, ``hi`` =
       crossing of ``p_lo``, so ``lo <= d_star <= hi``. Conservative: measured coverage of the
@@ -224,8 +230,10 @@ def threshold(event, level=0.95, dim="d1", *, method="interp", interval="binomia
     xr = _xr()
     level = _check_prob("level", level)
     confidence = _check_prob("confidence", confidence)
+    if method == "quantile":
+        return _quantile_threshold(event, level, dim, interval, confidence, trial_dim)
     if method not in ("interp", "logit"):
-        raise ValueError(f"unknown method {method!r}: 'interp' (p linear in log x) or 'logit'")
+        raise ValueError(f"unknown method {method!r}: 'interp' (p linear in log x), 'logit' or 'quantile'")
     if interval not in ("binomial", "bootstrap"):
         raise ValueError(f"unknown interval {interval!r}: 'binomial' or 'bootstrap'")
     if not isinstance(event, xr.DataArray):
@@ -305,6 +313,351 @@ def scaling_events(ds, *, margin_threshold=1.0):
     if "gd_status" in ds:
         g = ds["gd_status"]
         out["gd_converged"] = (g == 0).astype(float).where(np.isfinite(g))
+    return out
+
+
+# --------------------------------------------------------------------------- per-trial crossing widths
+
+#: Comparisons ``crossing_widths`` accepts for ``var <sense> threshold``.
+_SENSES = {">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal}
+
+
+def _check_grid(da, dim, what="event"):
+    """The ``dim`` coordinate of ``da`` as floats, after the checks log interpolation needs."""
+    if dim not in da.dims:
+        raise ValueError(f"{what} has no {dim!r} dim (its dims: {da.dims})")
+    if dim not in da.coords:
+        raise ValueError(f"{what} has no coordinate for {dim!r}")
+    x = np.asarray(da[dim].values, dtype=float)
+    if x.size < 2:
+        raise ValueError(f"need at least 2 {dim!r} values (checkpoints) for a crossing, got {x.size}")
+    if not (np.all(np.isfinite(x)) and np.all(x > 0)):
+        raise ValueError(f"the {dim!r} coordinate must be positive and finite (log interpolation)")
+    if np.unique(x).size != x.size:
+        raise ValueError(f"the {dim!r} coordinate has repeated values")
+    return x
+
+
+def _path_crossings(x, e, h=None):
+    """Per-path crossing: the smallest ``x`` from which the event holds at every later checkpoint.
+
+    ``x``: (G,) ascending, > 0. ``e``: (..., G) 1 = holds, 0 = fails, NaN = not observed (skipped:
+    the checkpoints of a path are its observed grid values). ``h``: None or (..., G), a continuous
+    variable with the event ``h > 0`` at the observed checkpoints (``log var - log threshold``);
+    used for the interpolation. Per path, with ``j`` its last failing checkpoint and ``k`` the next
+    observed one:
+
+    - interior (``j`` exists, ``k`` exists): ``x`` interpolated in ``log x`` between ``x[j]`` and
+      ``x[k]``: where ``h`` is finite at both with ``h[j] <= 0 < h[k]`` (``f = -h[j] / (h[k] -
+      h[j])`` in ``[0, 1]``), ``log x = (1 - f) log x[j] + f log x[k]``, else the geometric midpoint
+      ``sqrt(x[j] x[k])``; bracket ``(x[j], x[k])``;
+    - below (no failure): the first observed checkpoint ``x0``, truth ``<= x0``; bracket ``(0, x0)``;
+    - above (fails at the last observed checkpoint ``x1``): ``x1``, truth ``> x1``; bracket ``(x1, inf)``;
+    - empty (no observed checkpoint): NaN everywhere, ``censored = 0``.
+
+    Returns ``(cross, censored, lo, hi, used_var, nobs)``, each (...,): ``censored`` int8 -1
+    below, +1 above, 0 otherwise; ``used_var`` True where the variable's interpolation was used.
+    """
+    x = np.asarray(x, dtype=float)
+    e = np.asarray(e, dtype=float)
+    g = x.shape[0]
+    idx = np.arange(g)
+    obs = np.isfinite(e)
+    fail = obs & (e == 0)
+    nobs = obs.sum(-1)
+    anyfail = fail.any(-1)
+    j = np.where(anyfail, g - 1 - np.argmax(fail[..., ::-1], -1), -1)
+    first = np.argmax(obs, -1)
+    last = g - 1 - np.argmax(obs[..., ::-1], -1)
+    nxt = np.minimum.accumulate(np.where(obs, idx, g)[..., ::-1], -1)[..., ::-1]  # next observed at or after i
+    nxt_after = np.concatenate([nxt[..., 1:], np.full(nxt.shape[:-1] + (1,), g)], -1)
+    jj = np.maximum(j, 0)
+    kk = np.minimum(np.take_along_axis(nxt_after, jj[..., None], -1)[..., 0], g - 1)
+    empty = nobs == 0
+    below = ~empty & ~anyfail
+    above = ~empty & anyfail & (j == last)
+    inner = ~empty & anyfail & (j < last)
+    lx = np.log(x)
+    l0, l1 = lx[jj], lx[kk]
+    lc = 0.5 * (l0 + l1)
+    used = np.zeros(e.shape[:-1], dtype=bool)
+    if h is not None:
+        h = np.broadcast_to(np.asarray(h, dtype=float), e.shape)
+        h0 = np.take_along_axis(h, jj[..., None], -1)[..., 0]
+        h1 = np.take_along_axis(h, kk[..., None], -1)[..., 0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f = -h0 / (h1 - h0)
+            used = inner & np.isfinite(f) & (h0 <= 0) & (h1 > 0) & (f >= 0) & (f <= 1)
+        lc = np.where(used, l0 + np.where(used, f, 0.0) * (l1 - l0), lc)
+    x0, x1 = x[first], x[last]
+    cross = np.where(inner, np.exp(lc), np.where(below, x0, np.where(above, x1, np.nan)))
+    lo = np.where(inner, x[jj], np.where(below, 0.0, np.where(above, x1, np.nan)))
+    hi = np.where(inner, x[kk], np.where(below, x0, np.where(above, np.inf, np.nan)))
+    cens = np.where(below, -1, np.where(above, 1, 0)).astype(np.int8)
+    return cross, cens, lo, hi, used, nobs
+
+
+def crossing_widths(event=None, dim="d1", *, var=None, threshold=None, sense=">", var_scale="log"):
+    """Per-trial crossing widths: the smallest ``dim`` after which the event holds at every later checkpoint.
+
+    The rmt_engine studies sample counter-based: the weights of a (seed, trial) at a larger d1
+    extend those at a smaller d1, so each trial is one path over the grid and "from which width on
+    does the event hold for this trial" is meaningful. Per trial (each index of every dim but
+    ``dim``), with the grid values ``x_1 < ... < x_G`` of ``dim`` (at least 2) as checkpoints:
+
+    - the crossing lies after the last checkpoint ``x_j`` where the event fails and at or before
+      the next checkpoint ``x_k`` (where it holds, as at every later one). ``d1_cross`` is
+      interpolated in ``log dim`` between the two: with a continuous ``var``, the point where
+      ``g(var) - g(threshold)`` (``g = log``, or the identity with ``var_scale="linear"``),
+      interpolated linearly in ``log dim`` between ``x_j`` and ``x_k``, changes sign (e.g. the
+      margin in log scale crossing 1: exact for a power law ``var ~ d1^a``); without ``var``, or
+      where ``var`` does not change sign between the two (an event not derived from it, a
+      non-positive value in log scale), the geometric midpoint ``sqrt(x_j x_k)``;
+    - ``censored = -1`` (below): the event holds at every checkpoint; the crossing is only known
+      to be ``<=`` the smallest, and ``d1_cross`` is that smallest checkpoint;
+    - ``censored = +1`` (above): the event fails at the largest checkpoint (never holds, or does
+      not hold at the largest); the crossing is only known to be ``>`` the largest, and
+      ``d1_cross`` is that largest checkpoint. So ``d1_cross`` is always a grid-range value and
+      ``censored`` says on which side of it the truth lies (read both: a plain mean or quantile of
+      ``d1_cross`` treats censored trials as exact);
+    - missing values (NaN) are not checkpoints of that trial: the grid values where the trial has
+      an observation are its checkpoints (the first / last of them bound censored trials); a trial
+      with none has ``d1_cross`` NaN, ``censored = 0``, ``checkpoints = 0``.
+
+    Input (one of):
+
+    - ``event``: DataArray 1 = holds, 0 = fails, NaN = missing (bool accepted), dims ``(...,
+      dim, ...)``, e.g. ``analysis.bound_events(ds)["margin"]`` or ``scaling_events(ds)["margin"]``;
+      with ``var`` and ``threshold`` too, ``var`` is used only to interpolate;
+    - ``var`` (DataArray) and ``threshold`` (scalar or DataArray broadcastable to ``var``): the
+      event is ``var <sense> threshold`` (``sense``: ``">"``, ``">="``, ``"<"``, ``"<="``), NaN
+      where ``var`` is not finite; e.g. ``crossing_widths(var=ds["margin"], threshold=1.0)``;
+    - ``event`` a cube Dataset: ``var`` names its variable (default ``"margin"``), ``threshold``
+      defaults to 1.0 (Eq. 9: margin > 1).
+
+    Returns a Dataset over the dims of the input but ``dim`` (``(..., trial)``; coordinates not
+    along ``dim`` are kept): ``d1_cross`` (float), ``censored`` (int8: -1 below, 0 none, +1 above),
+    ``d1_lo, d1_hi`` (the checkpoints around the crossing: ``(x_j, x_k)``; ``(0, x_1)`` below;
+    ``(x_G, inf)`` above), ``interpolated`` (True where ``var`` gave the point, False for the
+    midpoint and for censored trials) and ``checkpoints`` (observed grid values of the trial).
+    ``threshold(result, level, method="quantile")`` turns it into a width threshold. Dask inputs
+    are loaded.
+    """
+    xr = _xr()
+    if sense not in _SENSES:
+        raise ValueError(f"unknown sense {sense!r}: one of {', '.join(_SENSES)}")
+    if var_scale not in ("log", "linear"):
+        raise ValueError(f"unknown var_scale {var_scale!r}: 'log' or 'linear'")
+    if isinstance(event, xr.Dataset):
+        name = "margin" if var is None else var
+        if not isinstance(name, str):
+            raise TypeError("with a cube Dataset, var is the name of one of its variables")
+        if name not in event:
+            raise ValueError(f"the Dataset has no variable {name!r}")
+        var, event = event[name], None
+        threshold = 1.0 if threshold is None else threshold
+    if var is not None and not isinstance(var, xr.DataArray):
+        raise TypeError("var must be an xarray.DataArray (or a variable name with a cube Dataset)")
+    if event is None and var is None:
+        raise ValueError("give event (1/0/NaN), or var and threshold")
+    if var is not None and threshold is None:
+        raise ValueError("var needs a threshold (the event is var <sense> threshold)")
+    if event is not None and not isinstance(event, xr.DataArray):
+        raise TypeError("event must be a per-trial xarray.DataArray (1/0/NaN) or a cube Dataset")
+    thr = None
+    if var is not None:
+        v = _load(var).astype(float)
+        thr = threshold if isinstance(threshold, xr.DataArray) else xr.DataArray(float(threshold))
+        v, thr = xr.broadcast(v, _load(thr).astype(float))
+        if event is None:
+            ok = np.isfinite(v) & np.isfinite(thr)
+            event = xr.where(ok, _SENSES[sense](v, thr).astype(float), np.nan)
+            event = event.transpose(*v.dims)
+    ev = _load(event).astype(float)
+    _check_grid(ev, dim, "event" if var is None else "var")
+    vals = ev.values
+    if np.any(np.isfinite(vals) & (vals != 0) & (vals != 1)):
+        raise ValueError("event must hold only 1, 0 or NaN")
+    ev = ev.sortby(dim)
+    x = np.asarray(ev[dim].values, dtype=float)
+    rest = [d for d in ev.dims if d != dim]
+    ev = ev.transpose(*rest, dim)
+    h = None
+    if var is not None:
+        v = v.sortby(dim)
+        thr = thr.sortby(dim) if dim in thr.dims else thr
+        if set(v.dims) - set(ev.dims):
+            raise ValueError(f"var (with threshold) has dims {v.dims} the event {ev.dims} does not have")
+        v, thr, ev = xr.broadcast(v, thr, ev)
+        V = v.transpose(*rest, dim).values
+        T = thr.transpose(*rest, dim).values
+        with np.errstate(invalid="ignore", divide="ignore"):
+            h = (np.log(V) - np.log(T)) if var_scale == "log" else (V - T)
+        if sense in ("<", "<="):
+            h = -h
+        ev = ev.transpose(*rest, dim)
+    cross, cens, lo, hi, used, nobs = _path_crossings(x, ev.values, h)
+    template = ev.isel({dim: 0}, drop=True)
+    template = template.drop_vars([c for c in template.coords if dim in ev[c].dims], errors="ignore")
+
+    def g(a):
+        return template.copy(data=np.asarray(a))
+
+    out = xr.Dataset({"d1_cross": g(cross), "censored": g(cens), "d1_lo": g(lo), "d1_hi": g(hi),
+                      "interpolated": g(used), "checkpoints": g(nobs)})
+    out.attrs.update(dim=dim, grid_min=float(x[0]), grid_max=float(x[-1]),
+                     interpolation=("linear in log " + dim + " of " + ("log " if var_scale == "log" else "")
+                                    + "var - threshold" if var is not None else "geometric midpoint"),
+                     censoring="-1: crossing <= d1_cross (holds at every checkpoint); "
+                               "+1: crossing > d1_cross (fails at the last checkpoint)")
+    return out
+
+
+def order_statistic_interval(n, q, confidence=0.95):
+    """Distribution-free confidence interval of the ``q``-quantile from ``n`` samples: order indices.
+
+    Convention (1-based order statistics ``X_(1) <= ... <= X_(n)``, ``B ~ Binomial(n, q)``, ``F``
+    its cdf, ``alpha = 1 - confidence``): for a continuous distribution ``P(X_(l) > xi_q) = F(l -
+    1)`` and ``P(X_(u) < xi_q) = 1 - F(u - 1)``, so the equal-tailed choice
+
+    - ``l`` = the largest ``l >= 1`` with ``F(l - 1) <= alpha/2`` (0 = none: the lower end is open),
+    - ``u`` = the smallest ``u <= n`` with ``1 - F(u - 1) <= alpha/2`` (``n + 1`` = none: open),
+
+    gives ``P(X_(l) <= xi_q <= X_(u)) = F(u - 1) - F(l - 1) >= confidence`` (each tail at most
+    ``alpha/2``; exact, not asymptotic; an open end has tail probability 0). ``n``: int or integer
+    array; returns ``(l, u, coverage)`` arrays of its shape, ``coverage = F(u - 1) - F(l - 1)`` the
+    exact coverage for continuous data (with ``F(-1) = 0``, ``F(n) = 1``); NaN for ``n = 0``.
+    """
+    from scipy import stats  # noqa: PLC0415
+
+    q = _check_prob("q", q)
+    confidence = _check_prob("confidence", confidence)
+    n = np.asarray(n)
+    if np.any(n < 0) or not np.all(np.equal(np.mod(n, 1), 0)):
+        raise ValueError("n must be non-negative integers")
+    n = n.astype(np.int64)
+    a2 = (1.0 - confidence) / 2.0
+    L = np.zeros(n.shape, dtype=np.int64)
+    U = np.zeros(n.shape, dtype=np.int64)
+    cov = np.full(n.shape, np.nan)
+    for m in np.unique(n):
+        sel = n == m
+        if m == 0:
+            L[sel], U[sel] = 0, 1
+            continue
+        F = stats.binom.cdf(np.arange(m + 1), m, q)  # F[i] = P(B <= i), i = 0..m
+        ok_l = np.nonzero(F[:m] <= a2)[0]           # candidates l - 1 in 0..m-1
+        lv = int(ok_l[-1]) + 1 if ok_l.size else 0
+        ok_u = np.nonzero(1.0 - F[:m] <= a2)[0]     # candidates u - 1 in 0..m-1
+        uv = int(ok_u[0]) + 1 if ok_u.size else m + 1
+        Fl = F[lv - 1] if lv >= 1 else 0.0
+        Fu = F[uv - 1] if uv <= m else 1.0
+        L[sel], U[sel], cov[sel] = lv, uv, Fu - Fl
+    return L, U, cov
+
+
+def _quantile_threshold(obj, level, dim, interval, confidence, trial_dim):
+    """``threshold(..., method="quantile")``: the ``level``-quantile of the per-trial crossing widths.
+
+    ``obj``: a ``crossing_widths`` Dataset (``d1_cross, censored`` with a ``trial_dim`` dim), or
+    what ``crossing_widths`` takes as its first argument (an event DataArray with dims ``(...,
+    dim, trial)``, or a cube Dataset: margin > 1), turned into one with the geometric-midpoint (or
+    margin) interpolation. Over the remaining dims ``R``, with the ``N`` trials that have a
+    crossing (``d1_cross`` finite) and ``k = ceil(level N)``:
+
+    - bounds per trial: ``L = 0`` for a trial censored below (crossing ``<=`` its ``d1_cross``),
+      else ``d1_cross``; ``U = inf`` for one censored above (crossing ``>`` its ``d1_cross``), else
+      ``d1_cross``. So left-censored widths sort below every other, right-censored above;
+    - ``d_star``: the sample ``level``-quantile, ``X_(k)`` (inverse of the empirical cdf: the
+      smallest width reached by at least ``level`` of the trials' crossings). ``censored_below``
+      where at least ``k`` trials are censored below: ``d_star`` is then the ``k``-th smallest
+      upper bound (the smallest grid value on a common grid) and only an upper bound;
+      ``censored_above`` where more than ``N - k`` are censored above: ``d_star`` NaN;
+    - ``[lo, hi] = [L_(l), U_(u)]`` with ``(l, u) = order_statistic_interval(N, level,
+      confidence)`` widened, if needed, to contain ``k``: exact, distribution-free, coverage
+      ``>= confidence`` for continuous crossing widths whatever the censoring (``L <= X <= U``
+      trial by trial, so the order statistics are too; with interpolated crossings only as far
+      as the interpolation is right). ``lo = 0`` (``lo_open``) where the lower end falls among
+      the trials censored below or ``l`` does not exist (``(1 - level)^N > (1 - confidence)/2``);
+      ``hi = inf`` (``hi_open``) where the upper end falls among the trials censored above or
+      ``u`` does not exist (``level^N > (1 - confidence)/2``: ``N < 72`` at level = confidence =
+      0.95, as for the binomial bands). A lower end among right-censored trials is the largest
+      grid value, an upper end among left-censored ones the smallest: both genuine bounds.
+
+    Returns a Dataset over ``R`` (coordinates kept) with the variable names of ``threshold``:
+    ``d_star, lo, hi, censored_below, censored_above, reason`` (``"ok" | "censored below" |
+    "censored above" | "no data"``), so ``fit_scaling`` / ``fit_power_law_2d`` take it as they
+    take the other methods' output; and ``lo_open, hi_open, trials`` (N), ``n_below, n_above``
+    (censored trials), ``order_k, order_lo, order_hi`` (``k, l, u``; 0 / N + 1 for none),
+    ``coverage`` (the exact coverage of ``[X_(l), X_(u)]``, ``>= confidence``). Attributes:
+    ``level, dim, method="quantile", interval, confidence``.
+    """
+    xr = _xr()
+    if interval != "binomial":
+        raise ValueError("method='quantile' has its own exact interval (order statistics, binomial): "
+                         f"leave interval='binomial', got {interval!r}")
+    if isinstance(obj, xr.Dataset) and "d1_cross" in obj:
+        cw = obj
+        if "censored" not in cw:
+            raise ValueError("a crossing_widths Dataset needs a 'censored' variable (-1/0/+1)")
+        dim = cw.attrs.get("dim", dim)
+    else:
+        if isinstance(obj, xr.DataArray) and trial_dim not in obj.dims:
+            raise ValueError(f"event has no {trial_dim!r} dim (its dims: {obj.dims})")
+        cw = crossing_widths(obj, dim)
+    w, c = xr.broadcast(cw["d1_cross"], cw["censored"])
+    if trial_dim not in w.dims:
+        raise ValueError(f"the crossing widths have no {trial_dim!r} dim (their dims: {w.dims})")
+    rest = [d for d in w.dims if d != trial_dim]
+    W = np.asarray(_load(w).transpose(*rest, trial_dim).values, dtype=float)
+    C = np.asarray(_load(c).transpose(*rest, trial_dim).values, dtype=float)
+    valid = np.isfinite(W)
+    if np.any(valid & ~np.isin(C, (-1, 0, 1))):
+        raise ValueError("censored must hold only -1, 0 or +1")
+    if np.any(valid & (W <= 0)):
+        raise ValueError("crossing widths must be positive")
+    below_t = valid & (C == -1)
+    above_t = valid & (C == 1)
+    Ls = np.sort(np.where(valid, np.where(below_t, 0.0, W), np.nan), -1)
+    Us = np.sort(np.where(valid, np.where(above_t, np.inf, W), np.nan), -1)
+    Vs = np.sort(np.where(valid, W, np.nan), -1)
+    N = valid.sum(-1)
+    nb = below_t.sum(-1)
+    na = above_t.sum(-1)
+    k = np.ceil(np.round(level * N, 9)).astype(np.int64)  # round: 0.95 * 100 is 95.00000000000001
+    lidx, uidx, cov = order_statistic_interval(N, level, confidence)
+    has = N > 0
+    lidx = np.where(has & (lidx >= 1), np.minimum(lidx, k), lidx)
+    uidx = np.where(has, np.maximum(uidx, k), uidx)
+
+    def take(a, i):
+        return np.take_along_axis(a, np.clip(i - 1, 0, a.shape[-1] - 1)[..., None], -1)[..., 0]
+
+    lo = np.where(lidx >= 1, take(Ls, lidx), 0.0)
+    hi = np.where(uidx <= N, take(Us, uidx), np.inf)
+    below = has & (nb >= k)
+    above = has & (na > N - k)
+    d_star = np.where(below, take(Us, k), np.where(above, np.nan, take(Vs, k)))
+    d_star = np.where(has, d_star, np.nan)
+    lo = np.where(has, lo, np.nan)
+    hi = np.where(has, hi, np.nan)
+    reason = np.where(~has, "no data", np.where(below, "censored below", np.where(above, "censored above", "ok")))
+
+    template = w.isel({trial_dim: 0}, drop=True)
+    template = template.drop_vars([v for v in template.coords if trial_dim in w[v].dims], errors="ignore")
+
+    def g(a):
+        return template.copy(data=np.asarray(a))
+
+    out = xr.Dataset({"d_star": g(d_star), "lo": g(lo), "hi": g(hi), "censored_below": g(below),
+                      "censored_above": g(above), "reason": g(reason.astype(str)),
+                      "lo_open": g(has & (lo == 0.0)), "hi_open": g(has & np.isinf(hi)),
+                      "trials": g(N), "n_below": g(nb), "n_above": g(na), "order_k": g(np.where(has, k, 0)),
+                      "order_lo": g(lidx), "order_hi": g(uidx), "coverage": g(cov)})
+    out.attrs.update(level=level, dim=dim, method="quantile", confidence=confidence,
+                     interval="exact order-statistic interval [X_(l), X_(u)] (Binomial(N, level) tails "
+                              "<= (1 - confidence)/2 each)",
+                     equation="Eq. 21: the width from which the event holds, per trial; its level-quantile")
     return out
 
 
