@@ -71,3 +71,20 @@ def test_check_says_how_many_trials_a_rate_needs():
     assert 0.025 ** (1 / n) > 0.95 >= 0.025 ** (1 / (n - 1))  # N/N clears 0.95, (N-1)/(N-1) does not
     assert n == 72
     assert trials_needed(0.0) == 1 and math.isinf(trials_needed(1.0))
+
+
+def test_open_results_squeeze_and_delta_attributes():
+    ds = open_results(GOLDEN, squeeze=True)
+    assert ds.attrs["bound_delta1"] == 0.2 and ds.attrs["bound_delta2"] == 0.2
+    assert "n" not in ds.dims and float(ds["n"]) == 30.0  # length-1 axes: scalar coordinates
+    assert "d1" in ds.dims and "activation" in ds.dims
+    full = open_results(GOLDEN)
+    np.testing.assert_array_equal(ds["sigma_min_F"].values, full["sigma_min_F"].squeeze().values)
+
+
+def test_long_names_do_not_call_the_bound_delta_delta1():
+    from rmt_engine.montecarlo.fields import FIELDS  # noqa: PLC0415
+
+    for name in ("eq67_lower", "eq67_lower_sharp", "eq67_lower_hadamard"):
+        assert "bound_delta1" in FIELDS[name].long_name
+    assert "not the bound" in FIELDS["delta1"].long_name

@@ -77,11 +77,11 @@ FIELDS: dict[str, FieldInfo] = {
                                     "Eq. 56, 58"),
     "eq58_upper_sharp": _p("sharp Eq. 58 upper bound d1 (n c0(w1)^2 + (c1(w1)^2 + cinf(w1)^2) sigma_max(X)^2)", "Eq. 58"),
     # Eq. 67: phi(W0 X) itself
-    "eq67_lower": _p("Eq. 67 lower bound on sigma_min(phi(W0 X)) at the spec's delta1 (paper form)", "Eq. 67, 68", per_t=True),
-    "eq67_upper": _p("Eq. 67 upper bound on sigma_max(phi(W0 X)) at the spec's delta2 (paper form)", "Eq. 67"),
-    "eq67_lower_sharp": _p("sharp Eq. 67 lower bound sqrt((1-delta1) * eq58_lower_sharp)", "Eq. 67", per_t=True),
-    "eq67_lower_hadamard": _p("sqrt((1-delta1) * eq58_lower_hadamard)", "Eq. 67"),
-    "eq67_upper_sharp": _p("sharp Eq. 67 upper bound sqrt((1+delta2) * eq58_upper_sharp)", "Eq. 67"),
+    "eq67_lower": _p("Eq. 67 lower bound on sigma_min(phi(W0 X)) at the deviation bound_delta1 (paper form)", "Eq. 67, 68", per_t=True),
+    "eq67_upper": _p("Eq. 67 upper bound on sigma_max(phi(W0 X)) at the deviation bound_delta2 (paper form)", "Eq. 67"),
+    "eq67_lower_sharp": _p("sharp Eq. 67 lower bound sqrt((1 - bound_delta1) * eq58_lower_sharp)", "Eq. 67", per_t=True),
+    "eq67_lower_hadamard": _p("sqrt((1 - bound_delta1) * eq58_lower_hadamard)", "Eq. 67"),
+    "eq67_upper_sharp": _p("sharp Eq. 67 upper bound sqrt((1 + bound_delta2) * eq58_upper_sharp)", "Eq. 67"),
     "eq20_width": _p("Eq. 20 width scale sigma_max(X)^2 sqrt(n) / sigma_min(X^{*t})^3 (xi = 1)", "Eq. 20, 79", per_t=True),
     "eq19_scale": _p("w1 w2 sqrt(d0 d1) (Eq. 19 asks for O(1))", "Eq. 19"),
     # the deterministic equivalent of the spectrum of M0 (rmt_engine.theory.asymptotics), per grid point
@@ -100,8 +100,8 @@ FIELDS: dict[str, FieldInfo] = {
     "asym_ratio_lambda_min": _r("lambda_min(M0) / asym_lambda_min (NaN when the prediction is 0)", "LLC 2018"),
     "asym_ratio_lambda_2": _r("lambda_2(M0) / asym_lambda_2_classical", "LLC 2018"),
     "asym_ratio_spike": _r("lambda_max(M0) / asym_lambda_spike (NaN without a spike)", "LLC 2018"),
-    "delta1": _r("empirical delta1 = 1 - lambda_min(M0)/lambda_min(E[M0])", "Eq. 67"),
-    "delta2": _r("empirical delta2 = lambda_max(M0)/lambda_max(E[M0]) - 1", "Eq. 67"),
+    "delta1": _r("measured deviation delta1 = 1 - lambda_min(M0)/lambda_min(E[M0]) (not the bound's bound_delta1)", "Eq. 67"),
+    "delta2": _r("measured deviation delta2 = lambda_max(M0)/lambda_max(E[M0]) - 1 (not the bound's bound_delta2)", "Eq. 67"),
     "dev_M0": _r("||M0 - E[M0]||_2", "Eq. 66"),
     "extremes_route": _r("how lambda_min/max/2 of M0 were computed: 0 dense reduction, 1 certified "
                          "(Krylov + Cholesky brackets, rmt_engine.linalg.extremes)"),

@@ -848,13 +848,16 @@ def explain_read_error(path, error: BaseException) -> StoreError | None:
                       f"with --store {path} --resume to recompute the damaged regions")
 
 
-def open_results(path, *, allow_partial: bool = False, chunks="auto"):
+def open_results(path, *, allow_partial: bool = False, chunks="auto", squeeze: bool = False):
     """The study's cube as a lazy ``xarray.Dataset`` (dask arrays; ``chunks`` as in ``xarray.open_zarr``).
 
     Refuses a store whose regions are not all done (``IncompleteStoreError``; pass
     ``allow_partial=True`` to read it: not-done trials read as NaN and ``ds.done`` says which),
     a store of another layout version (``IncompatibleStoreError``) and anything that is not an
-    rmt_engine cube (``StoreError``). The provenance is in ``ds.attrs``.
+    rmt_engine cube (``StoreError``). The provenance is in ``ds.attrs``, and the deviations the
+    Eq. 67 bounds were computed at as ``ds.attrs["bound_delta1"]``, ``ds.attrs["bound_delta2"]``
+    (also inside ``config_canonical``). ``squeeze=True``: every grid dimension of length 1 becomes a
+    scalar coordinate (``ds.n`` stays readable; ``ds.sel(n=...)`` is then not needed).
     """
     import xarray as xr  # noqa: PLC0415
 
@@ -870,6 +873,15 @@ def open_results(path, *, allow_partial: bool = False, chunks="auto"):
                                    "rerun the study to recreate it")
     ds = xr.open_zarr(os.fspath(p), consolidated=_is_consolidated(p), chunks=chunks)
     ds = ds.drop_vars([CHECK_NAME], errors="ignore")  # the store's own bookkeeping, not a result
+    try:
+        canon = json.loads(ds.attrs.get("config_canonical", "{}"))
+    except (TypeError, ValueError):
+        canon = {}
+    for key in ("bound_delta1", "bound_delta2"):
+        if key in canon and key not in ds.attrs:
+            ds.attrs[key] = float(canon[key])
+    if squeeze:
+        ds = ds.squeeze([d for d in (*GRID_AXES, CASE_DIM) if d in ds.dims and ds.sizes[d] == 1])
     if not allow_partial:
         try:
             audit = audit_regions(p, deep=False, limit=20)
