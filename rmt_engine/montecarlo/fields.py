@@ -126,12 +126,26 @@ FIELDS: dict[str, FieldInfo] = {
 }
 
 
+#: The NTK at initialization (``TrialSpec.ntk``, ``[study] ntk = true``; d2 = 1): recorded only where the
+#: study asks (it doubles the Gram work). ``J J^T = M0 + (X^T X) o A``, ``A = sum_k v_k^2 phi'(w_k^T X)^T
+#: phi'(w_k^T X)``; its expectation ``E[J J^T] = d1 (K + w2^2 (X^T X) o K')``, K' the dual kernel of phi'.
+NTK_FIELDS: dict[str, FieldInfo] = {
+    "lambda_min_E_ntk": _p("smallest eigenvalue of E[J J^T] = d1 (K + w2^2 (X^T X) o K') (exact, Hermite series "
+                           "of phi')", "Def. 1; MZ 2022, BAM 2022"),
+    "lambda_max_E_ntk": _p("largest eigenvalue of E[J J^T]", "Def. 1"),
+    "lambda_min_ntk": _r("smallest eigenvalue of the NTK J J^T at Theta0 (both layers; certified)", "Def. 1, Lemma 3"),
+    "lambda_max_ntk": _r("largest eigenvalue of the NTK J J^T at Theta0", "Def. 1"),
+    "mu_ntk0": _r("sigma_min(J) = sqrt(lambda_min_ntk) at Theta0 (>= mu: the NTK contains M0)", "Def. 1, Lemma 3"),
+    "delta_ntk": _r("NTK deviation 1 - lambda_min(J J^T) / lambda_min(E[J J^T]) (the NTK's delta1)", "Eq. 67 analogue"),
+    "ntk_route": _r("how the NTK extremes were computed: 0 dense reduction, 1 certified"),
+}
+
 AUTO_T = "auto"
 
 
 def field_name(base: str, t: int | str | None = None) -> str:
     """The record key of ``base`` (``_t{t}`` appended for t-dependent fields, ``_auto`` for t = "auto")."""
-    info = FIELDS[base]
+    info = FIELDS[base] if base in FIELDS else NTK_FIELDS[base]
     if info.per_t:
         if t is None:
             raise ValueError(f"field {base!r} depends on t: pass t")
@@ -146,10 +160,16 @@ def int_orders(t_values) -> tuple[int, ...]:
     return tuple(int(t) for t in t_values if t != AUTO_T)
 
 
-def record_fields(t_values) -> dict[str, FieldInfo]:
-    """All record keys for Khatri-Rao orders ``t_values``, in record order, with their info."""
+def fields_of(ntk: bool = False) -> dict[str, FieldInfo]:
+    """The base fields of a record: ``FIELDS``, and ``NTK_FIELDS`` when the NTK is asked for."""
+    return {**FIELDS, **NTK_FIELDS} if ntk else FIELDS
+
+
+def record_fields(t_values, ntk: bool = False) -> dict[str, FieldInfo]:
+    """All record keys for Khatri-Rao orders ``t_values``, in record order, with their info
+    (``ntk``: with the NTK fields)."""
     out: dict[str, FieldInfo] = {}
-    for base, info in FIELDS.items():
+    for base, info in fields_of(ntk).items():
         if info.per_t:
             for t in t_values:
                 out[field_name(base, t)] = info

@@ -53,6 +53,7 @@ class TrialSums:
     stage_seconds: dict = field(default_factory=dict)
     spare: object | None = None
     VVt_unit: object | None = None  # V0 V0^T / w2^2: sigma_max(V0) = w2 sqrt(lambda_max) whatever w2's scale
+    A: object | None = None  # with ntk (d2 = 1): sum_k v_k^2 phi'(w_k^T X)^T phi'(w_k^T X) (n x n, symmetric)
 
 
 #: Independent partial sums of the Gram matrix. Lane ``l`` accumulates row blocks
@@ -116,7 +117,7 @@ def _apply_phi(act: Activation, Z):
     return act.phi(Z)
 
 
-def _phi_of_product(act: Activation, W, Xw, seconds: dict):
+def _phi_of_product(act: Activation, W, Xw, seconds: dict, dphi_out=None):
     """``F = phi(W Xw)`` (rows x n) for a block of rows W (rows x d0).
 
     On NumPy the block is formed in pieces of about 512 KiB: each piece of ``W Xw`` is still in
@@ -130,6 +131,8 @@ def _phi_of_product(act: Activation, W, Xw, seconds: dict):
         t0 = clock()
         Z = W @ Xw
         t1 = clock()
+        if dphi_out is not None:
+            dphi_out[...] = act.dphi(Z)
         Z = _apply_phi(act, Z)
         seconds["WX"] += t1 - t0
         seconds["phi"] += clock() - t1
@@ -141,6 +144,8 @@ def _phi_of_product(act: Activation, W, Xw, seconds: dict):
         t0 = clock()
         piece = np.matmul(W[a:a + step], Xw, out=F[a:a + step])
         t1 = clock()
+        if dphi_out is not None:
+            dphi_out[a:a + step] = act.dphi(piece)
         F[a:a + step] = act.phi(piece)
         seconds["WX"] += t1 - t0
         seconds["phi"] += clock() - t1
@@ -175,6 +180,7 @@ class _Lane:
             self.M = np.zeros((n, n), dtype=np.float64, order="F")  # dsyrk updates it in place
         else:
             self.M = xp.zeros((n, n), dtype=xp.float64)
+        self.A = None  # the NTK's W-layer sum (set by the pass when it asks for it)
         self.VF = xp.zeros((d2, n), dtype=xp.float64) if d2 else None
         self.VVt = xp.zeros((d2, d2), dtype=xp.float64) if d2 else None
         self.max_w = 0.0
@@ -189,7 +195,8 @@ class _Lane:
         self.max_w = max(self.max_w, float(xp.sqrt(xp.max(xp.sum(W * W, axis=1)))))
         W = W.astype(p.work, copy=False)
         sec["sampling"] += clock() - t0
-        F = _phi_of_product(p.act, W, p.Xw, sec)
+        D = xp.empty((r1 - r0, p.Xw.shape[1]), dtype=p.Xw.dtype) if p.ntk else None
+        F = _phi_of_product(p.act, W, p.Xw, sec, dphi_out=D)
         if F.dtype != xp.float64:
             F = F.astype(xp.float64)
         t3 = clock()
@@ -198,6 +205,12 @@ class _Lane:
         sec["gram"] += t4 - t3
         if p.d2:
             Vt = normal_block(xp, p.key_V, r0, r1, p.d2)  # rows r0:r1 of V0^T / w2 (unit variance; w2 at the end)
+            if p.ntk:  # rows v_k phi'(w_k^T X) of the W-layer Jacobian (d2 = 1), unit-variance v
+                if self.A is None:
+                    self.A = xp.zeros_like(self.M)
+                D = D.astype(xp.float64, copy=False)
+                D *= Vt[:, :1]
+                _syrk_update(self.A, D)
             self.max_v = max(self.max_v, float(xp.sqrt(xp.max(xp.sum(Vt * Vt, axis=1)))))
             self.VF += Vt.T @ F
             self.VVt += Vt.T @ Vt
@@ -217,6 +230,7 @@ class _Pass:
     w2: float
     key_V: object
     work: object
+    ntk: bool = False  # also accumulate the W-layer part of the NTK (d2 = 1): A = sum_k v_k^2 phi'_k^T phi'_k
 
 
 def pass_blocks(d1: int, block_rows: int, on_numpy: bool) -> list[tuple[int, int]]:
@@ -247,7 +261,7 @@ def phi_blocks(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
 
 def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None,
                d2: int = 0, w2: float = 1.0, key_V=None, block_rows: int = 4096,
-               dtype: str = "float64") -> TrialSums:
+               dtype: str = "float64", ntk: bool = False) -> TrialSums:
     """One pass over the row blocks of W0 (and the matching columns of V0 when ``d2 > 0``).
 
     X: ``d0 x n`` (NumPy or CuPy, float64). Returns :class:`TrialSums`.
@@ -258,14 +272,19 @@ def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
     more BLAS threads than lanes, the surplus goes to each lane's BLAS): no thread ever waits
     for, or spins beside, another pool. The numbers depend on ``block_rows`` (summation order),
     never on the thread count. On CuPy: one lane, blocks of ``block_rows`` rows.
+    ``ntk`` (d2 = 1 only): the same pass also accumulates ``A = sum_k v_k^2 phi'(w_k^T X)^T phi'(w_k^T X)``
+    (``TrialSums.A``; one more n x n sum per lane and one more ``dsyrk`` per block), the W-layer part of
+    the NTK: ``J J^T = M0 + (X^T X) o A``.
     """
     act = _activation(act)
     xp = array_namespace(X)
     d0, n = X.shape
     if block_rows < 1:
         raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    if ntk and d2 != 1:
+        raise ValueError(f"the streamed NTK needs d2 = 1 (got d2 = {d2})")
     work = xp.float32 if dtype == "float32" else xp.float64
-    p = _Pass(act, X.astype(work), d0, w1, key_W, d2, w2, key_V, work)
+    p = _Pass(act, X.astype(work), d0, w1, key_W, d2, w2, key_V, work, ntk)
     on_numpy = backend_name(xp) == "numpy"
     n_lanes = LANES if on_numpy else 1
     blocks = pass_blocks(d1, block_rows, on_numpy)
@@ -296,12 +315,30 @@ def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
             VVt += lane.VVt
         VF *= w2  # V0 = w2 V with unit-variance V: scalars last, so no w2^2 under/overflows in the sums
         VVt_unit, VVt = VVt, VVt * (w2 * w2)
+    A = _fold_ntk(lanes, w2) if ntk else None
     seconds = {k: sum(lane.seconds[k] for lane in lanes) for k in lanes[0].seconds}
     spare = lanes[1].M if len(lanes) > 1 else None
     for lane in lanes:
         lane.M = None
     return TrialSums(M, VF, VVt, max(lane.max_w for lane in lanes), w2 * max(lane.max_v for lane in lanes),
-                     seconds, spare, VVt_unit if d2 else None)
+                     seconds, spare, VVt_unit if d2 else None, A)
+
+
+def _fold_ntk(lanes, w2: float, reset: bool = False):
+    """The lanes' NTK sums added into the first (zeros if no block reached them), symmetrized, as a new
+    array scaled by ``w2^2`` (V0 = w2 V with unit-variance V); ``reset`` zeroes the other lanes' sums."""
+    first = lanes[0]
+    if first.A is None:
+        first.A = first.xp.zeros_like(first.M if first.M is not None else lanes[-1].M)
+    for lane in lanes[1:]:
+        if lane.A is not None:
+            first.A += lane.A
+            if reset:
+                lane.A[...] = 0
+            else:
+                lane.A = None
+    first.A = _symmetrize_from_upper(first.A)
+    return first.A * (w2 * w2)
 
 
 def gram(X, activation, d1: int, *, w1: float = 1.0, seed: int = 0, trial: int = 0,
@@ -337,7 +374,7 @@ def path_blocks(d1s, block_rows: int, on_numpy: bool) -> list[tuple[int, int]]:
 
 
 def accumulate_path(X, act: Activation | str, d1s, *, w1: float = 1.0, key_W=None, d2: int = 0,
-                    key_V=None, block_rows: int = 4096, dtype: str = "float64"):
+                    key_V=None, block_rows: int = 4096, dtype: str = "float64", ntk: bool = False):
     """One pass over the rows of W0 up to ``max(d1s)``, yielding ``(d1, TrialSums)`` at each checkpoint.
 
     ``d1s``: strictly increasing positive widths. For one (seed, trial) the rows of W0 (and columns of
@@ -360,7 +397,9 @@ def accumulate_path(X, act: Activation | str, d1s, *, w1: float = 1.0, key_W=Non
     if not d1s or any(d < 1 for d in d1s) or any(b <= a for a, b in zip(d1s, d1s[1:])):
         raise ValueError(f"d1s must be strictly increasing positive widths, got {d1s}")
     work = xp.float32 if dtype == "float32" else xp.float64
-    p = _Pass(act, X.astype(work), d0, w1, key_W, d2, 1.0, key_V, work)
+    if ntk and d2 != 1:
+        raise ValueError(f"the streamed NTK needs d2 = 1 (got d2 = {d2})")
+    p = _Pass(act, X.astype(work), d0, w1, key_W, d2, 1.0, key_V, work, ntk)
     on_numpy = backend_name(xp) == "numpy"
     n_lanes = LANES if on_numpy else 1
     blocks = path_blocks(d1s, block_rows, on_numpy)
@@ -399,6 +438,7 @@ def accumulate_path(X, act: Activation | str, d1s, *, w1: float = 1.0, key_W=Non
         spare = lanes[1].M if n_lanes > 1 else None
         VF = first.VF.copy() if d2 else None
         VVt = first.VVt.copy() if d2 else None
-        yield d, TrialSums(M, VF, VVt, max_w, max_v, seconds, spare, VVt.copy() if d2 else None)
+        A = _fold_ntk(lanes, 1.0, reset=True) if ntk else None  # unit-variance V: the caller scales by w2^2
+        yield d, TrialSums(M, VF, VVt, max_w, max_v, seconds, spare, VVt.copy() if d2 else None, A)
         if spare is not None:
             spare[...] = 0  # it served as the consumer's workspace

@@ -48,6 +48,8 @@ class TrialSpec:
     (lambda_min of M0 = F^T F squares cond(F)); above it the trial takes the accurate route, a
     streamed QR of F (``sigma_min_F_route = 1``). In (0, 1]; with ``1`` the QR route is taken only
     where the Gram route cannot resolve sigma_min at all (its error bound is infinite).
+    ``ntk``: also record the NTK at initialization (``fields.NTK_FIELDS``; d2 = 1 only): the same pass
+    accumulates its W-layer part (one more ``dsyrk`` per block and one n x n sum per lane).
     """
 
     activation: str
@@ -69,6 +71,7 @@ class TrialSpec:
     chi_max: float | None = None
     backend: str = "numpy"
     accuracy: float = 1e-6
+    ntk: bool = False
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
@@ -155,6 +158,10 @@ def validate_spec(spec: TrialSpec) -> None:
     if isinstance(spec.accuracy, bool) or not isinstance(spec.accuracy, (int, float)) or not 0 < spec.accuracy <= 1:
         raise ValueError(f"TrialSpec.accuracy (the relative error accepted on sigma_min_F before the accurate QR "
                          f"route is taken) must lie in (0, 1], got {spec.accuracy!r}")
+    if not isinstance(spec.ntk, (bool, np.bool_)):
+        raise ValueError(f"TrialSpec.ntk must be true or false, got {spec.ntk!r}")
+    if spec.ntk and spec.d2 != 1:
+        raise ValueError(f"TrialSpec.ntk records the NTK of a single-output network: d2 must be 1, got {spec.d2}")
     if not (0 < spec.C < math.inf):
         raise ValueError(f"TrialSpec.C must be finite and > 0, got {spec.C!r}")
     if spec.chi_max is not None and (isinstance(spec.chi_max, bool) or not isinstance(spec.chi_max, (int, float))

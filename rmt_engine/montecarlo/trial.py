@@ -30,7 +30,7 @@ from ..sampling import rng
 from ..backend.xp import backend_name, get_xp, to_numpy
 from ..theory.activations import activation as get_activation
 from ..sampling.data import make_data
-from ..theory.expected import expected_gram
+from ..theory.expected import expected_gram, expected_ntk_gram
 from .fields import AUTO_T, FIELDS, field_name, int_orders, record_fields
 from .gram import accumulate, accumulate_path, phi_blocks
 from ..theory.asymptotics import predict_record
@@ -136,6 +136,11 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
         **predict_record(None, d1, eigenvalues=np.clip(ev_K, 0.0, None)),
     }
     rec["eq67_upper_sharp"] = bounds.eq67_upper_sharp(rec["eq58_upper_sharp"], spec.bound_delta2)
+    if spec.ntk:  # E[J J^T] = d1 (K + w2^2 (X^T X) o K'), exact (Hermite series of phi')
+        E_ntk = expected_ntk_gram(pd.X, act, w1=w1, w2=spec.w2)
+        ev_E = np.asarray(to_numpy(eigvalsh(E_ntk, overwrite=True)), dtype=np.float64)
+        rec["lambda_min_E_ntk"], rec["lambda_max_E_ntk"] = d1 * float(ev_E[0]), d1 * float(ev_E[-1])
+        del E_ntk
     for key in spec.t:
         t = t_auto if key == AUTO_T else key
         if t is None:  # no informative order: every bound field of "auto" is undefined
@@ -219,7 +224,7 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
     key_W = rng.stream_key(spec.seed, "W0", trial)
     sums = accumulate(pd.X, act, d1, w1=spec.w1, key_W=key_W,
                       d2=d2, w2=spec.w2, key_V=rng.stream_key(spec.seed, "V0", trial),
-                      block_rows=spec.rows_per_block, dtype=spec.dtype)
+                      block_rows=spec.rows_per_block, dtype=spec.dtype, ntk=spec.ntk)
     return _record_from_sums(spec, act, rec, pd, sums, key_W, spectrum, owns_sums=True)
 
 
@@ -261,15 +266,36 @@ def run_trial_path(spec: TrialSpec, trial: int, d1s, *, w2s=None, cache: dict | 
     out = []
     path = accumulate_path(pd.X, act, d1s, w1=spec.w1, key_W=key_W, d2=spec.d2,
                            key_V=rng.stream_key(spec.seed, "V0", trial), block_rows=specs[-1].rows_per_block,
-                           dtype=spec.dtype)
+                           dtype=spec.dtype, ntk=spec.ntk)
     for sp, (d, sums) in zip(specs, path):
         assert d == sp.d1
         if sums.VF is not None:  # unit-variance V0 in the pass: the checkpoint's w2 comes last
             sums.VF *= sp.w2
             sums.VVt = sums.VVt * (sp.w2 * sp.w2)
             sums.max_col_norm_V0 *= sp.w2
+        if sums.A is not None:
+            sums.A *= sp.w2 * sp.w2
         out.append(_record_from_sums(sp, act, point_record(sp, cache), pd, sums, key_W))
     return out
+
+
+def _ntk_fields(spec: TrialSpec, rec: dict, pd: PointData, M0, A, key_W, work, method: str) -> dict:
+    """The NTK at initialization from the pass's W-layer sum ``A`` (``gram.accumulate(ntk=True)``):
+    ``J J^T = M0 + (X^T X) o A`` is formed in ``A`` itself (row blocks of ``X^T X``, no n x n temporary),
+    its extremes certified like M0's (``linalg.extremes``, ``work`` as the workspace), and compared with
+    the exact ``lambda_min(E[J J^T])`` of the grid point (``rec``)."""
+    X = pd.X
+    n = spec.n
+    step = max(1, min(n, 2**20 // max(1, n)))
+    for a in range(0, n, step):
+        A[a:a + step] *= X[:, a:a + step].T @ X
+    A += M0
+    ext = extremes(A, ("min", "max"), seed_key=key_W, work=work, method=method)
+    lam_min, lam_max = ext["min"].value, ext["max"].value
+    lam_E = rec["lambda_min_E_ntk"]
+    return {"lambda_min_ntk": lam_min, "lambda_max_ntk": lam_max, "mu_ntk0": math.sqrt(max(lam_min, 0.0)),
+            "delta_ntk": 1.0 - lam_min / lam_E if lam_E > 0 else math.nan,
+            "ntk_route": float(ROUTES[ext.route])}
 
 
 def _record_from_sums(spec: TrialSpec, act, rec: dict, pd: PointData, sums, key_W, spectrum: bool = False,
@@ -307,6 +333,8 @@ def _record_from_sums(spec: TrialSpec, act, rec: dict, pd: PointData, sums, key_
         lam_min = 0.0  # rank(M0) <= d1 < n: exactly 0
     norm = spectral_norm_certified(M0, pd.K, beta=float(d1), seed_key=key_W, work=work, method=method)
     dev = norm.value
+    ntk_rec = _ntk_fields(spec, rec, pd, M0, sums.A, key_W, work, method) if spec.ntk else {}
+    sums.A = None
     del work
     sigma_max_F = math.sqrt(max(lam_max, 0.0))
     if rank_deficient:
@@ -354,7 +382,8 @@ def _record_from_sums(spec: TrialSpec, act, rec: dict, pd: PointData, sums, key_
         "rate": bounds.eq14_rate(eta, mu, spec.C), "rho": bounds.eq6_radius(mu, beta),
         "lazy_ratio": bounds.lazy_ratio(beta, nu),
     })
-    record = {k: float(rec[k]) for k in record_fields(spec.t)}
+    rec.update(ntk_rec)
+    record = {k: float(rec[k]) for k in record_fields(spec.t, spec.ntk)}
     if spectrum:
         return record, np.asarray(to_numpy(eig), dtype=np.float64)
     return record

@@ -62,6 +62,8 @@ def trial_memory_bytes(spec, train=None) -> int:
     b = spec.rows_per_block
     words = 3 * n * n + 2 * min(b, d1) * n + min(b, d1) * d0 + d0 * n + (2 * _SLAB + MAX_BASIS + 8 + 16) * n
     words += V0_WORDS_PER_D2N * d2 * n + V0_WORDS_PER_D2SQ * d2 * d2 + min(b, d1) * d2  # the V0 sums (docstring)
+    if getattr(spec, "ntk", False):  # one NTK sum per lane (2 n^2), phi' of a block, E[J J^T] at the point
+        words += 3 * n * n + min(b, d1) * n
     if train is not None:
         words += 3 * d1 * d0 + 2 * d1 * n + 2 * (d2 * n) ** 2 + train.max_iters
         words += 3 * d2 * d1 + 2 * d2 * n + 2 * d2 * d2  # V, V0, its gradient; R, Y; V V^T per iteration
@@ -73,6 +75,8 @@ def trial_flops(spec, train=None) -> float:
     n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
     f = 2.0 * d1 * d0 * n + d1 * n * n + 2 * (4.0 / 3.0) * n**3
     f += 2.0 * d1 * d2 * n + 2.0 * d1 * d2 * d2 + EIG_FLOPS_PER_D2CUBE * float(d2) ** 3  # V0 phi(W0 X), V0 V0^T, its eig
+    if getattr(spec, "ntk", False):  # one more dsyrk per block, the Hadamard with X^T X, the NTK's extremes
+        f += d1 * n * n + 2.0 * d0 * n * n + (4.0 / 3.0) * n**3
     if train is not None:
         f += train.max_iters * train_iteration_flops(spec)
         f += 2.0 * (d2 * (d2 + 1) + 2) * d1 * n * n

@@ -208,7 +208,8 @@ def _run_locked(study, store, client, resume, progress, workers, cluster, schedu
                                      "computed. Fix that (free space, permissions), then rerun with "
                                      "--resume") from None
     tasks, total = plan_tasks(study, tpt, done)
-    variables = _store.layout(study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum, study.train)
+    variables = _store.layout(study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum, study.train,
+                              study.ntk)
     if not _store.has_region_checks(store):  # a store written before region_check: its tasks write none
         variables = [v for v in variables if v.name != _store.CHECK_NAME]
     # the alignment of every region with the real chunks is checked again in each write
@@ -289,7 +290,7 @@ def _free_space(store) -> str:
 def _repair(study, store, tpt, echo):
     """The done mask a resume may trust (see the module docstring): metadata restored, regions audited."""
     restored = _store.restore_metadata(store, study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum,
-                                       study.train)
+                                       study.train, study.ntk)
     if restored:
         echo(f"rmt-engine: recreated the metadata of {', '.join(restored)} from the study's template")
     audit = _store.audit_regions(store, deep=True, flags_lost="done" in restored)

@@ -64,6 +64,7 @@ STUDY_KEYS = {
     "backend": ("str", TRIAL_SPEC_DEFAULTS["backend"]),
     "eq19_scale": ("float", 1.0),
     "accuracy": ("float", TRIAL_SPEC_DEFAULTS["accuracy"]),
+    "ntk": ("bool", False),
 }
 AXIS_KINDS = {"activation": "str", "data": "str", "n": "posint", "d0": "posint", "d1": "posint",
               "d2": "posint", "w1": "float", "w2": "float"}
@@ -293,6 +294,7 @@ class Study:
     chi_max: float | None = TRIAL_SPEC_DEFAULTS["chi_max"]
     backend: str = TRIAL_SPEC_DEFAULTS["backend"]
     accuracy: float = TRIAL_SPEC_DEFAULTS["accuracy"]
+    ntk: bool = False  # record the NTK at initialization (d2 = 1 only): fields.NTK_FIELDS
     train: object = None  # a TrainSpec (or its table): every trial also trains by GD (rmt_engine.montecarlo.train)
     eq19_scale: float = 1.0  # the constant of the derived rule w2 = "eq19"
     linked: tuple = ()  # set from grid: the axes of [grid.linked]
@@ -332,6 +334,10 @@ class Study:
                 f"derived w2 = eq19_scale / (w1 sqrt(d0 d1)) must stay within w2's range [{W2_RANGE[0]:g}, "
                 f"{W2_RANGE[1]:g}] (below it sigma_max(V0) leaves float64's normal range, above it the Eq. 9 margin "
                 "underflows to 0 and h0 overflows)", ("study", "eq19_scale"))
+        if self.ntk and any(int(d) != 1 for d in self.grid.get("d2", [1])):
+            raise StudySpecError("ntk = true records the NTK of a single-output network: every d2 of the grid must be "
+                                 "1 (for d2 > 1 the NTK is (d2 n) x (d2 n); training computes it densely)",
+                                 ("study", "ntk"))
         if not 0 < self.accuracy <= 1:
             raise StudySpecError(f"accuracy (the relative error accepted on sigma_min_F before the accurate QR route "
                                  f"is taken) must lie in (0, 1], got {self.accuracy!r}", ("study", "accuracy"))
@@ -551,7 +557,7 @@ class Study:
             data=labels["data"], data_path=self.data_path if labels["data"] == "file" else None,
             seed=self.seed, dtype=self.dtype, block_rows=self.block_rows, bound_delta1=self.bound_delta1,
             bound_delta2=self.bound_delta2, C=self.C, chi_max=self.chi_max, backend=self.backend,
-            accuracy=self.accuracy)
+            accuracy=self.accuracy, ntk=self.ntk)
 
     def canonical(self) -> dict:
         """The scientific definition (what the config hash covers)."""
@@ -567,7 +573,8 @@ class Study:
         } | ({"train": self.train.to_dict()} if self.train is not None else {}) | (
             {"linked": list(self.linked)} if self.linked else {}) | (
             {"derived": dict(self.derived), "eq19_scale": self.eq19_scale} if self.derived else {}) | (
-            {"accuracy": self.accuracy} if self.accuracy != TRIAL_SPEC_DEFAULTS["accuracy"] else {})
+            {"accuracy": self.accuracy} if self.accuracy != TRIAL_SPEC_DEFAULTS["accuracy"] else {}) | (
+            {"ntk": True} if self.ntk else {})
 
     def config_hash(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))

@@ -62,7 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..montecarlo.fields import AUTO_T, FIELDS, field_name, int_orders, record_fields
+from ..montecarlo.fields import AUTO_T, FIELDS, field_name, fields_of, int_orders, record_fields
 
 #: Bumped whenever the layout changes incompatibly; ``open_results`` refuses other versions.
 STORE_VERSION = 2
@@ -167,9 +167,10 @@ def block_range(block: int, trials: int, trials_per_task: int) -> tuple[int, int
 
 
 def layout(grid: dict, t_values, trials: int, trials_per_task: int, save_spectrum: bool,
-           train=None) -> list[Variable]:
+           train=None, ntk: bool = False) -> list[Variable]:
     """Every variable of the cube (fields in record order, then training, spectra, then ``done``).
 
+    ``ntk``: the study records the NTK at initialization (``fields.NTK_FIELDS``).
     ``train``: the study's ``TrainSpec`` (or None): adds the per-trial ``TRAIN_FIELDS`` and the loss
     curve ``gd_loss`` (dims grid + ``trial`` + ``iteration``).
     """
@@ -180,7 +181,7 @@ def layout(grid: dict, t_values, trials: int, trials_per_task: int, save_spectru
     orders = int_orders(t_values)
     nt = len(orders)
     out = []
-    for base, info in FIELDS.items():
+    for base, info in fields_of(ntk).items():
         dims, shape, chunks = gdims, gshape, gchunks
         if not info.per_point:
             dims, shape, chunks = dims + ("trial",), shape + (trials,), chunks + (trials_per_task,)
@@ -280,12 +281,13 @@ def _attrs_for(var: Variable) -> dict:
     if var.base == "spectrum":
         return {"long_name": f"eigenvalues of M0 = phi(W0 X)^T phi(W0 X), ascending (n = {var.n})",
                 "equation": "Eq. 59", "units": "1"}
-    if var.base not in FIELDS:
+    all_fields = fields_of(ntk=True)
+    if var.base not in all_fields:
         from ..montecarlo.train import CURVE_FIELD, CURVE_NAME, TRAIN_FIELDS  # noqa: PLC0415
 
         info = CURVE_FIELD if var.base == CURVE_NAME else TRAIN_FIELDS[var.base]
         return {"long_name": info.long_name, "equation": info.equation, "units": info.units, "per_grid_point": 0}
-    info = FIELDS[var.base]
+    info = all_fields[var.base]
     attrs = {"long_name": info.long_name, "equation": info.equation, "units": info.units,
              "per_grid_point": int(info.per_point)}
     if var.per_t:
@@ -296,9 +298,9 @@ def _attrs_for(var: Variable) -> dict:
 
 
 def create_template(path, grid: dict, t_values, trials: int, trials_per_task: int,
-                    save_spectrum: bool, attrs: dict, train=None) -> None:
+                    save_spectrum: bool, attrs: dict, train=None, ntk: bool = False) -> None:
     """Write the metadata, the coordinates and an all-False ``done`` mask; fails if ``path`` exists."""
-    ds, encoding = template_dataset(grid, t_values, trials, trials_per_task, save_spectrum, attrs, train)
+    ds, encoding = template_dataset(grid, t_values, trials, trials_per_task, save_spectrum, attrs, train, ntk)
     ds.to_zarr(os.fspath(path), mode="w-", compute=False, consolidated=False, encoding=encoding)
     # the numpy 'done' mask may or may not be written eagerly; make it explicit
     g = _open_group(path, "r+")
@@ -309,7 +311,7 @@ def create_template(path, grid: dict, t_values, trials: int, trials_per_task: in
 
 
 def restore_metadata(path, grid: dict, t_values, trials: int, trials_per_task: int, save_spectrum: bool,
-                     train=None) -> list[str]:
+                     train=None, ntk: bool = False) -> list[str]:
     """Driver-only: recreate the ``zarr.json`` of every variable of the store's ``variables`` attribute
     whose metadata is gone, from the study's template; returns their names.
 
@@ -325,7 +327,7 @@ def restore_metadata(path, grid: dict, t_values, trials: int, trials_per_task: i
     lost = [name for name in expected if not (p / name / "zarr.json").is_file()]
     if not lost:
         return []
-    ds, encoding = template_dataset(grid, t_values, trials, trials_per_task, save_spectrum, {}, train)
+    ds, encoding = template_dataset(grid, t_values, trials, trials_per_task, save_spectrum, {}, train, ntk)
     unknown = [name for name in lost if name not in ds]
     if unknown:
         raise StoreError(f"{p}: the metadata of {', '.join(unknown)} is gone and this study's template has no such "
@@ -345,14 +347,14 @@ def restore_metadata(path, grid: dict, t_values, trials: int, trials_per_task: i
 
 
 def template_dataset(grid: dict, t_values, trials: int, trials_per_task: int, save_spectrum: bool, attrs: dict,
-                     train=None):
+                     train=None, ntk: bool = False):
     """``(xarray.Dataset, encoding)`` of a study's empty cube (lazy data: ``to_zarr(compute=False)``)."""
     import dask.array as da  # noqa: PLC0415
     import xarray as xr  # noqa: PLC0415
 
     variables = {}
     encoding = {}
-    for var in layout(grid, t_values, trials, trials_per_task, save_spectrum, train):
+    for var in layout(grid, t_values, trials, trials_per_task, save_spectrum, train, ntk):
         if var.base == "done":
             data = np.zeros(var.shape, dtype=bool)
         elif var.base == CHECK_NAME:

@@ -58,5 +58,5 @@ def create_store(study: Study, store, trials_per_task: int | None = None) -> dic
     """
     tpt = trials_per_task or study.trials_per_task()
     _store.create_template(store, study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum,
-                           provenance(study, tpt), train=study.train)
+                           provenance(study, tpt), train=study.train, ntk=study.ntk)
     return _store.store_attrs(store)

@@ -656,3 +656,15 @@ def _unregister_activation(name: str) -> None:
         _REGISTRY[key] = {a.name: a for a in (gelu, tanh, sigmoid, softplus, erf)}[key]
     else:
         _REGISTRY.pop(key, None)
+
+
+@functools.lru_cache(maxsize=64)
+def derivative_activation(act: Activation) -> Activation:
+    """``phi'`` as an :class:`Activation` (its Hermite coefficients give the NTK's kernel
+    ``K' = E[phi'(w^T x_i) phi'(w^T x_j)]``); one object per activation, so the Hermite caches hit.
+    Its own derivative is ``phi''``; ``phi'''`` is not known (NaN): only the kernel is asked of it."""
+    nan = float("nan")
+    return Activation(
+        name=f"{act.name}'", phi=act.dphi, dphi=act.ddphi, ddphi=lambda x: x * nan,
+        phi0=float(act.dphi(np.zeros(1))[0]), odd=False, dphi_max=act.ddphi_max, ddphi_max=nan,
+        parity_zeros=None, builtin=False)
