@@ -63,3 +63,15 @@ def test_accurate_route_benchmark_tiny_size(tmp_path):
     assert row["accurate_over_gram"] == pytest.approx(row["accurate_s"] / row["gram_s"])
     # both routes agree within the sum of their recorded error bounds
     assert row["relative_difference"] <= row["relerr_gram"] + row["relerr_qr"]
+
+
+def test_paths_benchmark_quick(tmp_path):
+    spec = importlib.util.spec_from_file_location("rmt_bench_paths", ROOT / "studies" / "benchmark_paths.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main(["--quick", "--reps", "1", "--json", str(tmp_path / "p.json")])
+    p = out["path"]
+    assert p["path_over_independent"] == pytest.approx(p["path_s"] / p["independent_s"])
+    assert p["path_over_floor"] == pytest.approx(p["path_s"] / (p["largest_s"] + p["other_reductions_s"]))
+    assert out["ntk"]["on_over_off"] == pytest.approx(out["ntk"]["ntk_on_s"] / out["ntk"]["ntk_off_s"])
+    assert json.loads((tmp_path / "p.json").read_text())["checkpoint"][0]["n"] == 60
