@@ -48,6 +48,8 @@ class TrialSpec:
     (lambda_min of M0 = F^T F squares cond(F)); above it the trial takes the accurate route, a
     streamed QR of F (``sigma_min_F_route = 1``). In (0, 1]; with ``1`` the QR route is taken only
     where the Gram route cannot resolve sigma_min at all (its error bound is infinite).
+    ``data_seed``: the seed of the data X (and only of X: labels and weights keep ``seed``), so one
+    study can draw several X per case with the same weights' seeds; ``None`` (default) uses ``seed``.
     ``ntk``: also record the NTK at initialization (``fields.NTK_FIELDS``; d2 = 1 only): the same pass
     accumulates its W-layer part (one more ``dsyrk`` per block and one n x n sum per lane).
     """
@@ -72,6 +74,7 @@ class TrialSpec:
     backend: str = "numpy"
     accuracy: float = 1e-6
     ntk: bool = False
+    data_seed: int | None = None
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self):
@@ -93,9 +96,14 @@ class TrialSpec:
         d.update(changes)
         return TrialSpec(**d)
 
+    @property
+    def data_draw_seed(self) -> int:
+        """The seed X is drawn with: ``data_seed``, or ``seed`` when it is None."""
+        return self.seed if self.data_seed is None else self.data_seed
+
     def data_key(self) -> tuple:
         """What X depends on (for caching per grid point)."""
-        return (self.data, self.data_path, self.d0, self.n, self.seed)
+        return (self.data, self.data_path, self.d0, self.n, self.data_draw_seed)
 
 
 #: The default of every optional TrialSpec field: the one place the study files and the CLI take them from.
@@ -143,6 +151,8 @@ def validate_spec(spec: TrialSpec) -> None:
         raise ValueError("TrialSpec.data = 'file' needs data_path (a .npy or .npz file)")
     if not is_integer(spec.seed) or spec.seed < 0:
         raise ValueError(f"TrialSpec.seed must be a non-negative integer, got {spec.seed!r}")
+    if spec.data_seed is not None and (not is_integer(spec.data_seed) or spec.data_seed < 0):
+        raise ValueError(f"TrialSpec.data_seed must be a non-negative integer or None, got {spec.data_seed!r}")
     if spec.dtype not in DTYPES:
         raise ValueError(f"TrialSpec.dtype: unknown dtype {spec.dtype!r}; expected one of {DTYPES}")
     if spec.block_rows is not None and (not is_integer(spec.block_rows) or spec.block_rows < 1):

@@ -86,7 +86,7 @@ def point_data(spec: TrialSpec, cache: dict | None = None) -> PointData:
     xp = get_xp(spec.backend)
 
     def data():
-        X = make_data(spec.data, spec.d0, spec.n, spec.seed, path=spec.data_path)
+        X = make_data(spec.data, spec.d0, spec.n, spec.data_draw_seed, path=spec.data_path)
         return xp.asarray(X), xp.asarray(make_labels(spec))
 
     data_id = _data_identity(spec)

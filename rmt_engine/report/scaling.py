@@ -18,6 +18,10 @@ Pipeline (xarray in, xarray out; every result carries its coordinates):
    (``y = d0 d1*``), the interval widths as the weights, with a z-score and a verdict per
    prediction (Eq. 21: 3/2, App. E: 5/3). ``fit_power_law_2d`` separates ``d1* ~ A n^b d0^c``
    on a grid where n and d0 vary independently.
+   Several draws of the data X per case (cubes that differ in ``data_seed``, concatenated along a
+   ``data_draw`` dim): ``data_draw_variance`` splits the spread of log crossing widths into its X
+   and W parts, and ``hierarchical_bootstrap_threshold`` gives a threshold interval that resamples
+   both (data draws, then trials).
 3. ``concentration_law(ds)``: ``delta1 ~ C (n/d1)^a`` per activation (expected ``a = 1/2``).
 4. ``claims_table(rows)``: a Markdown table "claim | prediction | measured (interval) | verdict";
    ``fit_rows(fit, claim)`` builds its rows from a fit.
@@ -662,6 +666,80 @@ def _quantile_threshold(obj, level, dim, interval, confidence, trial_dim):
 
 
 # --------------------------------------------------------------------------- exponent fits
+
+
+def data_draw_variance(widths, draw_dim: str = "data_draw", trial_dim: str = "trial"):
+    """How much of the spread of per-trial crossing widths comes from the data X, how much from W.
+
+    ``widths``: per-trial widths with dims ``(..., draw_dim, trial_dim)`` (``crossing_widths(...)``
+    of several cubes that differ only in ``data_seed``, concatenated along ``draw_dim``; censored
+    values should be NaN). One-way random-effects analysis of variance of ``log d1_cross``
+    (method of moments, unequal group sizes allowed): ``within`` = the pooled variance across
+    trials of one X (the weights W), ``between`` = max(0, var(draw means) - mean(within/m_j)), the
+    variance of the draw effect (the data X); ``fraction_between = between / (between + within)``.
+    Returns a Dataset over the other dims with ``within``, ``between``, ``fraction_between``,
+    ``draws`` and ``trials`` (usable counts).
+    """
+    xr = _xr()
+    da = _load(widths)
+    if draw_dim not in da.dims or trial_dim not in da.dims:
+        raise ValueError(f"widths need dims {draw_dim!r} and {trial_dim!r}, got {da.dims}")
+    lw = np.log(da.where(da > 0))
+    m = lw.count(trial_dim)
+    mean = lw.mean(trial_dim, skipna=True)
+    ss_within = ((lw - mean) ** 2).sum(trial_dim, skipna=True)
+    dof_within = (m - 1).clip(min=0).sum(draw_dim)
+    within = ss_within.sum(draw_dim) / dof_within.where(dof_within > 0)
+    ok = m > 0
+    draws = ok.sum(draw_dim)
+    var_means = mean.where(ok).var(draw_dim, ddof=1, skipna=True)
+    noise = (within / m.where(ok)).mean(draw_dim, skipna=True)
+    between = (var_means - noise).clip(min=0.0).where(draws >= 2)
+    out = xr.Dataset({"within": within, "between": between,
+                      "fraction_between": between / (between + within), "draws": draws, "trials": m.sum(draw_dim)})
+    out.attrs["scale"] = "log d1_cross"
+    return out
+
+
+def hierarchical_bootstrap_threshold(widths, level: float = 0.5, draw_dim: str = "data_draw",
+                                     trial_dim: str = "trial", *, confidence: float = 0.95, n_boot: int = 2000,
+                                     seed: int = 0):
+    """The ``level``-quantile of per-trial crossing widths pooled over data draws, with a percentile
+    interval from a two-stage (hierarchical) bootstrap: resample the data draws with replacement,
+    then the trials within each chosen draw, so the interval carries both sources of spread (X and
+    W); a bootstrap over trials alone would treat the one X of a case as fixed. ``widths`` as in
+    ``data_draw_variance`` (NaN = censored or missing: dropped). Returns ``d_star``, ``lo``, ``hi``
+    over the other dims. Deterministic for a given ``seed``.
+    """
+    _check_prob("level", level)
+    _check_prob("confidence", confidence)
+    xr = _xr()
+    da = _load(widths)
+    if draw_dim not in da.dims or trial_dim not in da.dims:
+        raise ValueError(f"widths need dims {draw_dim!r} and {trial_dim!r}, got {da.dims}")
+    alpha = 1.0 - confidence
+
+    def kernel(a):  # a: (draws, trials)
+        groups = [g[np.isfinite(g)] for g in a]
+        groups = [g for g in groups if g.size]
+        if not groups:
+            return np.nan, np.nan, np.nan
+        pooled = np.concatenate(groups)
+        est = float(np.quantile(pooled, level))
+        rs = np.random.default_rng(seed)
+        stats_ = np.empty(n_boot)
+        for b in range(n_boot):
+            pick = rs.integers(0, len(groups), len(groups))
+            sample = np.concatenate([groups[j][rs.integers(0, groups[j].size, groups[j].size)] for j in pick])
+            stats_[b] = np.quantile(sample, level)
+        return est, float(np.quantile(stats_, alpha / 2)), float(np.quantile(stats_, 1 - alpha / 2))
+
+    est, lo, hi = xr.apply_ufunc(kernel, da, input_core_dims=[[draw_dim, trial_dim]], output_core_dims=[[], [], []],
+                                 vectorize=True)
+    out = xr.Dataset({"d_star": est, "lo": lo, "hi": hi})
+    out.attrs.update(level=float(level), confidence=float(confidence), method="hierarchical bootstrap",
+                     n_boot=int(n_boot))
+    return out
 
 
 def _resolve(obj, v, name):

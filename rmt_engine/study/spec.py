@@ -65,6 +65,7 @@ STUDY_KEYS = {
     "eq19_scale": ("float", 1.0),
     "accuracy": ("float", TRIAL_SPEC_DEFAULTS["accuracy"]),
     "ntk": ("bool", False),
+    "data_seed": ("nonnegint", None),
 }
 AXIS_KINDS = {"activation": "str", "data": "str", "n": "posint", "d0": "posint", "d1": "posint",
               "d2": "posint", "w1": "float", "w2": "float"}
@@ -295,6 +296,7 @@ class Study:
     backend: str = TRIAL_SPEC_DEFAULTS["backend"]
     accuracy: float = TRIAL_SPEC_DEFAULTS["accuracy"]
     ntk: bool = False  # record the NTK at initialization (d2 = 1 only): fields.NTK_FIELDS
+    data_seed: int | None = None  # the seed of X alone (default: seed); one cube per data draw
     train: object = None  # a TrainSpec (or its table): every trial also trains by GD (rmt_engine.montecarlo.train)
     eq19_scale: float = 1.0  # the constant of the derived rule w2 = "eq19"
     linked: tuple = ()  # set from grid: the axes of [grid.linked]
@@ -400,7 +402,7 @@ class Study:
                 from ..sampling.data import make_data  # noqa: PLC0415
 
                 try:
-                    make_data(spec.data, spec.d0, spec.n, spec.seed, path=spec.data_path)
+                    make_data(spec.data, spec.d0, spec.n, spec.data_draw_seed, path=spec.data_path)
                 except (ValueError, OSError, ImportError) as e:
                     key = ("study", "data_path") if spec.data == "file" else ("grid", "data")
                     raise StudySpecError(f"data kind {spec.data!r} at d0={spec.d0}, n={spec.n}: {e}", key) from None
@@ -557,7 +559,7 @@ class Study:
             data=labels["data"], data_path=self.data_path if labels["data"] == "file" else None,
             seed=self.seed, dtype=self.dtype, block_rows=self.block_rows, bound_delta1=self.bound_delta1,
             bound_delta2=self.bound_delta2, C=self.C, chi_max=self.chi_max, backend=self.backend,
-            accuracy=self.accuracy, ntk=self.ntk)
+            accuracy=self.accuracy, ntk=self.ntk, data_seed=self.data_seed)
 
     def canonical(self) -> dict:
         """The scientific definition (what the config hash covers)."""
@@ -574,7 +576,8 @@ class Study:
             {"linked": list(self.linked)} if self.linked else {}) | (
             {"derived": dict(self.derived), "eq19_scale": self.eq19_scale} if self.derived else {}) | (
             {"accuracy": self.accuracy} if self.accuracy != TRIAL_SPEC_DEFAULTS["accuracy"] else {}) | (
-            {"ntk": True} if self.ntk else {})
+            {"ntk": True} if self.ntk else {}) | (
+            {"data_seed": self.data_seed} if self.data_seed is not None else {})
 
     def config_hash(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
