@@ -130,6 +130,9 @@ BOUNDS: dict[str, _Bound] = {
                          True, _verdict("eq67_lower")),
     "eq67_lower_hadamard": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower_hadamard) (Eq. 67 with the full sharp "
                                   "Eq. 58 lower bound over every Hermite order)", True, _verdict("eq67_lower_hadamard")),
+    "eq67_lower_series": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower_series) (Eq. 67 with lambda_min of the "
+                                "Hermite series to order 16 plus its tail: the sharpest all-orders bound)", True,
+                                _verdict("eq67_lower_series")),
     "eq67_lower_paper": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower) (Eq. 67/68, paper form), per t",
                                True, _verdict("eq67_lower_paper")),
     "eq67_upper": _Bound("sigma_max_F <= sqrt((1+delta) eq58_upper_sharp) (Eq. 67, sharp constant)",
@@ -370,6 +373,14 @@ def _exact_checks(ds, rtol):
         ("lambda_min_EM0 >= -rtol*lambda_max_EM0 (E[M0] is PSD)",
          lambda: _holds(lmin >= -rtol * scale, lmin, lmax)),
     ]
+    for bound in ("eq58_lower_hadamard", "eq58_lower_series"):
+        if bound in ds:
+            out.append((f"{bound} <= lambda_min_EM0 + rtol*lambda_max_EM0",
+                        lambda b=bound: _holds(ds[b] <= lmin + rtol * scale, ds[b], lmin, lmax)))
+    if "eq58_lower_series" in ds and "eq58_lower_hadamard" in ds:
+        out.append(("eq58_lower_series >= eq58_lower_hadamard (1 - rtol)",
+                    lambda: _holds(ds["eq58_lower_series"] >= ds["eq58_lower_hadamard"] * (1 - rtol),
+                                   ds["eq58_lower_series"], ds["eq58_lower_hadamard"])))
     if "xkr_rank_deficient" in ds and "sigma_min_xkr" in ds:
         rd, smin = ds["xkr_rank_deficient"], ds["sigma_min_xkr"]
         tol = rtol * (np.abs(ds["sigma_max_xkr"]) if "sigma_max_xkr" in ds else 1.0)
@@ -383,6 +394,9 @@ EXACT_CHECKS = (
     "eq58_lower_sharp <= lambda_min_EM0 + rtol*lambda_max_EM0",
     "lambda_max_EM0 <= eq58_upper_sharp (1 + rtol)",
     "lambda_min_EM0 >= -rtol*lambda_max_EM0 (E[M0] is PSD)",
+    "eq58_lower_hadamard <= lambda_min_EM0 + rtol*lambda_max_EM0",
+    "eq58_lower_series <= lambda_min_EM0 + rtol*lambda_max_EM0",
+    "eq58_lower_series >= eq58_lower_hadamard (1 - rtol)",
     "xkr_rank_deficient == 1 => sigma_min_xkr <= rtol*sigma_max_xkr",
 )
 

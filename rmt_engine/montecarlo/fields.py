@@ -73,6 +73,8 @@ FIELDS: dict[str, FieldInfo] = {
     "eq58_lower_hadamard": _p("full sharp lower bound d1 sum_i c_i(w1)^2/i! lambda_min(G^{o i}) (Weyl, every order; each "
                               "lambda_min less its rounding bound, so 0 = undefined where none is resolved)",
                               "Eq. 56, 58"),
+    "eq58_lower_series": _p("sharper all-orders lower bound d1 [lambda_min(sum_{i<=16} a_i G^{o i}) + tail "
+                            "lambda_min(G^{o 17})] (Weyl on two terms; >= eq58_lower_hadamard)", "Eq. 56, 58"),
     "eq58_lower_hadamard_order": _p("last order i at which lambda_min(G^{o i}) was evaluated for eq58_lower_hadamard",
                                     "Eq. 56, 58"),
     "eq58_upper_sharp": _p("sharp Eq. 58 upper bound d1 (n c0(w1)^2 + (c1(w1)^2 + cinf(w1)^2) sigma_max(X)^2)", "Eq. 58"),

@@ -34,7 +34,7 @@ from ..theory.expected import expected_gram, expected_ntk_gram
 from .fields import AUTO_T, FIELDS, field_name, int_orders, record_fields
 from .gram import accumulate, accumulate_path, phi_blocks
 from ..theory.asymptotics import predict_record
-from ..theory.hadamard import hadamard_lower_bound
+from ..theory.hadamard import hadamard_lower_bound, series_lower_bound
 from ..theory.hermite import hermite_coefficients, hermite_tail, normalized_hermite_coefficients
 from ..theory.khatri_rao import data_extremes, khatri_rao_extremes_checked
 from .spec import TrialSpec, validate_spec
@@ -130,6 +130,7 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
         "eq58_upper": bounds.eq58_upper(d1, n, c[0], c[1], cinf2, smax_X, w1, act.r2, act.r1),
         "eq58_upper_sharp": bounds.eq58_upper(d1, n, cw[0], cw[1], cinf2_w, smax_X),
         "eq58_lower_hadamard": hadamard, "eq58_lower_hadamard_order": float(hadamard_order),
+        "eq58_lower_series": series_lower_bound(pd.X, act, w1, d1),
         "eq67_lower_hadamard": bounds.eq67_lower(hadamard, spec.bound_delta1),
         "eq67_upper": bounds.eq67_upper(d1, n, c[0], c[1], cinf2, smax_X, spec.bound_delta2, w1, act.r2, act.r1),
         "eq19_scale": bounds.eq19_scale(w1, spec.w2, d0, d1),

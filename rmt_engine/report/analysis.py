@@ -264,9 +264,10 @@ def _em0_min_relerr(ds):
 
 def _v_eq67_lower(key):
     def verdict(ds, delta, thr):
-        defined = lower_defined(ds) if key != "eq58_lower_hadamard" else ds[key] > 0
+        all_orders = key in ("eq58_lower_hadamard", "eq58_lower_series")  # 0 = undefined; no t, no xkr error
+        defined = ds[key] > 0 if all_orders else lower_defined(ds)
         lo = np.sqrt((1.0 - delta) * ds[key]).where(defined)
-        r_xkr = ds["sigma_min_xkr_relerr"] if key != "eq58_lower_hadamard" and "sigma_min_xkr_relerr" in ds else 0.0
+        r_xkr = ds["sigma_min_xkr_relerr"] if not all_orders and "sigma_min_xkr_relerr" in ds else 0.0
         return compare_with_error(ds["sigma_min_F"], lo, ">=", sigma_min_relerr(ds), r_xkr)
     return verdict
 
@@ -319,6 +320,7 @@ VERDICTS = {
     "eq67_lower": (("sigma_min_F", "eq58_lower_sharp"), _v_eq67_lower("eq58_lower_sharp")),
     "eq67_lower_paper": (("sigma_min_F", "eq58_lower"), _v_eq67_lower("eq58_lower")),
     "eq67_lower_hadamard": (("sigma_min_F", "eq58_lower_hadamard"), _v_eq67_lower("eq58_lower_hadamard")),
+    "eq67_lower_series": (("sigma_min_F", "eq58_lower_series"), _v_eq67_lower("eq58_lower_series")),
     "eq67_upper": (("sigma_max_F", "eq58_upper_sharp"), _v_eq67_upper),
     "eq67_upper_paper": (("sigma_max_F", "eq58_upper", "c0", "c1", "cinf2", "sigma_max_X"), _v_eq67_upper_paper),
     "conc_lower": (("delta1",), _v_conc_lower),
@@ -341,6 +343,7 @@ def bound_verdicts(ds, delta=0.2, *, t=None, margin_threshold=1.0, names=None):
       (undefined, never held) where the bound is undefined at that t (``lower_defined``);
     - ``eq67_lower_paper``: the same with the paper's form ``eq58_lower``;
     - ``eq67_lower_hadamard``: the same with the full sharp bound ``eq58_lower_hadamard`` (0 = undefined);
+    - ``eq67_lower_series``: the same with the sharper all-orders bound ``eq58_lower_series``;
     - ``eq67_upper``: ``sigma_max(F) <= sqrt((1 + delta) * eq58_upper_sharp)`` (Eq. 58 + 67);
     - ``eq67_upper_paper``: ``sigma_max(F) <= sqrt(1 + delta) w1^r2 (sqrt((c1^2 + cinf2) d1) sigma_max(X)
       + |c0| sqrt(d1 n))`` (Eq. 67 as printed; w1^r2 recovered from ``eq58_upper``);

@@ -84,3 +84,42 @@ def _block_weights(a2: np.ndarray, orders: list, m2: float) -> list:
     w = [float(a2[orders[k]:orders[k + 1]].sum()) for k in range(len(orders) - 1)]
     w.append(max(m2 - float(a2[:orders[-1]].sum()), 0.0))
     return w
+
+
+#: Orders summed exactly by ``series_lower_bound`` before its tail term.
+SERIES_ORDERS = 16
+
+
+def series_lower_bound(X, activation, w1: float, d1: int, *, orders: int = SERIES_ORDERS) -> float:
+    """``eq58_lower_series = d1 [lambda_min(S_N) + tail_N lambda_min(G^{o (N+1)})]`` with
+    ``S_N = sum_{i <= N} a_i G^{o i}``, ``a_i = c_i(w1)^2 / i!``, ``tail_N = E[phi(w1 z)^2] - sum_{i <= N} a_i``.
+
+    A valid lower bound on lambda_min(E[M0]) (Eq. 56): ``E[M0]/d1 = S_N + sum_{i > N} a_i G^{o i}`` and
+    every ``G^{o i}`` with ``i > N`` is ``>= lambda_min(G^{o (N+1)}) I`` (lambda_min is nondecreasing in
+    i, see ``bounds.hadamard_lower``), so Weyl applied once, to two terms, gives it. It is at least the
+    all-orders Weyl sum ``eq58_lower_hadamard`` (which splits S_N into its terms as well: lambda_min of a
+    sum is >= the sum of the lambda_min), at the cost of one more eigen-solve. Each computed
+    lambda_min is lowered by its rounding bound ``4 (sqrt(d0) + n) eps lambda_max`` and clipped at 0,
+    as in ``hadamard_lower_bound``; ``N = orders``.
+    """
+    xp = array_namespace(X)
+    d0, n = X.shape
+    a2 = normalized_hermite_coefficients(activation, orders + 1, w1) ** 2
+    m2 = second_moment(activation, w1)
+    G = X.T @ X
+    S = xp.full_like(G, float(a2[0]))  # i = 0: a_0 11^T
+    P = xp.ones_like(G)
+    for i in range(1, orders + 1):
+        P *= G  # G^{o i}
+        if a2[i] != 0.0:
+            S += float(a2[i]) * P
+    lam_S = extreme_eigenvalues(S, overwrite=True)
+    rounding_S = ERROR_SAFETY * (np.sqrt(d0) + n) * EPS * max(float(lam_S["lambda_max"]), 0.0)
+    lam_S_min = max(float(lam_S["lambda_min"]) - rounding_S, 0.0)
+    tail = max(m2 - float(a2[: orders + 1].sum()), 0.0)
+    lam_next = 0.0
+    if tail > 0 and n <= symmetric_tensor_dim(d0, orders + 1):
+        P *= G  # G^{o (N+1)}
+        rounding = ERROR_SAFETY * (np.sqrt(d0) + n) * EPS * n
+        lam_next = max(float(extreme_eigenvalues(P, overwrite=True)["lambda_min"]) - rounding, 0.0)
+    return d1 * (lam_S_min + tail * min(lam_next, 1.0))
