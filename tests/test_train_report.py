@@ -151,7 +151,7 @@ def _fractions(fr_gd, fr_margin, trials=20):
     return st, mg
 
 
-def test_convergence_rates_match_a_direct_count_and_the_wilson_formula():
+def test_convergence_rates_match_a_direct_count_and_the_clopper_pearson_formula():
     from scipy import stats
 
     rng = np.random.default_rng(0)
@@ -161,18 +161,17 @@ def test_convergence_rates_match_a_direct_count_and_the_wilson_formula():
     mg[2, 3] = np.nan
     ds = _cube(gd_status=st, margin=mg)
     r = TR.convergence_rates(ds, confidence=0.9).compute()
-    z = stats.norm.ppf(0.95)
     for i in range(4):
         for pre, ok in (("conv", np.isfinite(st[i])), ("margin", np.isfinite(mg[i]))):
             k = int((st[i][ok] == 0).sum()) if pre == "conv" else int((mg[i][ok] > 1).sum())
             n = int(ok.sum())
             sel = r.isel(d1=i).squeeze()
             assert int(sel[f"{pre}_successes"]) == k and int(sel[f"{pre}_trials"]) == n
-            p = k / n  # Wilson score interval, written out
-            c = (p + z * z / (2 * n)) / (1 + z * z / n)
-            h = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-            assert float(sel[f"{pre}_lo"]) == pytest.approx(max(c - h, 0.0), abs=1e-12)
-            assert float(sel[f"{pre}_hi"]) == pytest.approx(min(c + h, 1.0), abs=1e-12)
+            # the exact (Clopper-Pearson) interval, written out from beta quantiles: the report's one interval
+            lo = stats.beta.ppf(0.05, k, n - k + 1) if k > 0 else 0.0
+            hi = stats.beta.ppf(0.95, k + 1, n - k) if k < n else 1.0
+            assert float(sel[f"{pre}_lo"]) == pytest.approx(lo, abs=1e-12)
+            assert float(sel[f"{pre}_hi"]) == pytest.approx(hi, abs=1e-12)
 
 
 def test_thresholds_and_their_ratio_with_censoring():

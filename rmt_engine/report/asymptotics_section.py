@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import analysis as A
-from .plots import BAND, NothingToDraw, _colors, _figure, _grid_ticks, _need_axis, _panels, _q, _save, _series
+from .plots import (BAND, HANDLELENGTH, NothingToDraw, _colors, _computed_panels, _figure, _grid_ticks, _need_axis, _q,
+                    _save, _series, _suptitle)
 
 #: The spectra figure shows the eigenvalues below this quantile (the d0 "linear" ones and the spike lie
 #: above), or only the first predicted support interval when it holds most of them and ends below
@@ -47,7 +48,7 @@ def plot_sigma_min_three_ways(ds, path=None, *, delta=0.2, t=None):
     meas = _q(v["sigma_min_F"])
     pred = np.sqrt(v["asym_lambda_min"].where(v["asym_lambda_min"] > 0)).compute()
     bound = np.sqrt((1 - delta) * v["eq58_lower_sharp"]).where(A.lower_defined(v)).compute()
-    panels = _panels(meas)
+    panels = _computed_panels(meas)
     fig, axes = _figure(len(panels))
     for ax, (act, _) in zip(axes, panels):
         pick = (lambda o: o.sel(activation=act)) if act else (lambda o: o)
@@ -65,29 +66,38 @@ def plot_sigma_min_three_ways(ds, path=None, *, delta=0.2, t=None):
         _grid_ticks(ax, meas["d1"].values)
         ax.set_xlabel(r"width $d_1$")
         ax.set_ylabel(r"$\sigma_{\min}(\phi(W_0X))$")
-        ax.set_title(f"{act}: measured vs prediction vs Eq. 67 bound (t = {t}, $\\delta$ = {delta:g})", fontsize=9)
+        ax.set_title(f"{act}: measured vs prediction vs Eq. 67 bound\n({A.t_label(ds.sel(activation=[act]) if act else ds, t)},"
+                     f" $\\delta$ = {delta:g})", fontsize=9)
     style = [(Line2D([], [], color="k", marker="o", ms=4), "measured: median, 5-95% band"),
              (Line2D([], [], color="k", marker="x", ls=":"), "deterministic equivalent (LLC 2018)"),
              (Line2D([], [], color="k", ls="--"), "Eq. 67 lower bound, sharp")]
     from .plots import _style_legend  # noqa: PLC0415
 
     _style_legend(axes[0], style, [lab for lab, _ in ser], cols)
+    _suptitle(fig, "", ds, exclude=("d1",))
     return _save(fig, path)
 
 
 def plot_lambda_min_accuracy(ds, path=None):
-    """lambda_min(M0) measured / predicted (median, 5-95%) against d1/n and against n/d0."""
+    """lambda_min(M0) measured / predicted (median, 5-95%) against d1/n and against n/d0: one panel per
+    ratio that takes two or more values in the cube (``NothingToDraw`` when neither does: the
+    report's table has the ratios)."""
     r = ds["asym_ratio_lambda_min"]
     if not np.isfinite(np.asarray(r.values, float)).any():
         raise NothingToDraw("no grid point has a nonzero lambda_min prediction (d1 < n everywhere?)")
     q = _q(r)
     med = q.sel(quantile=0.5, drop=True)
-    fig, axes = _figure(2)
     x1 = (ds["d1"] / ds["n"]).broadcast_like(med)
     x2 = (ds["n"] / ds["d0"]).broadcast_like(med)
+    specs = [(x, lab, which) for x, lab, which in ((x1, r"$d_1 / n$", "width"), (x2, r"$n / d_0$", "regime"))
+             if np.unique(np.round(np.asarray(x.values, float), 9)).size >= 2]
+    if not specs:
+        raise NothingToDraw(f"d1/n and n/d0 take one value each ({float(np.ravel(x1.values)[0]):.3g}, "
+                            f"{float(np.ravel(x2.values)[0]):.3g}): no trend to draw; the table has the ratio")
+    fig, axes = _figure(len(specs))
     acts = [str(a) for a in ds["activation"].values]
     cols = _colors(len(acts))
-    for ax, x, lab in ((axes[0], x1, r"$d_1 / n$"), (axes[1], x2, r"$n / d_0$")):
+    for ax, (x, lab, which) in zip(axes, specs):
         for c, act in zip(cols, acts):
             m = np.ravel(med.sel(activation=act).values)
             lo = np.ravel(q.sel(activation=act, quantile=BAND[0]).values)
@@ -101,18 +111,23 @@ def plot_lambda_min_accuracy(ds, path=None):
         _grid_ticks(ax, np.ravel(x.values))
         ax.set_xlabel(lab)
         ax.set_ylabel(r"$\lambda_{\min}(M_0)$ measured / predicted")
-        ax.legend(fontsize=7)
-    axes[1].axvline(REGIME_RATIO, color="C3", ls="--", lw=0.8)
-    axes[1].text(REGIME_RATIO, 0.02, " n > 4 d0: prediction\n over-states lambda_min", color="C3", fontsize=7,
-                 transform=axes[1].get_xaxis_transform())
-    axes[0].set_title("accuracy of the deterministic equivalent vs width (median, 5-95%)", fontsize=9)
-    axes[1].set_title("vs the regime n / d0", fontsize=9)
+        if which == "regime":
+            xs = np.asarray(x.values, float)
+            if np.nanmin(xs) < REGIME_RATIO < np.nanmax(xs):  # the line only where it lies inside the axis
+                ax.axvline(REGIME_RATIO, color="C3", ls="--", lw=0.8, label="n = 4 d0: above it the prediction\n"
+                           "over-states lambda_min")
+            ax.set_title("vs the regime n / d0", fontsize=9)
+        else:
+            ax.set_title("accuracy of the deterministic equivalent vs width (median, 5-95%)", fontsize=9)
+        ax.legend(fontsize=7, handlelength=HANDLELENGTH)
+    _suptitle(fig, "", ds)
     return _save(fig, path)
 
 
 def plot_spectra_with_density(ds, path=None, *, max_panels: int = 6):
     """Histograms of the stored spectra of M0/d1 (all trials pooled) with the predicted density and
-    support edges, at up to ``max_panels`` grid points (per activation and n, the narrowest d1 >= 2n)."""
+    support edges, at up to ``max_panels`` grid points (per activation and n, the narrowest d1 >= 2n), on a
+    grid of at most three panels per row."""
     from ..theory.asymptotics import deterministic_equivalent  # noqa: PLC0415
     from ..study.spec import Study  # noqa: PLC0415
     from ..montecarlo.trial import point_data  # noqa: PLC0415
@@ -126,13 +141,26 @@ def plot_spectra_with_density(ds, path=None, *, max_panels: int = 6):
         for n in ds["n"].values:
             ok = [int(d) for d in ds["d1"].values if d >= 2 * n] or [int(ds["d1"].values.max())]
             picks.append((str(act), int(n), min(ok)))  # the narrowest width: the most random spectrum
-    picks = picks[:max_panels]
-    fig, axes = _figure(len(picks), width=3.7)
-    for ax, (act, n, d1) in zip(axes, picks):
+    panels = []
+    for act, n, d1 in picks:
         sp = ds[f"spectrum_n{n}"].sel(activation=act, d1=d1)
         sp = sp.isel({d: 0 for d in sp.dims if d not in ("trial", f"eig_n{n}")})
         eig = np.asarray(sp.values, float).ravel() / d1
         eig = eig[np.isfinite(eig)]
+        if eig.size:  # a grid point of a partial cube not computed yet has only NaN
+            panels.append((act, n, d1, sp, eig))
+    if not panels:
+        raise NothingToDraw("no grid point it would show has a computed spectrum (not computed yet: partial cube)")
+    panels = panels[:max_panels]
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    for ax, (act, n, d1, sp, eig) in zip(axes, panels):
         labels = {a: (act if a == "activation" else n if a == "n" else d1 if a == "d1" else
                       np.asarray(ds[a].values).tolist()[0]) for a in A.GRID_AXES}
         spec = study.trial_spec(labels)
@@ -159,7 +187,8 @@ def plot_spectra_with_density(ds, path=None, *, max_panels: int = 6):
         ax.set_title(f"{act}: n = {n}, d0 = {spec.d0}, d1 = {d1}\n(lowest {100 * shown_frac:.0f}% of the eigenvalues shown)", fontsize=8)
         ax.set_xlabel(r"eigenvalue of $M_0/d_1$")
         ax.set_ylabel("density")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, handlelength=HANDLELENGTH)
+    _suptitle(fig, "", ds, exclude=("activation", "n", "d0", "d1"))
     return _save(fig, path)
 
 

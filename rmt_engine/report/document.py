@@ -14,22 +14,38 @@ from pathlib import Path
 import numpy as np
 
 from . import analysis as A
-from .format import fmt
+from .format import fmt, markdown_table
 
 
 _fmt = fmt  # the reports' one number format (rmt_engine.report.format)
 
 
-def _table(ds, columns):
-    """Markdown table of a Dataset over its (squeezed) grid dims: index columns then ``columns``."""
+def _rows(ds, columns, cell=None, hidden=()):
+    """``(index, rows, levels)`` of a Dataset over its (squeezed) grid dims: the varying axes label the
+    rows, then ``columns``; ``cell(column, row)`` may give a cell's text (None: the number format) and
+    may read the ``hidden`` variables, which are not shown."""
     ds = A.squeeze_grid(ds, keep_one=True)
-    df = ds[list(columns)].to_dataframe().reset_index()
-    idx = [c for c in df.columns if c not in columns and c in ds.dims]
-    cols = idx + list(columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    sub = ds[list(columns) + list(hidden)]
+    if not sub.dims:  # a reduction over the only varying axis (e.g. d1* when only d1 varies): one row
+        sub = sub.expand_dims("_row")
+    df = sub.to_dataframe().reset_index()
+    idx = [c for c in df.columns if c not in columns and c not in hidden and c in ds.dims]
+    levels = [[str(v) for v in np.asarray(ds[c].values).tolist()] for c in idx]
+    rows = []
     for _, row in df.iterrows():
-        lines.append("| " + " | ".join(str(row[c]) if c in idx else _fmt(row[c]) for c in cols) + " |")
-    return "\n".join(lines)
+        vals = []
+        for c in columns:
+            txt = cell(c, row) if cell is not None else None
+            vals.append(_fmt(row[c]) if txt is None else txt)
+        rows.append([str(row[c]) for c in idx] + vals)
+    return idx, rows, levels
+
+
+def _table(ds, columns, cell=None, hidden=()):
+    """Markdown table of a Dataset over its (squeezed) grid dims: index columns then ``columns``; rows
+    identical across the values of an axis are one row (``format.markdown_table``)."""
+    idx, rows, levels = _rows(ds, columns, cell, hidden)
+    return "\n".join(markdown_table(idx, list(columns), rows, levels))
 
 
 class ReportError(RuntimeError):
@@ -49,15 +65,19 @@ def _undefined_table(ds, t) -> str:
         return ""
     codes = A.squeeze_grid(v["lower_undefined"], keep_one=True).compute()
     df = codes.to_dataframe().reset_index()
-    bad = df[df["lower_undefined"] != 0]
-    if bad.empty:
-        return ""
     idx = [c for c in df.columns if c in codes.dims]
-    lines = [f"Lower bound **undefined** at {len(bad)} of {len(df)} grid points (never counted as held):", "",
-             "| " + " | ".join(idx + ["reason"]) + " |", "|" + "---|" * (len(idx) + 1)]
-    for _, row in bad.iterrows():
-        lines.append("| " + " | ".join(str(row[c]) for c in idx) + f" | {describe(row['lower_undefined'])} |")
-    return "\n".join(lines) + "\n"
+    missing = df[df["lower_undefined"].isna()]  # a partial cube's grid points not computed yet: no code at all
+    bad = df[df["lower_undefined"].notna() & (df["lower_undefined"] != 0)]
+    lines = []
+    if not bad.empty:
+        levels = [[str(v) for v in np.asarray(codes[c].values).tolist()] for c in idx]
+        rows = [[str(row[c]) for c in idx] + [describe(row["lower_undefined"])] for _, row in bad.iterrows()]
+        lines += [f"Lower bound at {A.t_label(ds, t)} **undefined** at {len(bad)} of {len(df) - len(missing)} computed "
+                  "grid points (never counted as held):", ""] + markdown_table(idx, ["reason"], rows, levels) + [""]
+    if not missing.empty:
+        where = "; ".join(", ".join(f"{c}={row[c]}" for c in idx) for _, row in missing.iterrows())
+        lines += [f"**Not computed** yet (partial cube): {len(missing)} of {len(df)} grid points ({where}).", ""]
+    return "\n".join(lines)
 
 
 def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95) -> Path:
@@ -66,6 +86,8 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
     ``t``: one Khatri-Rao order (an int or ``"auto"``); default every order of the cube. A figure
     that has nothing to show is not drawn and the report says why; a figure that fails (e.g.
     matplotlib missing) raises ``ReportError`` after ``report.md`` is written, naming it.
+    ``level`` (the trial fraction of the width thresholds) and ``confidence`` (of the intervals) lie
+    strictly in (0, 1); ``delta`` in [0, 1) (ValueError otherwise).
     """
     from ..study.store import IncompleteStoreError, open_results  # noqa: PLC0415
     from . import plots as P  # noqa: PLC0415
@@ -88,6 +110,9 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
         delta = 0.2
     if not (0.0 <= float(delta) < 1.0):
         raise ValueError(f"delta must lie in [0, 1), got {delta!r}")
+    for name, p in (("level", level), ("confidence", confidence)):
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p < 1.0:
+            raise ValueError(f"{name} is a fraction of trials and must lie strictly between 0 and 1, got {p!r}")
     md = [f"# Report: {attrs.get('study_name', Path(store).name)}", ""]
     if attrs.get("study_description"):
         md += [str(attrs["study_description"]), ""]
@@ -117,6 +142,9 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
            "| activation | bound | points defined | trials held | median slack |", "|---|---|---|---|---|"]
     for act in ds["activation"].values:
         sub = ds.sel(activation=[act])
+        if partial and "done" in sub and not bool(sub["done"].any()):
+            md.append(f"| {act} | every bound | not computed | not computed | not computed |")
+            continue
         rows = [(f"sharp, {A.t_label(sub, tt)}", A.at_t(sub, tt), "eq58_lower_sharp") for tt in ts]
         rows.append(("all Hermite orders", sub, "eq58_lower_hadamard"))
         for label, v, key in rows:
@@ -133,39 +161,37 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
     md.append("")
     fig("lower_bound_slack", P.plot_lower_bound_tightness, ds, delta=delta)
 
-    # 2. concentration, per t
-    for tt in ts:
-        conc = A.concentration_summary(ds, quantiles=(0.05, 0.5, 0.95), t=tt).compute()
-        tab = conc[["lower_ratio_mean", "hadamard_ratio_mean", "upper_ratio_mean", "delta1_mean", "delta2_mean"]].copy()
-        for name in ("lower_ratio", "upper_ratio", "delta1", "delta2"):
-            for q in (0.05, 0.95):
-                tab[f"{name}_q{int(q * 100):02d}"] = conc[f"{name}_q"].sel(quantile=q, drop=True)
-        md += [f"## Eq. 67 at {A.t_label(ds, tt)}: measured singular values against the sharp bounds", "",
-               "`lower_ratio` = sigma_min(phi(W0 X)) / eq67_lower_sharp (bound holds if >= 1; `undefined` where "
-               "the bound is), `hadamard_ratio` the same against the all-orders bound, `upper_ratio` = "
-               "sigma_max(phi(W0 X)) / eq67_upper_sharp (holds if <= 1); the bounds are at the study's "
-               "bound_delta1/2. Measured delta1, delta2 of Eq. 67. Mean and 5%/95% quantiles over trials.", "",
-               _table(tab, ["lower_ratio_q05", "lower_ratio_mean", "hadamard_ratio_mean", "upper_ratio_mean",
-                            "upper_ratio_q95", "delta1_mean", "delta1_q95", "delta2_mean", "delta2_q95"]), "",
-               _undefined_table(ds, tt)]
-        suffix = "" if len(ts) == 1 else f"_t{tt}"
-        fig(f"bounds_vs_width{suffix}", P.plot_bounds_vs_width, ds, t=tt, delta=delta)
-    fig("delta_distributions", P.plot_delta_distributions, ds)
+    # 2. the Eq. 67 ratios: one table, a lower-bound column pair per t, the t-independent columns once
+    md += _eq67_section(ds, ts, partial)
+    fig("bounds_vs_width", P.plot_bounds_vs_width, ds, ts=ts, delta=delta)
+    fig("delta_distributions", P.plot_delta_distributions, ds, delta=delta)
 
-    # 3. violation rates
-    md += [f"## Violation rates at delta = {delta} ({int(confidence * 100)}% Wilson intervals)", "",
-           "`undefined`: the bound is undefined at that grid point (no trial is counted).", ""]
+    # 3. violation rates: one table, a column per event
+    md += [f"## Violation rates at delta = {delta} ({A.interval_label(confidence)} intervals)", "",
+           "Each cell: violations/trials [interval of the rate]; `undefined`: the bound is undefined at that grid "
+           "point (no trial is counted)"
+           + ("; `not computed`: no trial of that grid point has run yet (partial cube)." if partial else "."), ""]
+    computed = ds["done"].any("trial_block") if partial and "done" in ds else None
     events = [(ev, tt, text) for tt in ts for ev, text in
               (("eq67_lower", f"sigma_min(F) < sqrt((1-delta) eq58_lower_sharp), {A.t_label(ds, tt)}"),)]
     events += [("eq67_lower_hadamard", None, "sigma_min(F) < sqrt((1-delta) eq58_lower_hadamard)"),
                ("eq67_upper", None, "sigma_max(F) > sqrt((1+delta) eq58_upper_sharp)"),
                ("conc_lower", None, "delta1 > delta"), ("conc_upper", None, "delta2 > delta")]
+    rates = []
     for ev, tt, text in events:
         v = A.violation_rate(ds, ev, delta=delta, t=tt if tt is not None else ts[0] if ts else None,
                              confidence=confidence).compute()
         name = ev if tt is None or len(ts) == 1 else f"{ev}_t{tt}"
-        md += [f"### {name}: {text}", "", _rate_table(v), ""]
-        fig(f"violations_{name}", P.plot_violation_rates, v, title=f"violations at delta = {delta}: {text}")
+        rates.append((name, ev, tt, text, v))
+        md.append(f"- `{name}`: {text}")
+    md += ["", _rate_table([(name, v) for name, _, _, _, v in rates], computed if partial else None), ""]
+    lower = [(A.t_label(ds, tt), v) for name, ev, tt, _, v in rates if ev == "eq67_lower"]
+    why = _undefined_words(ds, ts)
+    fig("violations_eq67_lower", P.plot_violation_rates, lower if len(lower) > 1 else lower[0][1],
+        title=f"violations at delta = {delta}: sigma_min(F) < sqrt((1-delta) eq58_lower_sharp)", why_undefined=why)
+    for name, ev, tt, text, v in rates:
+        if ev != "eq67_lower":
+            fig(f"violations_{name}", P.plot_violation_rates, v, title=f"violations at delta = {delta}: {text}")
 
     # 4. power laws
     md += ["## Power laws in d1 (least squares on logs, trials pooled)", "",
@@ -176,15 +202,22 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
             f = A.fit_power_law(ds[var], "d1").compute()
             md += [f"### {var}", "", _table(f, ["exponent", "stderr", "prefactor", "npoints", "r2"]), ""]
     else:
-        md += ["_one d1 value: no fit_", ""]
+        md = md[:-4] + [f"## Power laws in d1: not fitted, the study has one width (d1 = {int(ds['d1'].values[0])})", ""]
 
-    # 5. width threshold
-    thr = A.width_threshold(ds, level=level).compute()
-    md += [f"## Width threshold: smallest d1 with margin > 1 (Eq. 9) in {level:.0%} of trials", "",
-           "Interpolated on the log-d1 grid; NaN: never reached on the grid; censored: reached at the smallest "
-           "d1. Paper: d1* ~ n^{3/2} (Eq. 21), n^{5/3} without the bound on V_k (App. E).", "",
-           _table(thr.drop_vars("fraction"), ["d1_star", "censored"]), ""]
-    if "n" in ds.dims and ds.sizes["n"] >= 2:
+    # 5. width threshold (a threshold in d1 needs two or more widths)
+    if ds.sizes["d1"] < 2:
+        skipped.append(f"width_threshold: not drawn, the study has one width (d1 = {int(ds['d1'].values[0])}): "
+                       "no width threshold")
+        thr = None
+    else:
+        thr = A.width_threshold(ds, level=level).compute()
+        md += [f"## Width threshold: smallest d1 with margin > 1 (Eq. 9) in {level:.0%} of trials", "",
+               "Interpolated on the log-d1 grid; NaN: never reached on the grid; censored: reached at the smallest "
+               "d1. Paper: d1* ~ n^{3/2} (Eq. 21), n^{5/3} without the bound on V_k (App. E).", "",
+               _table(thr.drop_vars("fraction"), ["d1_star", "censored"]), ""]
+    if thr is None:
+        pass
+    elif "n" in ds.dims and ds.sizes["n"] >= 2:
         fit_ = A.fit_threshold_exponent(thr).compute()
         md += ["Fitted exponent of d1* in n:", ""] + [f"- {line}" for line in A.threshold_verdict(fit_)] + [""]
         fig("width_threshold", P.plot_threshold_fit, thr, fit_)
@@ -233,17 +266,112 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
     return path
 
 
-def _rate_table(v) -> str:
-    """A violation-rate table in which a grid point with no counted trial reads ``undefined``."""
+def _short_t(ds, t) -> str:
+    return "t_auto" if t == A.AUTO_T else f"t={t}"
+
+
+def _undefined_words(ds, ts) -> dict:
+    """``{(activation, t_label): reason}`` where the single-t lower bound at t is undefined at every grid point."""
+    from ..theory.orders import describe  # noqa: PLC0415
+
+    out = {}
+    for tt in ts:
+        v = A.at_t(ds, tt)
+        if "lower_undefined" not in v:
+            continue
+        for act in np.asarray(ds["activation"].values).tolist():
+            c = np.asarray(v["lower_undefined"].sel(activation=act).values, float).ravel()
+            c = c[np.isfinite(c)]
+            if c.size and (c != 0).all():
+                out[(str(act), A.t_label(ds, tt))] = "; ".join(sorted({describe(int(x)) for x in c}))
+    return out
+
+
+def _eq67_section(ds, ts, partial) -> list[str]:
+    """The Eq. 67 table: the lower ratio (q05, mean) per Khatri-Rao order, ``undefined (reason)`` where
+    the bound is; then the t-independent ratios and deviations once."""
+    from ..theory.orders import describe  # noqa: PLC0415
+    import xarray as xr  # noqa: PLC0415
+
+    tab, cols, codes = {}, [], {}
+    for tt in ts:
+        conc = A.concentration_summary(ds, quantiles=(0.05, 0.95), t=tt).compute()
+        k = _short_t(ds, tt)
+        tab[f"lower q05 {k}"] = conc["lower_ratio_q"].sel(quantile=0.05, drop=True)
+        tab[f"lower mean {k}"] = conc["lower_ratio_mean"]
+        cols += [f"lower q05 {k}", f"lower mean {k}"]
+        v = A.at_t(ds, tt)
+        if "lower_undefined" in v:
+            tab[f"_code {k}"] = v["lower_undefined"].compute()
+            codes[f"lower q05 {k}"] = codes[f"lower mean {k}"] = f"_code {k}"
+    conc = A.concentration_summary(ds, quantiles=(0.05, 0.95), t=ts[0] if ts else None).compute()
+    tab["hadamard mean"] = conc["hadamard_ratio_mean"]
+    tab["upper mean"] = conc["upper_ratio_mean"]
+    tab["upper q95"] = conc["upper_ratio_q"].sel(quantile=0.95, drop=True)
+    for name in ("delta1", "delta2"):
+        tab[f"{name} mean"] = conc[f"{name}_mean"]
+        tab[f"{name} q95"] = conc[f"{name}_q"].sel(quantile=0.95, drop=True)
+    cols += ["hadamard mean", "upper mean", "upper q95", "delta1 mean", "delta1 q95", "delta2 mean", "delta2 q95"]
+    tab = xr.Dataset(tab)
+
+    def cell(c, row):
+        code = row.get(codes[c]) if c in codes else None
+        if code is not None and np.isfinite(code) and code != 0 and not np.isfinite(row[c]):
+            return f"undefined ({describe(int(code))})"
+        return None
+
+    head = ", ".join(A.t_label(ds, tt) for tt in ts)
+    md = ["## Eq. 67: measured singular values against the sharp bounds", "",
+          f"`lower` = sigma_min(phi(W0 X)) / eq67_lower_sharp per Khatri-Rao order ({head}; holds if >= 1; "
+          "`undefined (reason)` where the bound is), `hadamard` the same against the all-orders bound, `upper` = "
+          "sigma_max(phi(W0 X)) / eq67_upper_sharp (holds if <= 1); the bounds are at the study's bound_delta1/2. "
+          "Measured delta1, delta2 of Eq. 67. Mean and 5%/95% quantiles over trials.", "",
+          _table(tab, cols, cell=cell, hidden=sorted(set(codes.values()))), ""]
+    for tt in ts:
+        md.append(_undefined_table(ds, tt))
+    return md
+
+
+def _rate_table(rates, computed=None) -> str:
+    """One violation-rate table, a column per event (``rates``: ``[(name, Dataset)]``, or one Dataset): each
+    cell ``k/N [lo, hi]``; a grid point with no counted trial reads ``undefined``, or ``not computed``
+    where ``computed`` (a boolean over the grid: any trial done) is False. Rows are collapsed."""
+    if not isinstance(rates, list):
+        rates = [("rate", rates)]
+    cells, idx, levels, keys = {}, None, None, []
+    for name, v in rates:
+        i, rows, lev = _rate_rows(v, computed)
+        if idx is None:
+            idx, levels = i, lev
+        for r in rows:
+            lab = dict(zip(i, r[:len(i)]))  # the events' tables may order their axes differently
+            key = tuple(lab.get(c, "") for c in idx)
+            if key not in cells:
+                keys.append(key)
+                cells[key] = []
+            cells[key].append(r[len(i)])
+    rows = [list(k) + cells[k] for k in keys]
+    return "\n".join(markdown_table(idx, [name for name, _ in rates], rows, levels))
+
+
+def _rate_rows(v, computed=None):
+    """(index, rows, levels) of one violation rate: a cell ``k/N [lo, hi]``, ``undefined`` or ``not computed``."""
+    cols_in = ["rate", "lo", "hi", "successes", "trials"]
+    order = [d for d in A.squeeze_grid(v, keep_one=True)[cols_in].dims]  # the table's columns, as without the mask
+    if computed is not None:
+        v = v.assign(computed=computed.broadcast_like(v["trials"]).transpose(*v["trials"].dims))
+        cols_in.append("computed")
     v = A.squeeze_grid(v, keep_one=True)
-    df = v[["rate", "lo", "hi", "successes", "trials"]].to_dataframe().reset_index()
+    df = v[cols_in].to_dataframe(dim_order=order).reset_index()
     idx = [c for c in df.columns if c in v.dims]
-    cols = idx + ["rate", "lo", "hi", "violations/trials"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    levels = [[str(x) for x in np.asarray(v[c].values).tolist()] for c in idx]
+    rows = []
     for _, row in df.iterrows():
-        if not row["trials"] > 0:
-            vals = ["undefined"] * 4
+        if computed is not None and not row["computed"]:
+            val = "not computed"
+        elif not row["trials"] > 0:
+            val = "undefined"
         else:
-            vals = [_fmt(row["rate"]), _fmt(row["lo"]), _fmt(row["hi"]), f"{int(row['successes'])}/{int(row['trials'])}"]
-        lines.append("| " + " | ".join([str(row[c]) for c in idx] + vals) + " |")
-    return "\n".join(lines)
+            val = f"{int(row['successes'])}/{int(row['trials'])} [{_fmt(row['lo'])}, {_fmt(row['hi'])}]"
+        rows.append([str(row[c]) for c in idx] + [val])
+    return idx, rows, levels

@@ -5,8 +5,11 @@ something to show, one colour per remaining grid combination (n, d0, ...) -- sav
 ``path`` is given and returns the ``matplotlib.figure.Figure``; when no panel has anything to
 show it raises ``NothingToDraw`` (with the reason) instead of drawing empty axes. Bands are always
 the 5-95% quantiles over trials around the median; log axes carry a labelled tick at every grid
-value; titles say which t and delta. No pyplot: figures are ``matplotlib.figure.Figure`` objects,
-so nothing depends on a display or global state.
+value, and no two tick labels of an axis overlap (``_save`` thins them, ``declutter_ticks``); titles
+say which t and delta, and the suptitle the grid axes that have one value (n, d0, ...); panels that
+would be identical for two Khatri-Rao orders are drawn once, the title naming both; legend line
+samples are long enough to tell dashed from dash-dot. No pyplot: figures are
+``matplotlib.figure.Figure`` objects, so nothing depends on a display or global state.
 """
 
 from __future__ import annotations
@@ -52,10 +55,86 @@ def _grid_ticks(ax, values, axis="x"):
     a.set_minor_formatter(NullFormatter())
 
 
+#: Legend line samples, in font sizes: long enough to tell "--" from "-." and ":".
+HANDLELENGTH = 4.0
+
+
+def _overlaps(labels, renderer) -> bool:
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def visible_ticklabels(axis):
+    """The tick labels of a matplotlib ``Axis`` that are drawn: visible, with text, inside the view."""
+    lo, hi = sorted(axis.get_view_interval())
+    out = []
+    for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+        lab = tick.label1
+        if lab.get_visible() and lab.get_text() and tick.get_visible() and lo * (1 - 1e-9) <= tick.get_loc() <= hi * (1 + 1e-9):
+            out.append(lab)
+    return out
+
+
+def declutter_ticks(fig, max_rounds: int = 6):
+    """Hide tick labels until no two labels of an axis overlap (every other one first, keeping the
+    first and last; then every third...); the tick marks stay. Draws the figure (on an Agg canvas)."""
+    if not hasattr(fig.canvas, "get_renderer"):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
+
+        FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for _ in range(max_rounds):
+        changed = False
+        for ax in fig.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                labels = visible_ticklabels(axis)
+                if len(labels) < 2 or not _overlaps(labels, renderer):
+                    continue
+                for k in range(2, len(labels) + 1):  # keep every k-th label (and the last one when it fits)
+                    keep = set(range(0, len(labels), k))
+                    for i, lab in enumerate(labels):
+                        lab.set_visible(i in keep)
+                    if not _overlaps([lab for i, lab in enumerate(labels) if i in keep], renderer):
+                        break
+                changed = True
+        if not changed:
+            return fig
+        fig.canvas.draw()
+    return fig
+
+
 def _save(fig, path):
+    declutter_ticks(fig)
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig
+
+
+def fixed_words(ds, exclude=()) -> str:
+    """``"n = 16, d0 = 32, d1 = 512"``: the grid axes with one value (data and d2 only when not the default)."""
+    parts = []
+    for d in A.GRID_AXES:
+        if d in exclude or d == "activation" or d not in ds.coords:
+            continue
+        vals = np.ravel(np.asarray(ds[d].values))
+        if vals.size != 1:
+            continue
+        v = vals[0]
+        if (d == "data" and str(v) == "sphere") or (d == "d2" and int(v) == 1):
+            continue
+        parts.append(f"{d} = {v:.4g}" if isinstance(v, (float, np.floating)) else f"{d} = {v}")
+    return ", ".join(parts)
+
+
+def _suptitle(fig, text, ds=None, exclude=()):
+    """The figure's title: ``text`` and the grid axes with one value, wrapped to the figure's width."""
+    import textwrap  # noqa: PLC0415
+
+    fixed = fixed_words(ds, exclude) if ds is not None else ""
+    full = "; ".join(p for p in (text, fixed) if p)
+    if full:
+        fig.suptitle("\n".join(textwrap.wrap(full, max(50, int(fig.get_figwidth() * 13)))), fontsize=9)
 
 
 def _panels(obj):
@@ -63,6 +142,15 @@ def _panels(obj):
     if "activation" in obj.dims:
         return [(str(a), obj.sel(activation=a)) for a in obj["activation"].values]
     return [("", obj)]
+
+
+def _computed_panels(obj):
+    """``_panels`` less the activations with no computed value (a partial cube's grid points not
+    computed yet read as NaN); ``NothingToDraw`` when no grid point is computed."""
+    panels = [(a, p) for a, p in _panels(obj) if np.isfinite(np.asarray(p.values, float)).any()]
+    if not panels:
+        raise NothingToDraw("no grid point it shows is computed yet (a partial cube)")
+    return panels
 
 
 def _label(s, dims) -> str:
@@ -113,43 +201,77 @@ def _style_legend(ax, handles_labels, series_labels, colors):
     labels = [lab for lab in series_labels if lab]
     h = handles[:len(labels)] + [hl[0] for hl in handles_labels]
     lab = labels + [hl[1] for hl in handles_labels]
-    fig.legend(h, lab, fontsize=8, loc="outside lower center", ncols=min(len(lab), 4), frameon=False)
+    fig.legend(h, lab, fontsize=8, loc="outside lower center", ncols=min(len(lab), 4), frameon=False,
+               handlelength=HANDLELENGTH)
     fig._rmt_legend = True
 
 
-def plot_bounds_vs_width(ds, path=None, *, t=None, delta=0.2):
+def _same(a, b) -> bool:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+def _t_groups(curves):
+    """``[(labels, curve)]``: the curves (``[(label, array)]``) grouped where they are identical."""
+    groups = []
+    for lab, c in curves:
+        for g in groups:
+            if _same(g[1], c):
+                g[0].append(lab)
+                break
+        else:
+            groups.append(([lab], c))
+    return groups
+
+
+#: Line styles of the single-t lower bounds of one panel (the first t, a second distinct t).
+_LOWER_STYLES = ["--", (0, (7, 2, 1, 2, 1, 2))]
+
+
+def plot_bounds_vs_width(ds, path=None, *, t=None, ts=None, delta=0.2):
     """sigma_min / sigma_max of phi(W0 X) against d1 (log-log) between the Eq. 67 bounds.
 
     Measured: median (markers) and 5-95% band over trials. Bounds at ``delta``: the sharp
-    single-t lower bound ``sqrt((1-delta) eq58_lower_sharp)`` (dashed; absent where undefined),
-    the all-orders lower bound ``sqrt((1-delta) eq58_lower_hadamard)`` (dash-dot) and the sharp
-    upper bound ``sqrt((1+delta) eq58_upper_sharp)`` (dotted).
+    single-t lower bound ``sqrt((1-delta) eq58_lower_sharp)`` (dashed; absent where undefined) at
+    each order of ``ts`` (default: ``t``) -- orders whose bound is the same in a panel are one line,
+    the title naming them all, orders undefined in a panel are named there --, the all-orders lower
+    bound ``sqrt((1-delta) eq58_lower_hadamard)`` (dash-dot) and the sharp upper bound
+    ``sqrt((1+delta) eq58_upper_sharp)`` (dotted).
     """
     _need_axis(ds)
     from matplotlib.lines import Line2D  # noqa: PLC0415
 
-    t = A.default_t(ds) if t is None else t
-    ds = A.at_t(ds, t) if t is not None else ds
-    smin, smax = _q(ds["sigma_min_F"]), _q(ds["sigma_max_F"])
-    lo = np.sqrt((1 - delta) * ds["eq58_lower_sharp"]).where(A.lower_defined(ds)).compute()
-    had = np.sqrt((1 - delta) * ds["eq58_lower_hadamard"]).compute()
-    hi = np.sqrt((1 + delta) * ds["eq58_upper_sharp"]).compute()
-    panels = _panels(smin)
+    ts = list(ts) if ts is not None else [A.default_t(ds) if t is None else t]
+    base = A.at_t(ds, ts[0]) if ts[0] is not None else ds
+    smin, smax = _q(base["sigma_min_F"]), _q(base["sigma_max_F"])
+    lows = []
+    for tt in ts:
+        v = A.at_t(ds, tt) if tt is not None else ds
+        lows.append((tt, np.sqrt((1 - delta) * v["eq58_lower_sharp"]).where(A.lower_defined(v)).compute()))
+    had = np.sqrt((1 - delta) * base["eq58_lower_hadamard"]).compute()
+    hi = np.sqrt((1 + delta) * base["eq58_upper_sharp"]).compute()
+    panels = _computed_panels(smin)
     fig, axes = _figure(len(panels))
+    second = False
     for ax, (act, _) in zip(axes, panels):
         pick = (lambda v: v.sel(activation=act)) if act else (lambda v: v)
+        sub = ds.sel(activation=[act]) if act else ds
         ser = _series(pick(smin), "d1")
         cols = _colors(len(ser))
-        smax_s, lo_s, had_s, hi_s = (dict(_series(pick(v), "d1")) for v in (smax, lo, had, hi))
-        undefined = True
+        smax_s, had_s, hi_s = (dict(_series(pick(v), "d1")) for v in (smax, had, hi))
+        curves = [(A.t_label(sub, tt) if tt is not None else "t", pick(lo)) for tt, lo in lows]
+        groups = _t_groups([(lab, np.asarray(c.values, float)) for lab, c in curves])
+        defined = [g for g in groups if np.isfinite(g[1]).any()]
+        undefined = [lab for g in groups if not np.isfinite(g[1]).any() for lab in g[0]]
         for c, (label, s) in zip(cols, ser):
             x = s["d1"].values
             for cur, marker in ((s, "o"), (smax_s[label], "s")):
                 ax.fill_between(x, cur.sel(quantile=BAND[0]), cur.sel(quantile=BAND[1]), color=c, alpha=0.25, lw=0)
                 ax.plot(x, cur.sel(quantile=0.5), marker=marker, color=c, ms=4, lw=1)
-            y = np.asarray(lo_s[label].values, dtype=float)
-            undefined &= not np.isfinite(y).any()
-            ax.plot(x, y, ls="--", color=c, lw=1.2)
+            for k, (labs, _) in enumerate(defined[:2]):
+                lo_s = dict(_series(dict(curves)[labs[0]], "d1"))
+                ax.plot(x, np.asarray(lo_s[label].values, dtype=float), ls=_LOWER_STYLES[k], color=c, lw=1.2)
+                second |= k == 1
             ax.plot(x, np.asarray(had_s[label].values, dtype=float), ls="-.", color=c, lw=1)
             ax.plot(x, np.asarray(hi_s[label].values, dtype=float), ls=":", color=c, lw=1.2)
         ax.set_xscale("log")
@@ -157,25 +279,30 @@ def plot_bounds_vs_width(ds, path=None, *, t=None, delta=0.2):
         _grid_ticks(ax, smin["d1"].values)
         ax.set_xlabel(r"width $d_1$")
         ax.set_ylabel(r"singular value of $\phi(W_0X)$")
-        tw = A.t_label(pick(ds) if act else ds, t)
-        ax.set_title(f"{act}: Eq. 67 bounds, {tw}, $\\delta$ = {delta:g}", fontsize=9)
+        words = ["single-t lower at " + " = ".join(labs) for labs, _ in defined[:2]]
         if undefined:
-            ax.text(0.03, 0.03, f"single-t lower bound undefined at {tw}", transform=ax.transAxes, fontsize=7)
+            words.append("undefined at " + ", ".join(undefined))
+        ax.set_title(f"{act + ': ' if act else ''}Eq. 67 bounds, $\\delta$ = {delta:g}\n" + "; ".join(words), fontsize=8)
         k = "k"
         style = [(Line2D([], [], color=k, marker="o", lw=1, ms=4), r"$\sigma_{\min}$ measured: median, 5-95% band"),
                  (Line2D([], [], color=k, marker="s", lw=1, ms=4), r"$\sigma_{\max}$ measured: median, 5-95% band"),
-                 (Line2D([], [], color=k, ls="--"), "Eq. 67 lower, sharp (single t)"),
+                 (Line2D([], [], color=k, ls="--"), "Eq. 67 lower, sharp (single t: the first named in the title)"),
                  (Line2D([], [], color=k, ls="-."), "Eq. 67 lower, all Hermite orders"),
                  (Line2D([], [], color=k, ls=":"), "Eq. 67 upper, sharp")]
-        _style_legend(ax, style, [lab for lab, _ in ser], cols)
+        if len(ts) > 1 and ax is axes[-1] and second:
+            style.insert(3, (Line2D([], [], color=k, ls=_LOWER_STYLES[1]), "Eq. 67 lower, sharp (the second t named)"))
+        if ax is axes[-1]:
+            _style_legend(ax, style, [lab for lab, _ in ser], cols)
+    _suptitle(fig, "", ds, exclude=("d1",))
     return _save(fig, path)
 
 
-def plot_delta_distributions(ds, path=None):
-    """Empirical delta1 and delta2 of Eq. 67 against d1: median and 5-95% band per series."""
+def plot_delta_distributions(ds, path=None, *, delta=0.2):
+    """Empirical delta1 and delta2 of Eq. 67 against d1: median and 5-95% band per series, with a
+    reference line at the report's ``delta`` (above it: a ``conc_lower``/``conc_upper`` violation)."""
     _need_axis(ds)
     d = {k: _q(ds[k]) for k in ("delta1", "delta2")}
-    panels = _panels(d["delta1"])
+    panels = _computed_panels(d["delta1"])
     fig, axes = _figure(len(panels))
     from matplotlib.lines import Line2D  # noqa: PLC0415
 
@@ -191,6 +318,7 @@ def plot_delta_distributions(ds, path=None):
                 ax.fill_between(x, s.sel(quantile=BAND[0]), s.sel(quantile=BAND[1]), color=c, alpha=0.2, lw=0)
                 ax.plot(x, s.sel(quantile=0.5), ls=ls, marker="o", ms=3, color=c)
         ax.axhline(0, color="k", lw=0.5)
+        ax.axhline(delta, color="C3", lw=0.9, ls="--")
         ax.set_xscale("log")
         _grid_ticks(ax, d["delta1"]["d1"].values)
         ax.set_xlabel(r"width $d_1$")
@@ -199,43 +327,77 @@ def plot_delta_distributions(ds, path=None):
         style = [(Line2D([], [], color="k", ls="-", marker="o", ms=3),
                   r"$\delta_1 = 1 - \lambda_{\min}(M_0)/\lambda_{\min}(E M_0)$"),
                  (Line2D([], [], color="k", ls=":", marker="o", ms=3),
-                  r"$\delta_2 = \lambda_{\max}(M_0)/\lambda_{\max}(E M_0) - 1$")]
+                  r"$\delta_2 = \lambda_{\max}(M_0)/\lambda_{\max}(E M_0) - 1$"),
+                 (Line2D([], [], color="C3", ls="--", lw=0.9), f"$\\delta$ = {delta:g}: above it, a violation")]
         _style_legend(ax, style, labels, cols)
+    _suptitle(fig, "", ds, exclude=("d1",))
     return _save(fig, path)
 
 
-def plot_violation_rates(rates, path=None, *, title="violation rate"):
+def plot_violation_rates(rates, path=None, *, title="violation rate", why_undefined=None):
     """A ``violation_rate``/``holding_rate`` Dataset against d1 with its confidence bars.
 
-    Panels whose bound is undefined everywhere (no trial counted) are left out; if every panel is,
-    ``NothingToDraw`` is raised.
+    ``rates`` may also be ``[(t_label, Dataset)]`` (one event at several Khatri-Rao orders): in each
+    panel the orders with identical rates are one series named by all of them. Panels whose bound is
+    undefined everywhere (no trial counted) are left out and the title says which and why
+    (``why_undefined``: ``{(activation, t_label): reason}``); if every panel is, ``NothingToDraw``.
     """
-    _need_axis(rates)
-    rates = rates.compute()
-    panels = [(a, p) for a, p in _panels(rates["rate"]) if np.isfinite(np.asarray(p.values, float)).any()]
+    multi = isinstance(rates, list)
+    parts = [(lab, r.compute()) for lab, r in rates] if multi else [("", rates.compute())]
+    _need_axis(parts[0][1])
+    why_undefined = why_undefined or {}
+    acts = [a for a, _ in _panels(parts[0][1]["rate"])]
+    panels, left = [], []
+    for act in acts:
+        groups = []  # (t labels, Dataset) with identical rates
+        for lab, r in parts:
+            sub = r.sel(activation=act) if act else r
+            if not np.isfinite(np.asarray(sub["rate"].values, float)).any():
+                continue
+            for g in groups:
+                if all(_same(g[1][k].values, sub[k].values) for k in ("rate", "lo", "hi")):
+                    g[0].append(lab)
+                    break
+            else:
+                groups.append(([lab], sub))
+        undefined = [lab for lab, r in parts if lab and not np.isfinite(np.asarray(
+            (r["rate"].sel(activation=act) if act else r["rate"]).values, float)).any()]
+        if groups:
+            panels.append((act, groups, undefined))
+        else:
+            left.append(act)
     if not panels:
         raise NothingToDraw("the bound is undefined at every grid point (no trial counted)")
     fig, axes = _figure(len(panels))
-    for ax, (act, _) in zip(axes, panels):
-        sub = rates.sel(activation=act) if act else rates
-        ser = _series(sub, "d1")
-        for i, (c, (label, s)) in enumerate(zip(_colors(len(ser)), ser)):
-            x = s["d1"].values * (1 + 0.04 * i)  # small offset so bars do not overlap
-            r = s["rate"].values
-            err = np.clip(np.vstack([r - s["lo"].values, s["hi"].values - r]), 0.0, None)  # rounding
-            ax.errorbar(x, r, yerr=np.nan_to_num(err), marker="o", ms=4, capsize=3, color=c,
-                        label=label or "violation rate")
+    markers = ["o", "s", "^"]
+    for ax, (act, groups, undefined) in zip(axes, panels):
+        for gi, (labs, sub) in enumerate(groups):
+            ser = _series(sub, "d1")
+            for i, (c, (label, s)) in enumerate(zip(_colors(len(ser)), ser)):
+                x = s["d1"].values * (1 + 0.04 * (i + len(ser) * gi))  # small offset so bars do not overlap
+                r = s["rate"].values
+                err = np.clip(np.vstack([r - s["lo"].values, s["hi"].values - r]), 0.0, None)  # rounding
+                name = ", ".join(p for p in (label, " = ".join(lab for lab in labs if lab)) if p)
+                ax.errorbar(x, r, yerr=np.nan_to_num(err), marker=markers[gi % 3], ms=4, capsize=3, color=c,
+                            ls="-" if gi == 0 else "--", label=name or "violation rate")
         ax.set_xscale("log")
-        _grid_ticks(ax, rates["d1"].values)
+        _grid_ticks(ax, parts[0][1]["d1"].values)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel(r"width $d_1$")
-        ax.set_ylabel(f"fraction of trials ({int(100 * rates.attrs.get('confidence', 0.95))}% "
-                      f"{rates.attrs.get('method', '')} interval)")
-        ax.set_title(act, fontsize=9)
-        ax.legend(fontsize=7)
-    import textwrap  # noqa: PLC0415
+        r0 = parts[0][1]
+        ax.set_ylabel(f"fraction of trials ({int(100 * r0.attrs.get('confidence', 0.95))}% "
+                      f"{r0.attrs.get('method', '')} interval)")
+        note = "; ".join(f"{lab}: undefined ({why_undefined.get((act, lab), 'no trial counted')})" for lab in undefined)
+        import textwrap  # noqa: PLC0415
 
-    fig.suptitle("\n".join(textwrap.wrap(title, 60 * len(panels))), fontsize=9)
+        ax.set_title("\n".join(textwrap.wrap(f"{act}" + (f" -- {note}" if note else ""), 60)), fontsize=8)
+        ax.legend(fontsize=7, handlelength=HANDLELENGTH)
+    if left:
+        reasons = "; ".join(f"{a}: " + ", ".join(f"{lab} {why_undefined[(a, lab)]}" for lab, _ in parts
+                                                 if (a, lab) in why_undefined) for a in left)
+        title += f". No panel for {', '.join(left)}: the bound is undefined at every grid point" + (
+            f" ({reasons})" if reasons.strip(": ") else "")
+    _suptitle(fig, title, r0, exclude=("d1",))
     return _save(fig, path)
 
 
@@ -273,7 +435,7 @@ def plot_threshold_fit(thr, fit=None, path=None):
         ax.set_ylabel(r"$d_1^*$: " + str(thr.attrs.get("event", "margin > 1")).replace("_", " ")
                       + f" in {100 * thr.attrs.get('level', 0.95):g}% of trials")
         ax.set_title(f"{act}: width threshold" if act else "width threshold", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, handlelength=HANDLELENGTH)
     return _save(fig, path)
 
 
@@ -300,7 +462,9 @@ def plot_c0_spike(ds, path=None):
         ax.set_xlabel(r"width $d_1$")
         ax.set_ylabel(r"$\lambda_{\max}(M_0)\,/\,(d_1 c_0(w_1)^2 n)$")
         ax.set_title(f"{act}: $c_0$ spike (Eq. 56)" if act else "$c_0$ spike (Eq. 56)", fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, handlelength=HANDLELENGTH)
+    left = [a for a, s in _panels(sp) if a and not np.isfinite(np.asarray(s.values, float)).any()]
+    _suptitle(fig, f"no panel for {', '.join(left)}: c_0(w1) = 0, no spike" if left else "", ds, exclude=("d1",))
     return _save(fig, path)
 
 
@@ -321,6 +485,15 @@ def plot_lower_bound_tightness(ds, path=None, *, delta=0.2):
     entries.append(("all Hermite orders", ds["sigma_min_F"] / b))
     meds = [(lab, _q(r, (0.5,)).sel(quantile=0.5, drop=True)) for lab, r in entries]
     meds = [(lab, m) for lab, m in meds if np.isfinite(np.asarray(m.values, float)).any()]
+    merged = []
+    for lab, m in meds:  # two orders with the same bound everywhere (t = 3 = t_auto): one line
+        for i, (l2, m2) in enumerate(merged):
+            if _same(m2.values, m.values):
+                merged[i] = (f"{l2} = {lab.replace('single t: ', '')}", m2)
+                break
+        else:
+            merged.append((lab, m))
+    meds = merged
     if not meds:
         raise NothingToDraw("no lower bound is defined at any grid point")
     panels = _panels(meds[0][1])
@@ -331,13 +504,20 @@ def plot_lower_bound_tightness(ds, path=None, *, delta=0.2):
     for ax, (act, _) in zip(axes, panels):
         style = []
         cols, labels = [], []
+        drawn, same = [], []
         for k, (lab, m) in enumerate(meds):
             ls = "-" if lab.startswith("all") else styles[k % len(styles)]
-            ser = _series(m.sel(activation=act) if act else m, "d1")
+            mm = m.sel(activation=act) if act else m
+            style.append((Line2D([], [], color="k", ls=ls, marker="o", ms=3), lab))
+            twin = [l2 for l2, m2 in drawn if _same(m2.values, mm.values)]
+            if twin:  # the same bound as a line already drawn (t = 3 = t_auto here): drawn once
+                same.append(f"{lab.replace('single t: ', '')} = {twin[0].replace('single t: ', '')}")
+                continue
+            drawn.append((lab, mm))
+            ser = _series(mm, "d1")
             cols, labels = _colors(len(ser)), [s for s, _ in ser]
             for c, (_, s) in zip(cols, ser):
                 ax.plot(s["d1"].values, s.values, ls=ls, marker="o", ms=3, color=c)
-            style.append((Line2D([], [], color="k", ls=ls, marker="o", ms=3), lab))
         ax.axhline(1, color="C3", lw=0.8)
         ax.text(0.99, 0.01, "below the red line: the bound failed (median trial)", transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=7, color="C3")
@@ -345,6 +525,8 @@ def plot_lower_bound_tightness(ds, path=None, *, delta=0.2):
         _grid_ticks(ax, ds["d1"].values)
         ax.set_xlabel(r"width $d_1$")
         ax.set_ylabel(r"median $\sigma_{\min}(\phi(W_0X))$ / Eq. 67 lower bound")
-        ax.set_title(f"{act}: slack of the lower bounds, $\\delta$ = {delta:g}" if act else "slack", fontsize=9)
+        ax.set_title((f"{act}: slack of the lower bounds, $\\delta$ = {delta:g}" if act else "slack")
+                     + (f"\n(one line: {'; '.join(same)})" if same else ""), fontsize=9)
         _style_legend(ax, style, labels, cols)
+    _suptitle(fig, "", ds, exclude=("d1",))
     return _save(fig, path)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import analysis as A
 from . import numbers as TR
-from ..plots import BAND, NothingToDraw, _colors, _grid_ticks, _panels, _save, _series, _style_legend
+from ..plots import BAND, NothingToDraw, _colors, _computed_panels, _grid_ticks, _panels, _save, _series, _style_legend
 from ...study.store import GRID_AXES
 
 __all__ = ["plot_convergence", "plot_gd_thresholds", "plot_rate_ratio", "plot_ball", "plot_lazy",
@@ -117,7 +117,7 @@ def _ntrials(ds) -> int:
 
 def plot_convergence(ds, path=None, *, rates=None, thresholds=None, level=0.95, confidence=0.95):
     """P(GD converged) (circles, solid) and P(Eq. 9 margin > 1) (squares, dashed) against d1 with
-    Wilson intervals; vertical lines at the two width thresholds d1* (dotted: GD, dashed: margin);
+    intervals (``analysis.interval_label``: 95% Clopper-Pearson by default); vertical lines at the two width thresholds d1* (dotted: GD, dashed: margin);
     the legend gives their ratio per series. Needs two or more widths."""
     from matplotlib.lines import Line2D  # noqa: PLC0415
 
@@ -125,7 +125,7 @@ def plot_convergence(ds, path=None, *, rates=None, thresholds=None, level=0.95, 
     rates = (rates if rates is not None else TR.convergence_rates(ds, confidence)).compute()
     thr = (thresholds if thresholds is not None else TR.gd_thresholds(ds, level)).compute()
     conf = rates.attrs.get("confidence", confidence)
-    panels = _panels(rates["conv_rate"])
+    panels = _computed_panels(rates["conv_rate"])  # a partial cube: activations not computed yet are left out
     fig, axes = _grid_figure(1, len(panels))
     for ax, (act, _) in zip(axes[0], panels):
         pick = (lambda v: v.sel(activation=act)) if act else (lambda v: v)
@@ -168,7 +168,7 @@ def plot_convergence(ds, path=None, *, rates=None, thresholds=None, level=0.95, 
         _x_ticks(ax, rates["d1"].values)
         ax.set_ylim(-0.03, 1.03)
         ax.set_xlabel(r"width $d_1$")
-        ax.set_ylabel(f"fraction of trials (bars: {conf:.0%} Wilson interval)")
+        ax.set_ylabel(f"fraction of trials (bars: {A.interval_label(conf)} interval)")
         head = f"{act}: P(GD converged), P(Eq. 9 margin > 1)" if act else "P(GD converged), P(margin > 1)"
         ax.set_title(head + "\nd1*(margin) / d1*(GD): " + "; ".join(texts), fontsize=8.5)
         style = [(Line2D([], [], color="k", marker="o", ls="-", ms=4), r"GD converged: $h_K \leq$ tol $h_0$"),
@@ -330,7 +330,7 @@ def plot_ball(ds, path=None):
             ax.set_ylabel(ylabel)
             what = "distance travelled / Eq. 6 radius" if i == 0 else "growth of V / Eq. 18 bound"
             ax.set_title(f"{act}: {what}" if act else what, fontsize=9)
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, handlelength=4.0)
     fixed = _fixed_words(ds, exclude=("d1",))
     fig.suptitle(_wrap(f"does GD stay near Theta_0?  {_settings_words(ds)}" + (f"; {fixed}" if fixed else ""), fig),
                  fontsize=9)

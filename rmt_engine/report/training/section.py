@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import analysis as A
 from . import figures as TP
 from .numbers import (
     LAZY_MEASURES,
@@ -49,14 +50,16 @@ def training_section(ds, fig, *, level=0.95, confidence=0.95) -> list[str]:
 
     ``fig(name, fn, *args, **kwargs)`` is ``report.write_report``'s figure helper (it calls
     ``fn(*args, path=..., **kwargs)`` and records a ``NothingToDraw`` as "not drawn").
-    ``level``: the fraction of trials that defines a width threshold; ``confidence``: of the Wilson intervals.
+    ``level``: the fraction of trials that defines a width threshold; ``confidence``: of the intervals
+    (``analysis.interval_label``). Tables show only the axes that vary; the width thresholds need two or
+    more widths (else one sentence says so); the lazy-training table has a column per activation.
     """
     ds = _load(ds)
     ntr = ds.sizes.get("trial", 0)
     md = ["## Gradient descent from the same initialization (Eq. 12-14, Theorem 2/3)", "",
           f"Every trial also ran full-batch GD on h = ||V phi(W X) - Y||_F^2 from its own Theta_0: {_settings(ds)}. "
           f"{ntr} trials per grid point. Fractions count only trials whose field is finite (the number used is "
-          f"given); intervals are {confidence:.0%} Wilson.", ""]
+          f"given); intervals are {A.interval_label(confidence)}.", ""]
 
     conv, marg = converged(ds), margin_exceeds(ds)
     env = eq14_envelope(ds) if "gd_loss" in ds else None
@@ -106,7 +109,7 @@ def _convergence_tables(ds, fig, TP, level, confidence):
     dims = _varying(ds)
     md = [f"### Convergence against width: P(GD converged) beside P(Eq. 9 margin > 1)", "",
           "`converged`: h_K <= tol h_0 within max_iters steps (0 = converged of `gd_status`); `margin > 1`: Eq. 9 "
-          "holds (C = 1). k/N counts trials, [lo, hi] the Wilson interval.", ""]
+          f"holds (C = 1). k/N counts trials, [lo, hi] the {A.interval_label(confidence)} interval.", ""]
     med_margin = quantiles(ds["margin"], (0.5,)).sel(quantile=0.5, drop=True).compute()
     keep, note = _pair_filter(ds)
     if note:
@@ -121,6 +124,11 @@ def _convergence_tables(ds, fig, TP, level, confidence):
         rows.append(r)
     md += _md(dims + ["converged", "interval", "margin > 1", "interval", "median margin"], rows) + [""]
 
+    if ds.sizes.get("d1", 1) < 2:
+        md += [f"### Width thresholds: not computed, the study has one width (d1 = {int(np.ravel(ds['d1'].values)[0])})",
+               ""]
+        fig("gd_convergence", TP.plot_convergence, ds, rates=rates, level=level)
+        return md
     thr = gd_thresholds(ds, level)
     tdims = _varying(thr)
     md += [f"### Width thresholds: GD against Eq. 9 ({level:.0%} of trials)", "",
@@ -241,20 +249,30 @@ def _lazy_section(ds, fig, TP):
     table_groups = shown_groups(groups)
     md += ["", f"The {len(table_groups)} products drawn in `lazy_training.png` (the most shared one and its nearest "
            "neighbours with three or more pairs):", ""]
+    acts = [str(a) for a in np.ravel(ds["activation"].values)] if "activation" in other else [None]
+    rest = [d for d in other if d != "activation"]
+    names = {"gd_rel_change_W": "W", "gd_rel_change_V": "V", "ntk_rel_change": "NTK", "lazy_ratio": "beta/nu^2"}
     rows = []
     for g in table_groups:
         s = lazy_summary(ds, g).compute()
-        for lab in _index_rows(s, other):
+        for lab in _index_rows(s, rest):
             for i, (a, b) in enumerate(g["pairs"]):
                 sel = dict(lab, w2_over_w1=g["ratios"][i])
                 row = [f"{g['product']:.4g}", _fmt(_scalar(s["eq19_scale"], sel)) if "eq19_scale" in s else "?"]
-                row += [str(lab[d]) for d in other] + [f"{a:.4g}", f"{b:.4g}", f"{b / a:.4g}"]
-                for k in LAZY_MEASURES:
-                    row.append(_fmt(_scalar(s[k].sel(quantile=0.5, drop=True), sel)) if k in s else "?")
-                row.append(_fmt(_scalar(s["converged"], sel)))
+                row += [str(lab[d]) for d in rest] + [f"{a:.4g}", f"{b:.4g}", f"{b / a:.4g}"]
+                conv = []
+                for act in acts:
+                    sa = dict(sel, activation=act) if act is not None else sel
+                    for k in LAZY_MEASURES:
+                        row.append(_fmt(_scalar(s[k].sel(quantile=0.5, drop=True), sa)) if k in s else "?")
+                    conv.append(_fmt(_scalar(s["converged"], sa)))
+                row.append(conv[0] if len(set(conv)) == 1 else " / ".join(conv))
                 rows.append(row)
-    md += _md(["w1 w2", "eq19"] + other + ["w1", "w2", "w2/w1", "rel. change W", "rel. change V", "NTK change",
-                                           "beta/nu^2", "converged"], rows) + [""]
+    head = [f"{names[k]} {act}" if act else names[k] for act in acts for k in LAZY_MEASURES]
+    md += [f"Medians over trials: W, V = relative change of W, V; NTK = relative change of the NTK Gram; "
+           f"beta/nu^2 at Theta_0; `converged`: fraction of trials (one number when the activations agree)"
+           + (f"; one column group per activation ({', '.join(acts)})." if acts[0] else "."), ""]
+    md += _md(["w1 w2", "eq19"] + rest + ["w1", "w2", "w2/w1"] + head + ["converged"], rows) + [""]
     fig("lazy_training", TP.plot_lazy, ds, groups=groups)
     return md
 
