@@ -67,7 +67,7 @@ bound.squeeze().to_dataframe(name="eq67_lower_sharp")[["eq67_lower_sharp", "t_us
 # *inconclusive* (neither held nor violated).
 
 # %%
-rate = ds.rmt.holding_rate("eq67_lower").squeeze().compute()
+rate = ds.rmt.holding_rate("eq67_lower_sharp").squeeze().compute()
 rate.to_dataframe()[["rate", "lo", "hi", "successes", "trials", "inconclusive"]]
 
 # %%
@@ -116,9 +116,9 @@ fig.tight_layout()
 # %%
 from rmt_engine.testing import BoundInconclusive, assert_bound_holds, check_bound
 
-result = check_bound(ds, "eq67_lower", min_rate=0.5, where={"d1": 640})
+result = check_bound(ds, "eq67_lower_sharp", min_rate=0.5, where={"d1": 640})
 print(result.format())
 try:
-    assert_bound_holds(ds, "eq67_lower", min_rate=0.5, where={"d1": 640})
+    assert_bound_holds(ds, "eq67_lower_sharp", min_rate=0.5, where={"d1": 640})
 except BoundInconclusive as e:
     print("inconclusive:", e)

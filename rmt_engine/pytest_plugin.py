@@ -8,7 +8,7 @@ cached per session by (resolved path, file content), so several tests of one stu
 
     def test_eq67(rmt_study):
         ds = rmt_study("studies/regression.toml")
-        assert_bound_holds(ds, "eq67_lower", delta=0.2, min_rate=0.8)
+        assert_bound_holds(ds, "eq67_lower_sharp", min_rate=0.8)
 """
 
 from __future__ import annotations

@@ -33,21 +33,25 @@ with the same variable names and dims):
     Two cubes have the same dims and coordinates, NaN at the same places, and values within
     tolerance (``|new - golden| <= atol + rtol * |golden|``), or identical bits with ``bitwise``.
 
-The bound names are the closed set ``BOUNDS`` (an unknown name is a ``ValueError`` that lists them):
+The bound names are the closed set ``BOUNDS``, named after the cube variable of each bound (an unknown
+name is a ``ValueError`` that lists them; the names of 0.1 -- ``eq67_lower_paper``, ``eq67_upper_paper``,
+``eq9_margin`` -- map with a DeprecationWarning, and ``eq67_lower``/``eq67_upper``, which meant the
+sharp forms in 0.1's ``check``, warn where they now differ from them, i.e. where w1 != 1):
 
 =================== ============================================================ ==========
 name                event per trial                                              ``delta``
 =================== ============================================================ ==========
-eq67_lower          sigma_min_F >= sqrt((1 - delta) eq58_lower_sharp)   (per t)  required
+eq67_lower_sharp    sigma_min_F >= sqrt((1 - delta) eq58_lower_sharp)   (per t)  required
 eq67_lower_hadamard sigma_min_F >= sqrt((1 - delta) eq58_lower_hadamard)         required
-eq67_lower_paper    sigma_min_F >= sqrt((1 - delta) eq58_lower)         (per t)  required
-eq67_upper          sigma_max_F <= sqrt((1 + delta) eq58_upper_sharp)            required
-eq67_upper_paper    sigma_max_F <= sqrt(1 + delta) w1^{r2} (sqrt((c1^2 + cinf2) d1) sigma_max_X
-                    + |c0| sqrt(d1 n)); w1^{r2} is recovered from eq58_upper     required
+eq67_lower_series   sigma_min_F >= sqrt((1 - delta) eq58_lower_series)           required
+eq67_lower          sigma_min_F >= sqrt((1 - delta) eq58_lower) (paper) (per t)  required
+eq67_upper_sharp    sigma_max_F <= sqrt((1 + delta) eq58_upper_sharp)            required
+eq67_upper          sigma_max_F <= sqrt(1 + delta) w1^{r2} (sqrt((c1^2 + cinf2) d1) sigma_max_X
+                    + |c0| sqrt(d1 n)) (paper); w1^{r2} recovered from eq58_upper required
 eq69                eq69_ratio <= 1 (sigma_max(V0) <= w2 (2 sqrt(d1) + sqrt(d2)))  unused
-eq9_margin          margin > 1 (Eq. 9 holds at the initialization)                unused
-delta1              empirical delta1 <= delta                                    required
-delta2              empirical delta2 <= delta                                    required
+margin              margin > 1 (Eq. 9 holds at the initialization)                unused
+delta1              measured delta1 <= delta                                     required
+delta2              measured delta2 <= delta                                     required
 =================== ============================================================ ==========
 
 Eq. 58 concerns E[M0], which is deterministic: it belongs to ``assert_exact_bounds``.
@@ -122,31 +126,36 @@ def _verdict(name):
 
 
 #: The bounds that depend on the Khatri-Rao order t.
-PER_T_BOUNDS = ("eq67_lower", "eq67_lower_paper")
+PER_T_BOUNDS = ("eq67_lower_sharp", "eq67_lower")
 
-#: The closed set of bound names of ``assert_bound_holds`` / ``rmt-engine check``.
+#: The closed set of bound names of ``assert_bound_holds`` / ``rmt-engine check``: the names of the cube
+#: variables of the bounds (``report.analysis.VERDICTS``; earlier names in ``RENAMED_EVENTS``).
 BOUNDS: dict[str, _Bound] = {
-    "eq67_lower": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower_sharp) (Eq. 67, sharp constant), per t",
-                         True, _verdict("eq67_lower")),
+    "eq67_lower_sharp": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower_sharp) (Eq. 67, sharp constant), per t",
+                               True, _verdict("eq67_lower_sharp")),
     "eq67_lower_hadamard": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower_hadamard) (Eq. 67 with the full sharp "
                                   "Eq. 58 lower bound over every Hermite order)", True, _verdict("eq67_lower_hadamard")),
     "eq67_lower_series": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower_series) (Eq. 67 with lambda_min of the "
                                 "Hermite series to order 16 plus its tail: the sharpest all-orders bound)", True,
                                 _verdict("eq67_lower_series")),
-    "eq67_lower_paper": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower) (Eq. 67/68, paper form), per t",
-                               True, _verdict("eq67_lower_paper")),
-    "eq67_upper": _Bound("sigma_max_F <= sqrt((1+delta) eq58_upper_sharp) (Eq. 67, sharp constant)",
-                         True, _verdict("eq67_upper")),
-    "eq67_upper_paper": _Bound("sigma_max_F <= sqrt(1+delta) w1^r2 (sqrt((c1^2+cinf2) d1) sigma_max_X "
-                               "+ |c0| sqrt(d1 n)) (Eq. 67, paper form)", True, _verdict("eq67_upper_paper")),
+    "eq67_lower": _Bound("sigma_min_F >= sqrt((1-delta) eq58_lower) (Eq. 67/68, paper form; = sharp at w1 = 1), per t",
+                         True, _verdict("eq67_lower")),
+    "eq67_upper_sharp": _Bound("sigma_max_F <= sqrt((1+delta) eq58_upper_sharp) (Eq. 67, sharp constant)",
+                               True, _verdict("eq67_upper_sharp")),
+    "eq67_upper": _Bound("sigma_max_F <= sqrt(1+delta) w1^r2 (sqrt((c1^2+cinf2) d1) sigma_max_X "
+                         "+ |c0| sqrt(d1 n)) (Eq. 67, paper form)", True, _verdict("eq67_upper")),
     "eq69": _Bound("eq69_ratio <= 1: sigma_max(V0) <= w2 (2 sqrt(d1) + sqrt(d2)) (Eq. 69)", False, _verdict("eq69")),
-    "eq9_margin": _Bound("margin > 1: Eq. 9 holds at initialization", False, _verdict("margin")),
-    "delta1": _Bound("empirical delta1 <= delta (Eq. 67 lower deviation)", True, _verdict("conc_lower")),
-    "delta2": _Bound("empirical delta2 <= delta (Eq. 67 upper deviation)", True, _verdict("conc_upper")),
+    "margin": _Bound("margin > 1: Eq. 9 holds at initialization", False, _verdict("margin")),
+    "delta1": _Bound("measured delta1 <= delta (Eq. 67 lower deviation)", True, _verdict("delta1")),
+    "delta2": _Bound("measured delta2 <= delta (Eq. 67 upper deviation)", True, _verdict("delta2")),
 }
 
 
 def _bound(name: str) -> _Bound:
+    from .report.analysis import RENAMED_EVENTS, event_name  # noqa: PLC0415
+
+    if name in RENAMED_EVENTS:
+        name = event_name(name)
     try:
         return BOUNDS[name]
     except KeyError:
@@ -294,6 +303,9 @@ def trials_needed(min_rate: float, confidence: float = 0.95) -> int:
 def check_bound(ds, bound: str, *, delta: float | None = None, min_rate: float = 0.95, confidence: float = 0.95,
                 where: Mapping | None = None, t=None) -> BoundCheck:
     """The ``BoundCheck`` of ``assert_bound_holds`` without raising (see the module docstring)."""
+    from .report.analysis import event_name  # noqa: PLC0415
+
+    bound = event_name(bound, ds)  # earlier names map (with a DeprecationWarning)
     b = _bound(bound)
     if not 0.0 <= min_rate <= 1.0 or not 0.0 < confidence < 1.0:
         raise ValueError("min_rate must be in [0, 1] and confidence in (0, 1)")

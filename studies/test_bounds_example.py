@@ -24,11 +24,11 @@ def ds(rmt_study):
 @pytest.mark.parametrize("activation", ["gelu", "tanh", "sigmoid"])
 def test_eq67_lower_holds(ds, activation):
     # "for these configurations, Eq. 67's lower bound with delta1 = 0.2 holds in at least 80% of trials"
-    assert_bound_holds(ds, "eq67_lower", delta=0.2, min_rate=0.8, where={"activation": activation})
+    assert_bound_holds(ds, "eq67_lower_sharp", delta=0.2, min_rate=0.8, where={"activation": activation})
 
 
 def test_eq67_upper_at_the_wide_layer(ds):
-    assert_bound_holds(ds, "eq67_upper", delta=0.2, min_rate=0.8, where={"d1": 240})
+    assert_bound_holds(ds, "eq67_upper_sharp", delta=0.2, min_rate=0.8, where={"d1": 240})
 
 
 def test_sharp_eq58_holds_exactly(ds):

@@ -40,16 +40,16 @@ def test_bound_masks_undefined_and_names_t(ds):
 
 
 def test_holding_rate_is_analysis_holding_rate_with_the_cube_delta(ds):
-    a = ds.rmt.holding_rate("eq67_lower")
-    b = A.holding_rate(ds, "eq67_lower", delta=0.2, t="auto")
+    a = ds.rmt.holding_rate("eq67_lower_sharp")
+    b = A.holding_rate(ds, "eq67_lower_sharp", delta=0.2, t="auto")
     for v in ("rate", "lo", "hi", "successes", "trials", "inconclusive"):
         np.testing.assert_array_equal(a[v].values, b[v].values)
     assert a.attrs["method"] == "clopper-pearson" and a.attrs["confidence"] == 0.95
 
 
 def test_verdicts_agree_with_check(ds):
-    v = ds.rmt.verdicts(names=["eq67_lower"])["eq67_lower"]
-    res = check_bound(ds, "eq67_lower", min_rate=0.5)  # delta and t from the cube: 0.2, auto
+    v = ds.rmt.verdicts(names=["eq67_lower_sharp"])["eq67_lower_sharp"]
+    res = check_bound(ds, "eq67_lower_sharp", min_rate=0.5)  # delta and t from the cube: 0.2, auto
     assert res.delta == 0.2 and res.t == "auto"
     held = {tuple(p.coords[d] for d in ("activation", "d1")): p.holds for p in res.points}
     for act in ds["activation"].values:

@@ -137,17 +137,17 @@ def test_margin_inside_the_error_is_inconclusive_never_violated():
     # sigma_min_F is 1% below the bound but known only to 5%: neither held nor violated
     bound = 1.0 / (1 - 0.2)  # sqrt((1 - 0.2) * b) = 1
     ds = _cube(0.99, 0.05, bound, 30)
-    v = A.bound_verdicts(ds, 0.2, names=["eq67_lower"])["eq67_lower"]
+    v = A.bound_verdicts(ds, 0.2, names=["eq67_lower_sharp"])["eq67_lower_sharp"]
     assert set(np.unique(v.values)) == {A.INCONCLUSIVE}
-    res = check_bound(ds, "eq67_lower", delta=0.2, min_rate=0.5, confidence=0.95)
+    res = check_bound(ds, "eq67_lower_sharp", delta=0.2, min_rate=0.5, confidence=0.95)
     assert res.status == "inconclusive" and res.points[0].within_error == 30
-    rate = A.holding_rate(ds, "eq67_lower", delta=0.2)
+    rate = A.holding_rate(ds, "eq67_lower_sharp", delta=0.2)
     assert int(rate["trials"]) == 0 and int(rate["inconclusive"]) == 30
     # the same margin with an exact value is a violation, and a value 10% above with 5% error holds
-    assert check_bound(_cube(0.99, 0.0, bound, 30), "eq67_lower", delta=0.2, min_rate=0.5).status == "violated"
-    assert check_bound(_cube(1.10, 0.05, bound, 30), "eq67_lower", delta=0.2, min_rate=0.5).status == "holds"
+    assert check_bound(_cube(0.99, 0.0, bound, 30), "eq67_lower_sharp", delta=0.2, min_rate=0.5).status == "violated"
+    assert check_bound(_cube(1.10, 0.05, bound, 30), "eq67_lower_sharp", delta=0.2, min_rate=0.5).status == "holds"
     # an unknown error (inf) is never a violation, whatever the value
-    assert check_bound(_cube(1e-3, math.inf, bound, 30), "eq67_lower", delta=0.2, min_rate=0.5).status == \
+    assert check_bound(_cube(1e-3, math.inf, bound, 30), "eq67_lower_sharp", delta=0.2, min_rate=0.5).status == \
         "inconclusive"
 
 
@@ -163,13 +163,13 @@ def test_tiny_w1_study_check_never_reports_a_false_violation(tmp_path):
     for k in range(10):
         sv = np.linalg.svd(_explicit_F(spec, k), compute_uv=False)[-1]
         truth.append(sv >= float(np.sqrt(0.8 * ds["eq58_lower_sharp"].sel(t=3).squeeze())))
-    v = A.bound_verdicts(ds, 0.2, t=3, names=["eq67_lower"])["eq67_lower"].values.ravel()
+    v = A.bound_verdicts(ds, 0.2, t=3, names=["eq67_lower_sharp"])["eq67_lower_sharp"].values.ravel()
     for k in range(10):
         if v[k] == A.VIOLATED:
             assert not truth[k], f"trial {k}: called violated, an SVD says it held"
         if v[k] == A.HELD:
             assert truth[k], f"trial {k}: called held, an SVD says it was violated"
-    res = check_bound(ds, "eq67_lower", delta=0.2, min_rate=0.5, t=3)
+    res = check_bound(ds, "eq67_lower_sharp", delta=0.2, min_rate=0.5, t=3)
     assert res.status != "violated" or not all(truth)
 
 
@@ -233,7 +233,7 @@ def test_a_rank_deficient_study_is_undefined_in_check_never_held(tmp_path):
     assert study.run(tmp_path / "a.zarr", progress=False, workers=1).ok
     ds = rmt.open_results(tmp_path / "a.zarr")
     for t in (2, 3):
-        assert check_bound(ds, "eq67_lower", delta=0.2, min_rate=0.5, t=t).status == "undefined"
+        assert check_bound(ds, "eq67_lower_sharp", delta=0.2, min_rate=0.5, t=t).status == "undefined"
     # tanh is odd: phi(W0 x_1) = -phi(W0 x_0), so M0 and E[M0] are singular and no lower bound exists
     assert float(ds["EM0_singular"].max()) == 1.0 and float(ds["eq58_lower_hadamard"].max()) == 0.0
     assert check_bound(ds, "eq67_lower_hadamard", delta=0.2, min_rate=0.5).status == "undefined"

@@ -70,9 +70,11 @@ def test_violation_rate_of_known_bernoulli_lands_in_ci(method):
 def test_binomial_interval_edges():
     lo, hi = A.binomial_interval([0, 10], [10, 10], method="clopper-pearson")
     assert lo[0] == 0 and hi[1] == 1 and 0 < hi[0] < 0.4 and 0.6 < lo[1] < 1
-    # Wilson 95% for 5/10 is (0.2366, 0.7634)
-    lo, hi = A.binomial_interval(5, 10)
+    # Wilson 95% for 5/10 is (0.2366, 0.7634); Clopper-Pearson (the default) (0.1871, 0.8129)
+    lo, hi = A.binomial_interval(5, 10, method="wilson")
     np.testing.assert_allclose([lo, hi], [0.23659, 0.76341], atol=1e-4)
+    lo, hi = A.binomial_interval(5, 10)
+    np.testing.assert_allclose([lo, hi], [0.18709, 0.81291], atol=1e-4)
     lo, hi = A.binomial_interval(0, 0)
     assert np.isnan(lo) and np.isnan(hi)
 
@@ -144,9 +146,9 @@ def test_concentration_summary_and_events():
     np.testing.assert_allclose(s.delta1_std, 0.1, rtol=0.4)
     ev = A.bound_events(ds, delta=0.2, t=2)
     # delta1 ~ N(0, 0.1): P(delta1 > 0.2) ~ 2.3%
-    v = A.violation_rate(ds, "conc_lower", delta=0.2, t=2).compute()
+    v = A.violation_rate(ds, "delta1", delta=0.2, t=2).compute()
     assert float(v.rate.mean()) < 0.1
-    np.testing.assert_array_equal(ev["eq67_lower"].values, ev["conc_lower"].values)
+    np.testing.assert_array_equal(ev["eq67_lower_sharp"].values, ev["delta1"].values)
 
 
 def test_c0_spike():

@@ -124,7 +124,7 @@ def test_report_level_outside_0_1_is_refused(args, tmp_path, capsys):
 @pytest.mark.parametrize("opt", ["--confidence", "--min-rate"])
 def test_check_probabilities_outside_0_1_are_refused(opt, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["check", str(tmp_path / "none.zarr"), "--bound", "eq67_lower", opt, "1.5"])
+        main(["check", str(tmp_path / "none.zarr"), "--bound", "eq67_lower_sharp", opt, "1.5"])
     assert e.value.code == 2
     assert opt in capsys.readouterr().err
 

@@ -31,6 +31,6 @@ def test_notebook_executes(tmp_path):
     client.execute()
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                      if o.get("output_type") == "stream")
-    assert "bound eq67_lower, delta=0.2, t=auto" in text
+    assert "bound eq67_lower_sharp, delta=0.2, t=auto" in text
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == 2

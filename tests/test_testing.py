@@ -1,5 +1,7 @@
 """rmt_engine.testing on synthetic cubes: outcomes, interval coverage, exact bounds, cube comparison."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -62,7 +64,7 @@ def test_nan_is_undefined_not_passing():
 def test_unknown_bound_and_missing_delta():
     with pytest.raises(ValueError) as e:
         check_bound(cube(np.ones(5)), "eq99", delta=0.2)
-    for name in ("eq67_lower", "eq67_upper_paper", "eq69", "eq9_margin", "delta1", "delta2"):
+    for name in ("eq67_lower_sharp", "eq67_upper", "eq69", "margin", "delta1", "delta2"):
         assert name in str(e.value) and name in BOUNDS
     with pytest.raises(ValueError, match="delta"):
         check_bound(cube(np.ones(5)), "delta1")
@@ -86,9 +88,9 @@ def test_t_dependent_bound_evaluates_every_t():
     smin = xr.DataArray(np.full((1, 50), 2.0), dims=("d1", "trial"), coords={"d1": [60], "trial": trial})
     lower = xr.DataArray([[1.0, 9.0]], dims=("d1", "t"), coords={"d1": [60], "t": t})  # sqrt(.8*9) > 2 at t=3
     ds = xr.Dataset({"sigma_min_F": smin, "eq58_lower_sharp": lower})
-    r = check_bound(ds, "eq67_lower", delta=0.2, min_rate=0.5)
+    r = check_bound(ds, "eq67_lower_sharp", delta=0.2, min_rate=0.5)
     assert [(p.coords["t"], p.status) for p in r.points] == [(2, "holds"), (3, "violated")]
-    assert_bound_holds(ds, "eq67_lower", delta=0.2, min_rate=0.5, t=2)
+    assert_bound_holds(ds, "eq67_lower_sharp", delta=0.2, min_rate=0.5, t=2)
 
 
 def _exact_cube(**over):
@@ -148,3 +150,28 @@ def test_cube_layout_and_nan_differences():
     with pytest.raises(CubesDiffer, match="only in golden"):
         assert_cubes_close(g.drop_vars("lambda_min_M0"), g)
     assert_cubes_close(g.drop_vars("lambda_min_M0"), g, variables=["sigma_max_F"])
+
+
+def test_one_vocabulary_and_the_names_of_01():
+    """Events are named after the cube variables of their bounds; 0.1's names map with a warning."""
+    import warnings
+
+    from rmt_engine.report import analysis as A
+    from rmt_engine.study.store import open_results
+
+    assert set(BOUNDS) == set(A.VERDICTS)
+    ds = open_results(Path(__file__).resolve().parent / "regression" / "golden_cube")
+    with pytest.warns(DeprecationWarning, match="'eq9_margin' is now 'margin'"):
+        old = check_bound(ds, "eq9_margin", min_rate=0.5)
+    assert old.bound == "margin" and [p.holds for p in old.points] == [p.holds for p in
+                                                                         check_bound(ds, "margin", min_rate=0.5).points]
+    with pytest.warns(DeprecationWarning, match="eq67_lower_paper"):
+        check_bound(ds, "eq67_lower_paper", min_rate=0.5, t=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # w1 = 1 everywhere: paper and sharp forms agree, no warning
+        a = check_bound(ds, "eq67_lower", min_rate=0.5, t=2)
+    b = check_bound(ds, "eq67_lower_sharp", min_rate=0.5, t=2)
+    assert [p.holds for p in a.points] == [p.holds for p in b.points]
+    w1 = ds.assign_coords(w1=[2.0])
+    with pytest.warns(UserWarning, match="paper's form"):
+        A.holding_rate(w1, "eq67_lower", t=2)

@@ -9,7 +9,7 @@ own. Registered when ``rmt_engine`` is imported.
     import rmt_engine
     ds = rmt_engine.open_results("quickstart.zarr")
     ds.rmt.bound("eq67_lower_sharp")          # the bound at t_auto, NaN where undefined; t as a coordinate
-    ds.rmt.holding_rate("eq67_lower")         # rate, 95% Clopper-Pearson interval, inconclusive count
+    ds.rmt.holding_rate("eq67_lower_sharp")   # rate, 95% Clopper-Pearson interval, inconclusive count
     ds.rmt.verdicts()                         # per-trial codes: 1 held, 0 violated, -1 inconclusive
     ds.rmt.threshold(level=0.95)              # smallest d1 with margin > 1 in 95% of the trials
     ds.rmt.deltas                             # {"bound_delta1": 0.2, "bound_delta2": 0.2}
@@ -85,7 +85,7 @@ class RmtAccessor:
         delta = self.deltas["bound_delta1"] if delta is None else delta
         return A.bound_verdicts(self._ds, delta, t=self._t(t), names=names)
 
-    def holding_rate(self, event: str = "eq67_lower", delta: float | None = None, t=None,
+    def holding_rate(self, event: str = "eq67_lower_sharp", delta: float | None = None, t=None,
                      confidence: float = A.RATE_CONFIDENCE, method: str = A.RATE_METHOD) -> xr.Dataset:
         """Fraction of trials in which ``event`` holds (an event of ``verdicts``), with its interval
         (default 95% Clopper-Pearson, as in ``check`` and the report) and the inconclusive count."""

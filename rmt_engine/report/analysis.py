@@ -317,17 +317,42 @@ def _v_eq69(ds, delta, thr):
 
 #: Every event of ``bound_verdicts``: name -> (variables it needs, verdict function).
 VERDICTS = {
-    "eq67_lower": (("sigma_min_F", "eq58_lower_sharp"), _v_eq67_lower("eq58_lower_sharp")),
-    "eq67_lower_paper": (("sigma_min_F", "eq58_lower"), _v_eq67_lower("eq58_lower")),
+    "eq67_lower_sharp": (("sigma_min_F", "eq58_lower_sharp"), _v_eq67_lower("eq58_lower_sharp")),
+    "eq67_lower": (("sigma_min_F", "eq58_lower"), _v_eq67_lower("eq58_lower")),
     "eq67_lower_hadamard": (("sigma_min_F", "eq58_lower_hadamard"), _v_eq67_lower("eq58_lower_hadamard")),
     "eq67_lower_series": (("sigma_min_F", "eq58_lower_series"), _v_eq67_lower("eq58_lower_series")),
-    "eq67_upper": (("sigma_max_F", "eq58_upper_sharp"), _v_eq67_upper),
-    "eq67_upper_paper": (("sigma_max_F", "eq58_upper", "c0", "c1", "cinf2", "sigma_max_X"), _v_eq67_upper_paper),
-    "conc_lower": (("delta1",), _v_conc_lower),
-    "conc_upper": (("delta2",), _v_conc_upper),
+    "eq67_upper_sharp": (("sigma_max_F", "eq58_upper_sharp"), _v_eq67_upper),
+    "eq67_upper": (("sigma_max_F", "eq58_upper", "c0", "c1", "cinf2", "sigma_max_X"), _v_eq67_upper_paper),
+    "delta1": (("delta1",), _v_conc_lower),
+    "delta2": (("delta2",), _v_conc_upper),
     "margin": (("margin",), _v_margin),
     "eq69": (("eq69_ratio",), _v_eq69),
 }
+
+
+#: Event names of earlier versions -> the cube's names (one vocabulary: an event is named after the
+#: cube variable of its bound). A DeprecationWarning names the new one.
+RENAMED_EVENTS = {"eq67_lower_paper": "eq67_lower", "eq67_upper_paper": "eq67_upper", "conc_lower": "delta1",
+                  "conc_upper": "delta2", "eq9_margin": "margin"}
+
+
+def event_name(name: str, ds=None) -> str:
+    """The canonical name of an event (``VERDICTS``): renamed names map with a DeprecationWarning, and
+    ``eq67_lower`` / ``eq67_upper`` warn where they differ from the sharp form (w1 != 1): until 0.2
+    ``check`` called the sharp bounds by these names; they are the cube's paper-form variables now."""
+    import warnings  # noqa: PLC0415
+
+    if name in RENAMED_EVENTS:
+        warnings.warn(f"event {name!r} is now {RENAMED_EVENTS[name]!r} (the cube variable's name)", DeprecationWarning,
+                      stacklevel=3)
+        return RENAMED_EVENTS[name]
+    if name in ("eq67_lower", "eq67_upper") and ds is not None and "w1" in getattr(ds, "coords", {}):
+        w1 = np.asarray(ds["w1"].values, dtype=float)
+        if np.any(w1 != 1.0):
+            warnings.warn(f"{name!r} is the paper's form (the cube's {name}: w1^r factors, not a bound in general for "
+                          f"w1 != 1); the sharp bound is {name}_sharp (check's {name} before rmt_engine 0.2)",
+                          UserWarning, stacklevel=3)
+    return name
 
 
 def bound_verdicts(ds, delta=0.2, *, t=None, margin_threshold=1.0, names=None):
@@ -339,16 +364,18 @@ def bound_verdicts(ds, delta=0.2, *, t=None, margin_threshold=1.0, names=None):
     violated. Where the cube flags ``EM0_singular``, delta1 is NaN and ``conc_lower`` undefined.
     ``names``: the events to compute (default: every one whose variables the Dataset has).
 
-    - ``eq67_lower``: ``sigma_min(F) >= sqrt((1 - delta) * eq58_lower_sharp)`` (Eq. 58 + 67, sharp); NaN
-      (undefined, never held) where the bound is undefined at that t (``lower_defined``);
-    - ``eq67_lower_paper``: the same with the paper's form ``eq58_lower``;
+    Each event is named after the cube variable of its bound (``RENAMED_EVENTS`` maps earlier names):
+
+    - ``eq67_lower_sharp``: ``sigma_min(F) >= sqrt((1 - delta) * eq58_lower_sharp)`` (Eq. 58 + 67, sharp);
+      NaN (undefined, never held) where the bound is undefined at that t (``lower_defined``);
+    - ``eq67_lower``: the same with the paper's form ``eq58_lower`` (equal to the sharp one at w1 = 1);
     - ``eq67_lower_hadamard``: the same with the full sharp bound ``eq58_lower_hadamard`` (0 = undefined);
     - ``eq67_lower_series``: the same with the sharper all-orders bound ``eq58_lower_series``;
-    - ``eq67_upper``: ``sigma_max(F) <= sqrt((1 + delta) * eq58_upper_sharp)`` (Eq. 58 + 67);
-    - ``eq67_upper_paper``: ``sigma_max(F) <= sqrt(1 + delta) w1^r2 (sqrt((c1^2 + cinf2) d1) sigma_max(X)
+    - ``eq67_upper_sharp``: ``sigma_max(F) <= sqrt((1 + delta) * eq58_upper_sharp)`` (Eq. 58 + 67);
+    - ``eq67_upper``: ``sigma_max(F) <= sqrt(1 + delta) w1^r2 (sqrt((c1^2 + cinf2) d1) sigma_max(X)
       + |c0| sqrt(d1 n))`` (Eq. 67 as printed; w1^r2 recovered from ``eq58_upper``);
-    - ``conc_lower``: ``lambda_min(M0) >= (1 - delta) lambda_min(E[M0])`` (Eq. 67, i.e. delta1 <= delta);
-    - ``conc_upper``: ``lambda_max(M0) <= (1 + delta) lambda_max(E[M0])`` (Eq. 67, delta2 <= delta);
+    - ``delta1``: ``lambda_min(M0) >= (1 - delta) lambda_min(E[M0])`` (Eq. 67, i.e. delta1 <= delta);
+    - ``delta2``: ``lambda_max(M0) <= (1 + delta) lambda_max(E[M0])`` (Eq. 67, delta2 <= delta);
     - ``margin``: ``margin > margin_threshold`` (Eq. 9; margin ~ mu^6, so 6x sigma_min_F's error);
     - ``eq69``: ``eq69_ratio <= 1`` (sigma_max(V0) <= w2 (2 sqrt(d1) + sqrt(d2))).
     """
@@ -356,6 +383,8 @@ def bound_verdicts(ds, delta=0.2, *, t=None, margin_threshold=1.0, names=None):
     ds = at_t(ds, t)
     if names is None:
         names = [k for k, (need, _) in VERDICTS.items() if all(v in ds.variables for v in need)]
+    else:
+        names = [event_name(k, ds) for k in names]
     unknown = [k for k in names if k not in VERDICTS]
     if unknown:
         raise ValueError(f"unknown event(s) {unknown}; valid events: {', '.join(VERDICTS)}")
@@ -417,7 +446,7 @@ def _rate(event, confidence, method, dim, inconclusive=None):
     return out
 
 
-def holding_rate(ds, event="eq67_lower", *, delta=0.2, t=None, confidence=RATE_CONFIDENCE, method=RATE_METHOD,
+def holding_rate(ds, event="eq67_lower_sharp", *, delta=0.2, t=None, confidence=RATE_CONFIDENCE, method=RATE_METHOD,
                  dim="trial"):
     """Fraction of trials in which ``event`` holds, with a binomial confidence interval.
 
@@ -430,7 +459,7 @@ def holding_rate(ds, event="eq67_lower", *, delta=0.2, t=None, confidence=RATE_C
     return _rate(ev, confidence, method, dim, inc)
 
 
-def violation_rate(ds, event="eq67_lower", *, delta=0.2, t=None, confidence=RATE_CONFIDENCE, method=RATE_METHOD,
+def violation_rate(ds, event="eq67_lower_sharp", *, delta=0.2, t=None, confidence=RATE_CONFIDENCE, method=RATE_METHOD,
                    dim="trial"):
     """Fraction of trials in which ``event`` fails (``1 - holding_rate``), with its CI."""
     ev, inc = _as_event(ds, event, delta, t)
@@ -443,6 +472,7 @@ def _as_event(ds, event, delta, t):
     """(events 1/0/NaN, inconclusive mask or None)."""
     xr = _xr()
     if isinstance(ds, xr.Dataset):
+        event = event_name(event, ds)
         ev = bound_verdicts(ds, delta, t=t, names=[event])[event]
     else:
         ev = ds

@@ -173,10 +173,10 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
            + ("; `not computed`: no trial of that grid point has run yet (partial cube)." if partial else "."), ""]
     computed = ds["done"].any("trial_block") if partial and "done" in ds else None
     events = [(ev, tt, text) for tt in ts for ev, text in
-              (("eq67_lower", f"sigma_min(F) < sqrt((1-delta) eq58_lower_sharp), {A.t_label(ds, tt)}"),)]
+              (("eq67_lower_sharp", f"sigma_min(F) < sqrt((1-delta) eq58_lower_sharp), {A.t_label(ds, tt)}"),)]
     events += [("eq67_lower_hadamard", None, "sigma_min(F) < sqrt((1-delta) eq58_lower_hadamard)"),
-               ("eq67_upper", None, "sigma_max(F) > sqrt((1+delta) eq58_upper_sharp)"),
-               ("conc_lower", None, "delta1 > delta"), ("conc_upper", None, "delta2 > delta")]
+               ("eq67_upper_sharp", None, "sigma_max(F) > sqrt((1+delta) eq58_upper_sharp)"),
+               ("delta1", None, "delta1 > delta"), ("delta2", None, "delta2 > delta")]
     rates = []
     for ev, tt, text in events:
         v = A.violation_rate(ds, ev, delta=delta, t=tt if tt is not None else ts[0] if ts else None,
@@ -185,12 +185,12 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
         rates.append((name, ev, tt, text, v))
         md.append(f"- `{name}`: {text}")
     md += ["", _rate_table([(name, v) for name, _, _, _, v in rates], computed if partial else None), ""]
-    lower = [(A.t_label(ds, tt), v) for name, ev, tt, _, v in rates if ev == "eq67_lower"]
+    lower = [(A.t_label(ds, tt), v) for name, ev, tt, _, v in rates if ev == "eq67_lower_sharp"]
     why = _undefined_words(ds, ts)
     fig("violations_eq67_lower", P.plot_violation_rates, lower if len(lower) > 1 else lower[0][1],
         title=f"violations at delta = {delta}: sigma_min(F) < sqrt((1-delta) eq58_lower_sharp)", why_undefined=why)
     for name, ev, tt, text, v in rates:
-        if ev != "eq67_lower":
+        if ev != "eq67_lower_sharp":
             fig(f"violations_{name}", P.plot_violation_rates, v, title=f"violations at delta = {delta}: {text}")
 
     # 4. power laws

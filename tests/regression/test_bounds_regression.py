@@ -43,15 +43,15 @@ def test_eq67_lower_at_the_informative_t(ds):
     """t = auto (gelu 2, tanh/sigmoid 3): holds for gelu; for tanh and sigmoid it fails at d1 = 2n,
     where delta1 ~ 0.6 > 0.2, and holds (tanh) or is borderline (sigmoid, 33/40) at d1 = 8n."""
     for act in ("gelu",):
+        assert_bound_holds(ds, "eq67_lower_sharp", delta=0.2, min_rate=0.8, where={"activation": act}, t="auto")
         assert_bound_holds(ds, "eq67_lower", delta=0.2, min_rate=0.8, where={"activation": act}, t="auto")
-        assert_bound_holds(ds, "eq67_lower_paper", delta=0.2, min_rate=0.8, where={"activation": act}, t="auto")
-    assert_bound_holds(ds, "eq67_lower", delta=0.2, min_rate=0.8, where={"activation": "tanh", "d1": 240}, t="auto")
+    assert_bound_holds(ds, "eq67_lower_sharp", delta=0.2, min_rate=0.8, where={"activation": "tanh", "d1": 240}, t="auto")
     for act in ("tanh", "sigmoid"):
         with pytest.raises(BoundViolated):
-            assert_bound_holds(ds, "eq67_lower", delta=0.2, min_rate=0.8, where={"activation": act, "d1": 60},
+            assert_bound_holds(ds, "eq67_lower_sharp", delta=0.2, min_rate=0.8, where={"activation": act, "d1": 60},
                                t="auto")
     with pytest.raises(BoundInconclusive, match=r"33/40 trials"):
-        assert_bound_holds(ds, "eq67_lower", delta=0.2, min_rate=0.8, where={"activation": "sigmoid", "d1": 240},
+        assert_bound_holds(ds, "eq67_lower_sharp", delta=0.2, min_rate=0.8, where={"activation": "sigmoid", "d1": 240},
                            t="auto")
 
 
@@ -68,21 +68,21 @@ def test_eq67_lower_all_orders_is_tighter_and_fails_more(ds):
 def test_eq67_lower_at_a_parity_zero_is_undefined_not_held(ds, activation):
     """c_2 = 0 for tanh and sigmoid: the t = 2 bound is 0, and 0 <= sigma_min is no evidence of anything."""
     with pytest.raises(BoundUndefined, match="undefined"):
-        assert_bound_holds(ds, "eq67_lower", delta=0.2, min_rate=0.8, where={"activation": activation}, t=2)
+        assert_bound_holds(ds, "eq67_lower_sharp", delta=0.2, min_rate=0.8, where={"activation": activation}, t=2)
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_eq67_upper_and_delta2_hold_at_the_wide_layer(ds, activation):
     where = {"activation": activation, "d1": 240}
+    assert_bound_holds(ds, "eq67_upper_sharp", delta=0.2, min_rate=0.8, where=where)
     assert_bound_holds(ds, "eq67_upper", delta=0.2, min_rate=0.8, where=where)
-    assert_bound_holds(ds, "eq67_upper_paper", delta=0.2, min_rate=0.8, where=where)
     assert_bound_holds(ds, "delta2", delta=0.2, min_rate=0.8, where=where)
     assert_bound_holds(ds, "delta1", delta=0.6, min_rate=0.8, where=where)
 
 
 def test_eq67_upper_for_tanh_at_d1_60_needs_more_trials(ds):
     with pytest.raises(BoundInconclusive, match=r"35/40 trials"):
-        assert_bound_holds(ds, "eq67_upper", delta=0.2, min_rate=0.8, where={"activation": "tanh", "d1": 60})
+        assert_bound_holds(ds, "eq67_upper_sharp", delta=0.2, min_rate=0.8, where={"activation": "tanh", "d1": 60})
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -91,7 +91,7 @@ def test_lambda_min_does_not_concentrate(ds, activation):
     with pytest.raises(BoundViolated):
         assert_bound_holds(ds, "delta1", delta=0.2, min_rate=0.8, where={"activation": activation})
     with pytest.raises(BoundViolated):
-        assert_bound_holds(ds, "eq9_margin", min_rate=0.8, where={"activation": activation})
+        assert_bound_holds(ds, "margin", min_rate=0.8, where={"activation": activation})
 
 
 def test_sharp_eq58_exact(ds):
