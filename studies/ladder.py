@@ -1,0 +1,320 @@
+"""The overparameterization ladder: the widths the paper's chain needs along n = d0^2/4, side by side.
+
+    python studies/ladder.py --quick --out ladder_quick      # about 2-4 min on 2 cores
+    python studies/ladder.py --out ladder                    # the CPU run (see README for its time)
+
+Per activation and case (n, d0) on the line n = d0^2 / 4 (t = 2), with w2 by the Eq. 19 rule
+(w1 w2 sqrt(d0 d1) = 1) and C = 1, three width thresholds d1*:
+
+- ``margin``: the paper's sufficient width, Eq. 9 margin > 1 (Theorem 1's condition at Theta_0);
+- ``ck``: conjugate-kernel concentration, delta1 = 1 - lambda_min(M0)/lambda_min(E[M0]) <= 1/2;
+- ``ntk``: NTK concentration, delta_ntk = 1 - lambda_min(J J^T)/lambda_min(E[J J^T]) <= 1/2 (Monte Carlo only).
+
+Two sources for each:
+
+- ``de``: deterministic predictions, no Monte Carlo: lambda_min(M0) and lambda_max(M0) from the
+  deterministic equivalent of M0 (``theory.asymptotics``, Louart-Liao-Couillet 2018) for the exact
+  K = E[M0]/d1 of the data; sigma_max(V0) ~ w2 sqrt(d1) (d2 = 1); h0 ~ w2^2 d1 tr(K) + ||Y||^2 (its
+  expectation); then the margin of Eq. 9 and delta1 as functions of d1, solved for the crossing by
+  bisection in log d1. Up to n = 4096 in the full run (one eigen-solve of K per case and data draw).
+- ``mc``: Monte Carlo with width paths (``run_trial_path``, one pass per trial over a doubling d1
+  grid, the NTK in the same pass): per trial the crossing width (``scaling.crossing_widths``), the
+  median over trials and data draws (``data_seed``) with a hierarchical bootstrap interval (draws,
+  then trials: the interval carries the X-draw variance).
+
+Fits ``d0 d1* ~ n^b`` per threshold, activation and source (``scaling.fit_scaling``), against 1 (the
+parameter count, the minimum-overparameterization line) and 3/2 (the paper). Writes ``ladder.json``
+(``{"thresholds": [...], "fits": [...]}``) and ``ladder.png`` (the headline figure) into ``--out``.
+Gradient descent (the fourth threshold of the issue) is not in this script yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+import rmt_engine as rmt
+from rmt_engine.linalg.spectra import eigvalsh
+from rmt_engine.report import scaling as S
+from rmt_engine.theory import bounds
+from rmt_engine.theory.activations import activation as get_activation
+from rmt_engine.theory.asymptotics import deterministic_equivalent_from_eigenvalues, predict_record
+from rmt_engine.theory.expected import expected_gram
+
+EVENTS = ("margin", "ck", "ntk")
+LEVEL = 0.5  # the median crossing width: what a deterministic prediction describes
+CK_DELTA = 0.5
+
+
+def w2_eq19(w1, d0, d1, scale=1.0):
+    return scale / (w1 * math.sqrt(d0 * d1))
+
+
+def de_point(act_name, n, d0, data_seed):
+    """What the deterministic predictions need of one data draw: the eigenvalues of K = E[M0]/d1
+    (exact, Hermite series), sigma_max(X) and tr K."""
+    X = rmt.make_data("sphere", d0, n, data_seed)
+    ev = np.clip(np.asarray(eigvalsh(expected_gram(X, act_name))), 0.0, None)
+    return ev, float(np.linalg.svd(X, compute_uv=False)[0]), float(ev.sum())
+
+
+def de_curves(act_name, point, d0, d1):
+    """Deterministic Eq. 9 margin and delta1 at width ``d1`` for one data draw (``de_point``)."""
+    act = get_activation(act_name)
+    ev, smax_X, trK = point
+    d = float(d1)
+    de = deterministic_equivalent_from_eigenvalues(ev, int(round(d)))
+    pr = predict_record(None, int(round(d)), de=de)
+    lam_min, lam_max = pr["asym_lambda_min"], pr["asym_lambda_max"]
+    w2 = w2_eq19(1.0, d0, d)
+    smax_V = w2 * (math.sqrt(d) + 1.0)  # d2 = 1: ||v|| ~ w2 sqrt(d1)
+    h0 = w2 * w2 * d * trK + 1.0  # E ||v^T F - Y||^2 = w2^2 tr E[M0] + ||Y||^2
+    mu, nu, beta = bounds.lemma3(math.sqrt(max(lam_min, 0.0)), math.sqrt(max(lam_max, 0.0)), smax_X, smax_V,
+                                 act.dphi_max, act.ddphi_max, smax_V)
+    margin = bounds.eq9_margin(mu, nu, beta, h0, 1.0)
+    delta1 = 1.0 - lam_min / (d * float(ev[0])) if ev[0] > 0 else math.nan
+    return margin, delta1
+
+
+def _bisect(f, a, b, fa, iters):
+    """Bisection in log d1 on [a, b] (f changes sign there; fa = f(a))."""
+    la, lb = math.log(a), math.log(b)
+    for _ in range(iters):
+        m = 0.5 * (la + lb)
+        fm = f(math.exp(m))
+        if fm * fa > 0:
+            la, fa = m, fm
+        else:
+            lb = m
+    return math.exp(0.5 * (la + lb))
+
+
+def de_thresholds(act, n, d0, draws, *, iters=10, max_ratio=2.0**24):
+    """Per data draw the d1 where the deterministic margin crosses 1 and delta1 crosses 1/2: a scan over
+    d1 = 1.05 n sqrt(2)^k brackets both, then bisection in log d1 (relative precision ~ 3e-4)."""
+    out = {"margin": [], "ck": []}
+    for s in range(draws):
+        pt = de_point(act, n, d0, 1000 + s)
+        cache = {}
+
+        def curves(d):
+            if d not in cache:
+                cache[d] = de_curves(act, pt, d0, d)
+            return cache[d]
+
+        funcs = {"margin": lambda d: math.log(max(curves(d)[0], 1e-300)),
+                 "ck": lambda d: curves(d)[1] - CK_DELTA}
+        found = {}
+        prev = None
+        d = 1.05 * n  # above the hard edge at d1 = n (lambda_min(M0) -> 0 there)
+        while len(found) < 2 and d <= max_ratio * n:
+            vals = {e: f(d) for e, f in funcs.items()}
+            if prev is not None:
+                for e in funcs:
+                    if e not in found and np.isfinite(vals[e]) and np.isfinite(prev[1][e]) and \
+                            vals[e] * prev[1][e] <= 0:
+                        found[e] = _bisect(funcs[e], prev[0], d, prev[1][e], iters)
+            prev = (d, vals)
+            d *= math.sqrt(2.0)
+        for e in funcs:
+            out[e].append(found.get(e, math.nan))
+    return out
+
+
+def mc_widths(act, n, d0, d1s, trials, draws):
+    """Per (draw, trial) crossing widths of the three events from width paths (NaN where censored)."""
+    import xarray as xr  # noqa: PLC0415
+
+    spec = rmt.TrialSpec(activation=act, n=n, d0=d0, d1=d1s[-1], ntk=True)
+    w2s = [w2_eq19(1.0, d0, d) for d in d1s]
+    cube = {e: np.full((draws, trials, len(d1s)), np.nan) for e in ("margin", "delta1", "delta_ntk")}
+    for s in range(draws):
+        sp = rmt.TrialSpec(**{**spec.__dict__, "data_seed": 1000 + s, "extra": {}})
+        cache = {}
+        for k in range(trials):
+            for j, rec in enumerate(rmt.run_trial_path(sp, k, d1s, w2s=w2s, cache=cache)):
+                for e in cube:
+                    cube[e][s, k, j] = rec[e]
+    coords = {"data_draw": np.arange(draws), "trial": np.arange(trials), "d1": np.asarray(d1s, float)}
+    das = {e: xr.DataArray(v, dims=("data_draw", "trial", "d1"), coords=coords) for e, v in cube.items()}
+    widths = {
+        "margin": S.crossing_widths(var=das["margin"], threshold=1.0, sense=">"),
+        "ck": S.crossing_widths(var=das["delta1"], threshold=CK_DELTA, sense="<=", var_scale="linear"),
+        "ntk": S.crossing_widths(var=das["delta_ntk"], threshold=CK_DELTA, sense="<=", var_scale="linear"),
+    }
+    out = {}
+    for e, w in widths.items():
+        d = w["d1_cross"].where(w["censored"] == 0)
+        out[e] = (d, w["censored"])
+    return out
+
+
+def run(cases, activations, *, de_draws, mc_cases, mc_d1_factors, trials, mc_draws, n_boot, log=print):
+    thresholds, t0 = [], time.perf_counter()
+    for act in activations:
+        for n, d0 in cases:
+            th = de_thresholds(act, n, d0, de_draws)
+            for e, vals in th.items():
+                v = np.asarray(vals, float)
+                ok = v[np.isfinite(v)]
+                thresholds.append({"activation": act, "n": n, "d0": d0, "t": 2, "event": e, "source": "de",
+                                   "d1_star": float(np.median(ok)) if ok.size else math.nan,
+                                   "lo": float(ok.min()) if ok.size else math.nan,
+                                   "hi": float(ok.max()) if ok.size else math.nan, "draws": int(ok.size)})
+            log(f"de {act} n={n}: " + ", ".join(f"{e} {thresholds[-k]['d1_star']:.4g}"
+                                                for k, e in ((2, 'margin'), (1, 'ck'))) +
+                f"  ({time.perf_counter() - t0:.0f} s)")
+        for n, d0 in mc_cases:
+            d1s = [int(round(n * f)) for f in mc_d1_factors]
+            res = mc_widths(act, n, d0, d1s, trials, mc_draws)
+            for e, (d, cens) in res.items():
+                hb = S.hierarchical_bootstrap_threshold(d, LEVEL, n_boot=n_boot)
+                thresholds.append({"activation": act, "n": n, "d0": d0, "t": 2, "event": e, "source": "mc",
+                                   "d1_star": float(hb["d_star"]), "lo": float(hb["lo"]), "hi": float(hb["hi"]),
+                                   "censored": int((cens != 0).sum()), "trials": int(cens.size)})
+            log(f"mc {act} n={n}: " + ", ".join(f"{r['event']} {r['d1_star']:.4g} [{r['lo']:.4g}, {r['hi']:.4g}]"
+                                                for r in thresholds[-3:]) + f"  ({time.perf_counter() - t0:.0f} s)")
+    return thresholds
+
+
+def fits(thresholds):
+    out = []
+    keys = sorted({(r["activation"], r["event"], r["source"]) for r in thresholds})
+    for act, ev, src in keys:
+        rows = [r for r in thresholds if (r["activation"], r["event"], r["source"]) == (act, ev, src)
+                and np.isfinite(r["d1_star"])]
+        if len(rows) < 3:
+            continue
+        n = np.array([r["n"] for r in rows], float)
+        y = np.array([r["d0"] * r["d1_star"] for r in rows], float)
+        # a plain least-squares fit of log y on log n with a Student-t interval (the intervals of the
+        # points enter the figure, not the weights: the de "intervals" are ranges over data draws)
+        lx, ly = np.log(n), np.log(y)
+        A = np.vstack([np.ones_like(lx), lx]).T
+        coef, res, *_ = np.linalg.lstsq(A, ly, rcond=None)
+        dof = len(lx) - 2
+        from scipy import stats  # noqa: PLC0415
+
+        if dof > 0:
+            s2 = float(((ly - A @ coef) ** 2).sum()) / dof
+            se = math.sqrt(s2 / float(((lx - lx.mean()) ** 2).sum()))
+            half = float(stats.t.ppf(0.975, dof)) * se
+        else:
+            half = math.nan
+        b = float(coef[1])
+        out.append({"activation": act, "event": ev, "source": src, "b": b, "lo": b - half, "hi": b + half,
+                    "n_min": float(n.min()), "n_max": float(n.max()), "points": len(rows),
+                    "verdict_1": _verdict(b, half, 1.0), "verdict_3_2": _verdict(b, half, 1.5)})
+    return out
+
+
+def _verdict(b, half, pred):
+    if not math.isfinite(half):
+        return "no interval (2 points)"
+    return "consistent" if abs(b - pred) <= half else ("steeper" if b > pred else "shallower")
+
+
+def figure(thresholds, fits_, path):
+    """The headline figure: d0 d1* against n (log-log) per activation, the deterministic curves, the Monte
+    Carlo points with their intervals, reference slopes 1 and 3/2; one legend below the panels."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import NullFormatter  # noqa: PLC0415
+
+    acts = sorted({r["activation"] for r in thresholds})
+    fig, axes = plt.subplots(1, len(acts), figsize=(5.0 * len(acts), 4.6), squeeze=False)
+    colors = {"margin": "C3", "ck": "C0", "ntk": "C2"}
+    labels = {"margin": "Eq. 9 margin > 1 (the paper's sufficient width)", "ck": "CK concentration: delta1 <= 1/2",
+              "ntk": "NTK concentration: delta_ntk <= 1/2"}
+    shift = {"margin": 1.0, "ck": 1 / 1.06, "ntk": 1.06}  # CK and NTK points nearly coincide: side by side
+    handles = {}
+    for ax, act in zip(axes[0], acts):
+        ns = sorted({r["n"] for r in thresholds if r["activation"] == act})
+        for ev in EVENTS:
+            de = sorted((r for r in thresholds if r["activation"] == act and r["event"] == ev and r["source"] == "de"
+                         and np.isfinite(r["d1_star"])), key=lambda r: r["n"])
+            mc = [r for r in thresholds if r["activation"] == act and r["event"] == ev and r["source"] == "mc"
+                  and np.isfinite(r["d1_star"])]
+            if de:
+                (h,) = ax.plot([r["n"] for r in de], [r["d0"] * r["d1_star"] for r in de], "-", color=colors[ev], lw=1.5)
+                handles[labels[ev]] = h
+            if mc:
+                x = np.array([r["n"] for r in mc], float) * shift[ev]
+                y = np.array([r["d0"] * r["d1_star"] for r in mc])
+                lo = np.array([r["d0"] * r["lo"] for r in mc])
+                hi = np.array([r["d0"] * r["hi"] for r in mc])
+                h = ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="os^"[EVENTS.index(ev)], color=colors[ev], ms=5,
+                                capsize=3, mfc="white" if ev == "ntk" else colors[ev])
+                handles.setdefault(labels[ev], h)
+        ck = sorted((r for r in thresholds if r["activation"] == act and r["event"] == "ck" and r["source"] == "de"
+                     and np.isfinite(r["d1_star"])), key=lambda r: r["n"])
+        if ck:
+            n0, y0 = ck[0]["n"], ck[0]["d0"] * ck[0]["d1_star"]
+            xs = np.array([ns[0], ns[-1]], float)
+            (h1,) = ax.plot(xs, y0 * (xs / n0) ** 1.0, "k:", lw=1)
+            (h2,) = ax.plot(xs, y0 * (xs / n0) ** 1.5, "k--", lw=1)
+            handles["slope 1 (parameter count d0 d1 ~ n)"] = h1
+            handles["slope 3/2 (the paper: d0 d1 ~ n^{3/2})"] = h2
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(ns, [str(v) for v in ns])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("n (samples); d0 = 2 sqrt(n)")
+        ax.set_ylabel("d0 d1* (first-layer parameters)")
+        ax.set_title(f"{act}: width thresholds along n = d0^2/4 (t = 2, C = 1, Eq. 19 scale 1)", fontsize=9)
+        ax.grid(True, which="major", alpha=0.3)
+    from matplotlib.lines import Line2D  # noqa: PLC0415
+
+    handles["lines: deterministic equivalent (no Monte Carlo)"] = Line2D([], [], color="0.4", lw=1.5)
+    handles["markers: Monte Carlo median, 95% hierarchical bootstrap (X draws, then trials)"] = Line2D(
+        [], [], color="0.4", marker="o", ls="none")
+    fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=2, fontsize=8,
+               handlelength=3.5, frameon=False)
+    fig.tight_layout(rect=(0, 0.22, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+QUICK = dict(cases=[(16, 8), (36, 12), (64, 16), (144, 24), (256, 32)], activations=["gelu", "tanh"],
+             de_draws=2, mc_cases=[(16, 8), (36, 12), (64, 16)],
+             mc_d1_factors=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512], trials=8, mc_draws=2, n_boot=300)
+#: A smoke run for the test suite (seconds): every code path, no claim.
+TINY = dict(cases=[(16, 8), (36, 12), (64, 16)], activations=["gelu"], de_draws=1, mc_cases=[(16, 8)],
+            mc_d1_factors=[1, 4, 16, 64, 256], trials=3, mc_draws=2, n_boot=50)
+FULL = dict(cases=[(16, 8), (36, 12), (64, 16), (144, 24), (256, 32), (576, 48), (1024, 64), (2304, 96)],
+            activations=["gelu", "tanh", "sigmoid", "softplus"], de_draws=3,
+            mc_cases=[(16, 8), (36, 12), (64, 16), (144, 24), (256, 32)],
+            mc_d1_factors=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512], trials=20, mc_draws=3, n_boot=2000)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small cases (a few minutes on 2 cores)")
+    ap.add_argument("--tiny", action="store_true", help="a smoke run of every code path (seconds; no claim)")
+    ap.add_argument("--out", default="ladder", help="output folder (ladder.json, ladder.png)")
+    args = ap.parse_args(argv)
+    cfg = TINY if args.tiny else QUICK if args.quick else FULL
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    th = run(**cfg)
+    fs = fits(th)
+    (out / "ladder.json").write_text(json.dumps({"thresholds": th, "fits": fs, "config": {
+        k: v for k, v in cfg.items()}, "seconds": time.perf_counter() - t0}, indent=1, default=float))
+    figure(th, fs, out / "ladder.png")
+    for f in fs:
+        print(f"fit {f['activation']:8s} {f['event']:6s} {f['source']}: b = {f['b']:.3f} ({f['lo']:.3f}, {f['hi']:.3f}) "
+              f"over n in [{f['n_min']:g}, {f['n_max']:g}]; vs 1: {f['verdict_1']}, vs 3/2: {f['verdict_3_2']}")
+    print(f"wrote {out / 'ladder.json'} and {out / 'ladder.png'} in {time.perf_counter() - t0:.0f} s")
+    return th, fs
+
+
+if __name__ == "__main__":
+    main()
