@@ -389,13 +389,13 @@ def cmd_show(args) -> int:
     keys = list(s["points"][0]["stats"]) if s["points"] else []
     pkeys = list(s["points"][0]["point"]) if s["points"] else []
     for k in keys + pkeys:
-        t.add_column(k)
+        t.add_column(k, overflow="fold")  # wrap between numbers (the range has spaces), never cut with an ellipsis
     rows = s["points"][: args.max_rows] if args.max_rows else s["points"]
     for p in rows:
         cells = [str(p["labels"][ax]) for ax in s["varying"]] + [str(p["trials_done"])]
         for k in keys:
             st = p["stats"][k]
-            cells.append("-" if st is None else f"{_fmt(st[1])} ({_fmt(st[0], 3)}..{_fmt(st[-1], 3)})")
+            cells.append("-" if st is None else f"{_fmt(st[1])} ({_fmt(st[0], 3)} .. {_fmt(st[-1], 3)})")
         cells += [_fmt(p["point"][k]) for k in pkeys]
         t.add_row(*cells)
     con.print(t)

@@ -133,3 +133,20 @@ def test_trial_fills_auto_fields_and_show_help_percent(capsys):
         main(["show", "--help"])
     out = capsys.readouterr().out
     assert "5%/95%" in out and "5%%" not in out
+
+
+def test_show_at_100_columns_never_cuts_a_number(capsys, monkeypatch):
+    """Item 11: the q05 .. q95 cells wrap between numbers; nothing is cut with an ellipsis."""
+    import re
+    from pathlib import Path
+
+    from rmt_engine.cli import main
+
+    monkeypatch.setenv("COLUMNS", "100")
+    golden = Path(__file__).resolve().parent / "regression" / "golden_cube"
+    assert main(["show", str(golden)]) == 0
+    out = capsys.readouterr().out
+    assert "…" not in out
+    # every number of the table is whole: mantissa, exponent and all
+    for cell in re.findall(r"\d\.\d*e[-+]?$", out, flags=re.M):
+        raise AssertionError(f"a number cut at the line end: {cell}")
