@@ -661,7 +661,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(words)
+    except SystemExit as e:
+        # check reserves exit status 2 for "inconclusive": its usage errors exit 3 ("bad store or argument")
+        if e.code == 2 and next((w for w in words if not w.startswith("-")), None) == "check":
+            raise SystemExit(3) from None
+        raise
     return args.func(args)
 
 

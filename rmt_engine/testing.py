@@ -303,8 +303,13 @@ def trials_needed(min_rate: float, confidence: float = 0.95) -> int:
 def check_bound(ds, bound: str, *, delta: float | None = None, min_rate: float = 0.95, confidence: float = 0.95,
                 where: Mapping | None = None, t=None) -> BoundCheck:
     """The ``BoundCheck`` of ``assert_bound_holds`` without raising (see the module docstring)."""
+    import xarray as xr  # noqa: PLC0415
+
     from .report.analysis import event_name  # noqa: PLC0415
 
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"check_bound needs an xarray.Dataset (a result cube, rmt_engine.open_results), "
+                        f"got {type(ds).__name__}")
     bound = event_name(bound, ds)  # earlier names map (with a DeprecationWarning)
     b = _bound(bound)
     if not 0.0 <= min_rate <= 1.0 or not 0.0 < confidence < 1.0:
@@ -329,6 +334,8 @@ def check_bound(ds, bound: str, *, delta: float | None = None, min_rate: float =
     ev = b.event(sub, delta).load()
     if "trial" not in ev.dims:
         raise ValueError(f"bound {bound!r}: the cube has no trial dimension")
+    if ev.sizes["trial"] == 0:
+        raise ValueError(f"bound {bound!r}: the cube has no trials (trial dimension of length 0)")
     others = [d for d in ev.dims if d != "trial"]
     ev = ev.transpose(*others, "trial")
     vals = np.asarray(ev.values, dtype=float).reshape(-1, ev.sizes["trial"])

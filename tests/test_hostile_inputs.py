@@ -4,9 +4,12 @@ import io
 import math
 import warnings
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+import rmt_engine as rmt
 
 from rmt_engine import TrainSpec, TrialSpec, register_activation, run_trial, train_trial
 from rmt_engine.cli import main
@@ -259,3 +262,58 @@ def test_huge_lr_is_a_recorded_divergence_for_every_d2(d2):
         warnings.simplefilter("ignore")
         rec = train_trial(TrialSpec(activation="gelu", n=16, d0=6, d1=64, d2=d2), 0, TrainSpec(max_iters=50, lr=1e300))
     assert rec["gd_status"] == 2.0
+
+
+# --------------------------------------------------------------------------- the second hostile pass
+
+
+def test_check_usage_errors_exit_3_not_the_inconclusive_2(capsys):
+    from rmt_engine.cli import main
+
+    golden = str(Path(__file__).resolve().parent / "regression" / "golden_cube")
+    for argv in (["check", golden], ["check", golden, "--bound", "margin", "--delta", "nan"],
+                 ["check", golden, "--bound", "margin", "--min-rate", "1.5"],
+                 ["check", golden, "--bound", "eq67_lower_sharp", "--t", "-1"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 3, argv
+    capsys.readouterr()
+
+
+def test_api_ranges_match_the_cli():
+    import rmt_engine  # noqa: F401 - the accessor
+    from rmt_engine.report import analysis as A
+    from rmt_engine.study.store import open_results
+    from rmt_engine.testing import assert_bound_holds, check_bound
+
+    ds = open_results(Path(__file__).resolve().parent / "regression" / "golden_cube")
+    for delta in (-0.5, 1.0, float("nan"), "0.2", True):
+        with pytest.raises(ValueError, match="delta"):
+            assert_bound_holds(ds, "eq67_lower_sharp", delta=delta, min_rate=0.5)
+    with pytest.raises(ValueError, match="delta"):
+        ds.rmt.verdicts(delta=2.0)
+    assert check_bound(ds, "eq67_upper_sharp", delta=2.0, min_rate=0.5).delta == 2.0  # upper bounds: delta >= 0
+    for level in (1.5, float("nan"), 0.0):
+        with pytest.raises(ValueError, match="level"):
+            ds.rmt.threshold(level=level)
+    with pytest.raises(TypeError, match="xarray.Dataset"):
+        check_bound({"a": 1}, "margin")
+    with pytest.raises(ValueError, match="needs the variables"):
+        A.bound_verdicts(ds[["sigma_min_F"]], names=["eq67_lower_sharp"])
+
+
+def test_run_trial_path_refuses_what_trialspec_refuses():
+    spec = rmt.TrialSpec(activation="gelu", n=8, d0=4, d1=16)
+    for d1s in ([16.7, 32], [True, 32], ["a"], [[16, 32]]):
+        with pytest.raises(ValueError, match="d1s"):
+            rmt.run_trial_path(spec, 0, d1s)
+    with pytest.raises(ValueError, match="w2s"):
+        rmt.run_trial_path(spec, 0, [16, 32], w2s=[True, 1.0])
+    assert len(rmt.run_trial_path(spec, 0, np.array([16, 32]), cache={})) == 2  # NumPy integers are fine
+
+
+def test_a_directory_as_data_file_is_named_as_such(tmp_path):
+    from rmt_engine.sampling.data import make_data
+
+    with pytest.raises(ValueError, match="is a directory"):
+        make_data("file", 4, 8, path=str(tmp_path))

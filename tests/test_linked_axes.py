@@ -85,7 +85,7 @@ def test_linking_changes_the_config_hash():
     (TOML.replace("n = [4, 9, 16]\n", ""), "two or more axes"),
     (TOML.replace("[grid.linked]", "[grid.linked]\nbogus = [1, 2, 3]"), "unknown key 'bogus'"),
     (TOML.replace("n = [4, 9, 16]", "n = [4, 4, 16]").replace("d0 = [4, 6, 8]", "d0 = [4, 4, 8]"), "repeats a case"),
-    (TOML.replace("eq19_scale = 0.5", "eq19_scale = -1.0"), "eq19_scale must be > 0"),
+    (TOML.replace("eq19_scale = 0.5", "eq19_scale = -1.0"), "eq19_scale = -1.0 is outside"),
     (TOML.replace("[study]", "[study]\nsave_spectrum = true"), "n cannot be a linked axis"),
     (TOML.replace('activation = ["gelu"]', 'activation = "gelu"\nd0 = "eq19"').replace(
         "d0 = [4, 6, 8]\n", "d2 = [1, 1, 1]\n"), "unknown rule 'eq19' for axis 'd0'"),

@@ -48,7 +48,7 @@ def test_report_cli_writes_files(tiny_store, tmp_path):
     out = tmp_path / "out"
     assert main(["report", str(tiny_store), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
-    for png in ("bounds_vs_width", "delta_distributions", "violations_eq67_lower", "c0_spike", "lower_bound_slack"):
+    for png in ("bounds_vs_width", "delta_distributions", "violations_eq67_lower_sharp", "c0_spike", "lower_bound_slack"):
         assert (out / f"{png}.png").stat().st_size > 1000, png
         assert f"({png}.png)" in md
     assert "FAILED" not in md

@@ -117,7 +117,7 @@ def test_no_two_figures_are_the_same_picture(shape_report):
     for (a, x), (b, y) in itertools.combinations(imgs.items(), 2):
         assert x.shape != y.shape or not np.array_equal(x, y), (a, b)
     # t = 2 and t_auto: one bounds figure and one eq67_lower violation figure, naming both orders
-    assert "bounds_vs_width.png" in imgs and "violations_eq67_lower.png" in imgs
+    assert "bounds_vs_width.png" in imgs and "violations_eq67_lower_sharp.png" in imgs
     assert not any(n.startswith("bounds_vs_width_t") for n in imgs)
 
 

@@ -37,7 +37,7 @@ from ..theory.asymptotics import predict_record
 from ..theory.hadamard import hadamard_lower_bound, series_lower_bound
 from ..theory.hermite import hermite_coefficients, hermite_tail, normalized_hermite_coefficients
 from ..theory.khatri_rao import data_extremes, khatri_rao_extremes_checked
-from .spec import TrialSpec, validate_spec
+from .spec import TrialSpec, is_integer, validate_spec
 from ..linalg.extremes import extremes, spectral_norm_certified
 from .point_cache import layered, process_cache
 from ..linalg.spectra import eigvalsh, extreme_eigenvalues
@@ -251,12 +251,18 @@ def run_trial_path(spec: TrialSpec, trial: int, d1s, *, w2s=None, cache: dict | 
         raise TypeError(f"spec must be a TrialSpec, got {type(spec).__name__}")
     if isinstance(trial, bool) or not isinstance(trial, (int, np.integer)) or trial < 0:
         raise ValueError(f"trial must be a non-negative integer, got {trial!r}")
+    d1s = list(np.asarray(d1s, dtype=object).reshape(-1)) if np.ndim(d1s) == 1 else d1s
+    if np.ndim(d1s) != 1 or not all(is_integer(d) for d in d1s):
+        raise ValueError(f"d1s must be a 1-D sequence of integer widths (no bools, no fractions), got {d1s!r}")
     d1s = [int(d) for d in d1s]
     if not d1s or any(d < 1 for d in d1s) or any(b <= a for a, b in zip(d1s, d1s[1:])):
         raise ValueError(f"d1s must be strictly increasing positive widths, got {d1s}")
-    w2s = [spec.w2] * len(d1s) if w2s is None else [float(w) for w in w2s]
+    w2s = [spec.w2] * len(d1s) if w2s is None else list(w2s)
     if len(w2s) != len(d1s):
         raise ValueError(f"w2s has {len(w2s)} values for {len(d1s)} widths")
+    if any(isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, float, np.integer, np.floating)) for w in w2s):
+        raise ValueError(f"w2s must be numbers (one w2 per width), got {w2s!r}")
+    w2s = [float(w) for w in w2s]
     specs = [replace(spec, d1=d, w2=w) for d, w in zip(d1s, w2s)]
     for sp in specs:
         validate_spec(sp)

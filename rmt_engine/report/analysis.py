@@ -355,6 +355,20 @@ def event_name(name: str, ds=None) -> str:
     return name
 
 
+def check_delta(delta, upper_only: bool = False) -> float:
+    """``delta`` as a float, or a ValueError: in [0, 1) for the lower bounds (sqrt(1 - delta)), >= 0 and
+    finite for the upper ones only (``upper_only``) -- the ranges ``rmt-engine check`` enforces."""
+    if isinstance(delta, bool) or not isinstance(delta, (int, float, np.integer, np.floating)):
+        raise ValueError(f"delta must be a number, got {delta!r}")
+    d = float(delta)
+    if upper_only:
+        if not (0.0 <= d < math.inf):
+            raise ValueError(f"delta must be finite and >= 0, got {delta!r}")
+    elif not (0.0 <= d < 1.0):
+        raise ValueError(f"delta must lie in [0, 1) (the lower bounds use sqrt(1 - delta)), got {delta!r}")
+    return d
+
+
 def bound_verdicts(ds, delta=0.2, *, t=None, margin_threshold=1.0, names=None):
     """Per-trial verdict codes (``HELD`` 1, ``VIOLATED`` 0, ``INCONCLUSIVE`` -1, NaN = missing or
     undefined) of the paper's bounds, each measured value taken with its error
@@ -380,11 +394,19 @@ def bound_verdicts(ds, delta=0.2, *, t=None, margin_threshold=1.0, names=None):
     - ``eq69``: ``eq69_ratio <= 1`` (sigma_max(V0) <= w2 (2 sqrt(d1) + sqrt(d2))).
     """
     xr = _xr()
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"bound_verdicts needs an xarray.Dataset (a result cube), got {type(ds).__name__}")
+    check_delta(delta, upper_only=names is not None and all(
+        RENAMED_EVENTS.get(k, k) in ("eq67_upper", "eq67_upper_sharp", "delta2") for k in names))
     ds = at_t(ds, t)
     if names is None:
         names = [k for k, (need, _) in VERDICTS.items() if all(v in ds.variables for v in need)]
     else:
         names = [event_name(k, ds) for k in names]
+        for k in names:
+            missing = [v for v in VERDICTS.get(k, ((), None))[0] if v not in ds.variables]
+            if missing:
+                raise ValueError(f"event {k!r} needs the variables {missing}, which this Dataset does not have")
     unknown = [k for k in names if k not in VERDICTS]
     if unknown:
         raise ValueError(f"unknown event(s) {unknown}; valid events: {', '.join(VERDICTS)}")
@@ -597,6 +619,8 @@ def width_threshold(ds, level=0.95, *, var="margin", threshold=1.0, event=None, 
     Returns a Dataset ``d1_star``, ``censored``, ``fraction`` (p along ``d1``).
     """
     xr = _xr()
+    if isinstance(level, bool) or not isinstance(level, (int, float, np.floating)) or not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must lie strictly between 0 and 1 (a fraction of trials), got {level!r}")
     label = "event"
     if event is None:
         label = f"{var} > {threshold}"

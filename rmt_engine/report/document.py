@@ -187,7 +187,7 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
     md += ["", _rate_table([(name, v) for name, _, _, _, v in rates], computed if partial else None), ""]
     lower = [(A.t_label(ds, tt), v) for name, ev, tt, _, v in rates if ev == "eq67_lower_sharp"]
     why = _undefined_words(ds, ts)
-    fig("violations_eq67_lower", P.plot_violation_rates, lower if len(lower) > 1 else lower[0][1],
+    fig("violations_eq67_lower_sharp", P.plot_violation_rates, lower if len(lower) > 1 else lower[0][1],
         title=f"violations at delta = {delta}: sigma_min(F) < sqrt((1-delta) eq58_lower_sharp)", why_undefined=why)
     for name, ev, tt, text, v in rates:
         if ev != "eq67_lower_sharp":

@@ -204,6 +204,8 @@ def data_file_header(path) -> tuple[tuple, np.dtype]:
     import zipfile  # noqa: PLC0415
 
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"data file {path!r} is a directory, not a .npy or .npz file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {path!r} does not exist")
     if path.endswith(".npz"):

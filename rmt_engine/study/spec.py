@@ -367,6 +367,9 @@ class Study:
             p = Path(self.data_path)
             if not p.is_absolute() and self.source:
                 p = Path(self.source).parent / p
+            if p.is_dir():
+                raise StudySpecError(f"data file {str(p)!r} is a directory, not a .npy or .npz file",
+                                     ("study", "data_path"))
             if not p.is_file():
                 raise StudySpecError(f"data file {str(p)!r} does not exist", ("study", "data_path"))
             object.__setattr__(self, "data_path", str(p.absolute()))
