@@ -259,6 +259,18 @@ def phi_blocks(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
         yield r0, r1, (F if F.dtype == xp.float64 else F.astype(xp.float64))
 
 
+def _run_lanes(run, n_lanes: int, threads: int) -> None:
+    """``run(lane)`` for every lane: on up to ``min(n_lanes, threads)`` threads, each with its share of the
+    BLAS threads (no pool waits for or spins beside another), or one after the other."""
+    if threads > 1 and n_lanes > 1:
+        parallel = min(n_lanes, threads)
+        with _blas_controller().limit(limits=max(1, threads // parallel), user_api="blas"):
+            list(_lane_pool(parallel).map(run, range(n_lanes)))
+    else:
+        for lane_index in range(n_lanes):
+            run(lane_index)
+
+
 def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None,
                d2: int = 0, w2: float = 1.0, key_V=None, block_rows: int = 4096,
                dtype: str = "float64", ntk: bool = False) -> TrialSums:
@@ -294,14 +306,7 @@ def accumulate(X, act: Activation | str, d1: int, *, w1: float = 1.0, key_W=None
         for r0, r1 in blocks[lane_index::n_lanes]:
             lanes[lane_index].add_block(p, r0, r1)
 
-    threads = blas_threads() if on_numpy else 1
-    if threads > 1:
-        parallel = min(n_lanes, threads)
-        with _blas_controller().limit(limits=max(1, threads // parallel), user_api="blas"):
-            list(_lane_pool(parallel).map(run, range(n_lanes)))
-    else:
-        for lane_index in range(n_lanes):
-            run(lane_index)
+    _run_lanes(run, n_lanes, blas_threads() if on_numpy else 1)
 
     M = lanes[0].M
     for lane in lanes[1:]:
@@ -414,13 +419,7 @@ def accumulate_path(X, act: Activation | str, d1s, *, w1: float = 1.0, key_W=Non
                 if i % n_lanes == lane_index:
                     lanes[lane_index].add_block(p, r0, r1)
 
-        if threads > 1 and n_lanes > 1:
-            parallel = min(n_lanes, threads)
-            with _blas_controller().limit(limits=max(1, threads // parallel), user_api="blas"):
-                list(_lane_pool(parallel).map(run, range(n_lanes)))
-        else:
-            for lane_index in range(n_lanes):
-                run(lane_index)
+        _run_lanes(run, n_lanes, threads)
         done = d
         first = lanes[0]
         for lane in lanes[1:]:  # fold the other lanes into the first: it is the path's M0 from here on

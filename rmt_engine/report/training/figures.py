@@ -16,7 +16,8 @@ import numpy as np
 
 from .. import analysis as A
 from . import numbers as TR
-from ..plots import BAND, NothingToDraw, _colors, _computed_panels, _grid_ticks, _panels, _save, _series, _style_legend
+from ..plots import (BAND, NothingToDraw, _colors, _computed_panels, _grid_ticks, _panels, _save, _series, _style_legend,
+                     fixed_words as _fixed_words)
 from ...study.store import GRID_AXES
 
 __all__ = ["plot_convergence", "plot_gd_thresholds", "plot_rate_ratio", "plot_ball", "plot_lazy",
@@ -30,22 +31,6 @@ def _grid_figure(nrows, ncols, width=4.8, height=3.9):
 
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     return fig, fig.subplots(nrows, ncols, squeeze=False)
-
-
-def _fixed_words(ds, exclude=()) -> str:
-    """``"d0 = 16, w2 = 0.0039"``: the grid axes with one value (the data kind and d2 = 1 only if not default)."""
-    parts = []
-    for d in GRID_AXES:
-        if d in exclude or d not in ds.coords or d == "activation":
-            continue
-        vals = np.ravel(np.asarray(ds[d].values))
-        if vals.size != 1:
-            continue
-        v = vals[0]
-        if (d == "data" and str(v) == "sphere") or (d == "d2" and int(v) == 1):
-            continue
-        parts.append(f"{d} = {v:.4g}" if isinstance(v, (float, np.floating)) else f"{d} = {v}")
-    return ", ".join(parts)
 
 
 def _settings_words(ds) -> str:
