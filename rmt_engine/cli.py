@@ -99,10 +99,13 @@ def cmd_verify(args) -> int:
     try:
         if store_attrs(args.store) is None:
             raise StoreError(f"{args.store} is not a zarr store")
-        problems = verify_store(args.store)
+        notes: list = []
+        problems = verify_store(args.store, notes=notes)
     except (StoreError, FileNotFoundError) as e:
         _err(str(e))
         return EXIT_BAD_INPUT
+    for note in notes:  # e.g. regions not done yet: not a problem of a partial store, but said
+        print(f"rmt-engine: note: {note}")
     if problems:
         print(f"rmt-engine: {args.store}: {len(problems)} problem(s):")
         for p in problems[:50]:

@@ -63,7 +63,7 @@ def test_report_cli_writes_files(tiny_store, tmp_path):
     assert "undefined" in md and "c_t(w1) = 0 (parity)" in md
     viol = md.split("## Violation rates")[1].split("## ")[0]
     head = next(r for r in viol.splitlines() if r.startswith("| activation"))
-    col = [c.strip() for c in head.strip("|").split("|")].index("eq67_lower")
+    col = [c.strip() for c in head.strip("|").split("|")].index("eq67_lower_sharp")
     tanh_rows = [r for r in viol.splitlines() if r.startswith("| tanh")]
     assert tanh_rows and all(r.strip("|").split("|")[col].strip() == "undefined" for r in tanh_rows), viol
 

@@ -429,3 +429,138 @@ def test_report_into_an_unwritable_directory_is_a_clear_error(reference, capsys)
     finally:
         _unprivileged_readable(base)
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- coordinates, metadata, layout
+
+
+def _complete_copy(reference, dst):
+    """A copy of the reference as a finished run leaves it: marked complete, metadata consolidated."""
+    s = _copy(reference, dst)
+    st.update_attrs(s, complete=True)
+    st.consolidate(s)
+    assert st._is_consolidated(s)
+    return s
+
+
+def _same_files(a, b, name):
+    fa = sorted(p.relative_to(a) for p in (a / name).rglob("*") if p.is_file())
+    fb = sorted(p.relative_to(b) for p in (b / name).rglob("*") if p.is_file())
+    assert fa == fb, name
+    for f in fa:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_coordinates_are_checksummed_checked_against_the_grid_and_rewritten_on_resume(reference, client, tmp_path):
+    for name in ("d1", "n", "trial", "trial_block", "t", "activation"):
+        codecs = json.loads((reference / name / "zarr.json").read_text())["codecs"]
+        assert any(c["name"] == "crc32c" for c in codecs), name
+    s = _complete_copy(reference, tmp_path / "c.zarr")
+    _flip(_chunks(s, "d1")[0])  # CRC-32C mismatch
+    import zarr
+
+    zarr.open_array(str(s / "t"), mode="r+")[...] = np.array([7])  # a readable coordinate with wrong values
+    problems = st.verify_store(s)
+    assert any("coordinate d1" in p for p in problems), problems
+    assert any("coordinate t" in p and "not the study's grid" in p for p in problems), problems
+    for partial in (False, True):
+        with pytest.raises(st.StoreError, match="coordinate (d1|t)"):
+            st.open_results(s, allow_partial=partial)
+    msgs = []
+    summary = _study().run(s, client=client, resume=True, progress=False, echo=msgs.append)
+    assert summary.ok and summary.regions_computed == 0, (summary.line(), msgs)
+    assert any("coordinate d1" in m and "coordinate t" in m for m in msgs), msgs
+    assert st.verify_store(s) == []
+    for name in ("d1", "t"):
+        _same_files(s, reference, name)
+    ds = st.open_results(s)
+    assert ds["d1"].values.tolist() == [16, 32] and ds["t"].values.tolist() == [2]
+    _assert_bitwise_equal(s, reference)
+
+
+@pytest.mark.parametrize("what,expect", [("sigma_min_F/zarr.json", 0), ("sigma_min_F", 4), ("done/zarr.json", 0),
+                                         (f"{st.CHECK_NAME}/zarr.json", 0)])
+def test_deleted_metadata_of_a_complete_consolidated_store_is_restored(what, expect, reference, client, tmp_path):
+    s = _complete_copy(reference, tmp_path / "m.zarr")
+    target = s / what
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    msgs = []
+    summary = _study().run(s, client=client, resume=True, progress=False, echo=msgs.append)
+    assert summary.ok, summary.failures
+    assert summary.regions_computed == expect, (summary.line(), msgs)
+    assert any("recreated the metadata of" in m for m in msgs), msgs
+    assert st.verify_store(s) == []
+    assert st._is_consolidated(s)
+    import xarray as xr
+
+    assert "sigma_min_F" in xr.open_zarr(str(s), consolidated=True)  # the consolidated metadata is whole again
+    _assert_bitwise_equal(s, reference)
+
+
+def test_resume_refuses_a_store_with_another_set_of_variables(reference, client, tmp_path):
+    import zarr
+
+    s = _copy(reference, tmp_path / "v.zarr")  # as written by an engine without the field "margin"
+    shutil.rmtree(s / "margin")
+    g = zarr.open_group(str(s), mode="r+")
+    g.attrs["variables"] = [v for v in g.attrs["variables"] if v != "margin"] + ["retired_field"]
+    with pytest.raises(st.IncompatibleStoreError, match="margin") as e:
+        _study().run(s, client=client, resume=True, progress=False, echo=lambda m: None)
+    assert "retired_field" in str(e.value) and "new store" in str(e.value)
+    from rmt_engine.study.plan import check_store
+
+    with pytest.raises(st.IncompatibleStoreError, match="missing 1 variable"):
+        check_store(_study(), s, resume=True)  # up front: nothing was written
+    assert "margin" not in os.listdir(s) and not st.lock_path(s).exists()
+
+
+def test_metadata_that_differs_from_the_template_is_an_error_and_rewritten_on_resume(reference, client, tmp_path):
+    s = _complete_copy(reference, tmp_path / "d.zarr")
+    f = s / "delta1" / "zarr.json"
+    meta = json.loads(f.read_text())
+    meta["data_type"] = "float32"
+    f.write_text(json.dumps(meta))
+    f2 = s / "done" / "zarr.json"
+    meta2 = json.loads(f2.read_text())
+    meta2["codecs"] = [c for c in meta2["codecs"] if c["name"] != "crc32c"]
+    f2.write_text(json.dumps(meta2))
+    problems = st.verify_store(s)
+    assert any("delta1" in p and "data_type" in p for p in problems), problems
+    assert any("done" in p and "codecs" in p for p in problems), problems
+    with pytest.raises(st.StoreError, match="delta1.*data_type"):
+        st.open_results(s)
+    msgs = []
+    summary = _study().run(s, client=client, resume=True, progress=False, echo=msgs.append)
+    assert summary.ok and summary.regions_computed == 0, (summary.line(), msgs)
+    assert st.verify_store(s) == []
+    assert f.read_bytes() == (reference / "delta1" / "zarr.json").read_bytes()
+    _assert_bitwise_equal(s, reference)
+
+
+def test_open_results_allow_partial_masks_regions_that_are_not_done(reference, tmp_path):
+    s = _copy(reference, tmp_path / "p.zarr")
+    import zarr
+
+    done = zarr.open_array(str(s / "done"), mode="r+")
+    idx_a = (0,) * 4 + (1,) + (0,) * 3  # d1 = 32
+    done[idx_a + (0,)] = False  # block 0 of d1 = 32: its trials and its per-point values
+    done[(0,) * 8 + (1,)] = False  # block 1 of d1 = 16: its trials only
+    ref = st.open_results(reference)
+    ds = st.open_results(s, allow_partial=True)
+    sa, sb = (0, 0, 0, 1, 0, 0, 0), (0,) * 7  # spectrum_n8 has no n dimension
+    v, r = ds["spectrum_n8"].values, ref["spectrum_n8"].values
+    assert np.isnan(v[sa][:2]).all() and np.isnan(v[sb][2:4]).all()
+    assert v[sb][:2].tobytes() == r[sb][:2].tobytes() and v[sa][2:4].tobytes() == r[sa][2:4].tobytes()
+    for name in ("sigma_min_F", "delta1", "sigma_min_xkr"):
+        v, r = ds[name].values, ref[name].values
+        assert np.isnan(v[idx_a][:2]).all() and np.isnan(v[(0,) * 8][2:4]).all(), name
+        assert v[(0,) * 8][:2].tobytes() == r[(0,) * 8][:2].tobytes(), name
+        assert v[idx_a][2:4].tobytes() == r[idx_a][2:4].tobytes(), name
+    for name in ("lambda_min_EM0", "eq67_lower_sharp"):
+        v, r = ds[name].values, ref[name].values
+        assert np.isnan(v[idx_a]).all(), name  # per-point values of d1 = 32: block 0 not done
+        assert v[(0,) * 8].tobytes() == r[(0,) * 8].tobytes(), name
+    assert int(ds["done"].values.sum()) == 2
+    notes = []
+    assert st.verify_store(s, notes=notes) == []  # a partial store is no error ...
+    assert notes and "2 of 4 regions" in notes[0] and "not done" in notes[0]  # ... but verify says so

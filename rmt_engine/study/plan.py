@@ -7,7 +7,9 @@ Rules of this module
 - ``check_store`` refuses, before anything is created, a store that this study cannot write: a
   missing store on ``--resume``, an unwritable directory (the store's, or the one beside it that
   holds its lock), a file, an empty or foreign directory, a store of another version or of another
-  config hash (with the differing keys).
+  config hash (with the differing keys), and a store whose set of variables is not the one this
+  engine writes for the study (``IncompatibleStoreError`` naming the missing and extra variables: such
+  a store is not extended in place, the study is run into a new store).
 - ``plan_tasks`` takes the done mask it is given: on a resume the driver passes the audited one
   (``store.audit_regions``: a region whose chunks are damaged is not done).
 - Nothing here writes to a store or talks to Dask (``check_store`` only probes that the directory
@@ -87,9 +89,41 @@ def check_store(study: Study, store, *, resume: bool = False) -> dict | None:
         raise _store.StoreError(
             f"{store} holds another study (config hash {str(attrs.get('config_hash'))[:12]}, this study "
             f"{study.config_hash()[:12]}){detail}. Use a new --store, or the study that wrote it.")
+    if attrs.get("template_complete"):
+        _check_variables(study, store, attrs)
     _probe_writable(store, f"cannot resume the store {store}")  # its chunks and attributes
     _probe_writable(store.parent, f"cannot lock the store {store} (its lock file goes beside it)")
     return attrs
+
+
+def _check_variables(study: Study, store: Path, attrs: dict) -> None:
+    """Refuse (``IncompatibleStoreError``) a store whose variables are not the ones this engine writes
+    for the study: one written by an rmt_engine with another set of fields (same config hash). Such a
+    store is never extended in place (its done regions lack the new variables, and every task would
+    fail on the missing ones): it stays readable with ``open_results``, and the study is run into a new
+    store. A store written before ``region_check`` existed (no ``region_check`` in its ``variables``
+    attribute) is still resumed, as before."""
+    recorded = attrs.get("variables")
+    if not isinstance(recorded, list):
+        return  # a template older than the attribute: audited region by region
+    tpt = int(attrs.get("trials_per_task") or study.trials_per_task())
+    expected = [v.name for v in _store.layout(study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum,
+                                              study.train, study.ntk)]
+    have = set(recorded)
+    missing = [n for n in expected if n not in have and n != _store.CHECK_NAME]
+    extra = sorted(have - set(expected))
+    if not missing and not extra:
+        return
+    what = []
+    if missing:
+        what.append(f"missing {len(missing)} variable(s) this rmt_engine writes: {', '.join(missing)}")
+    if extra:
+        what.append(f"{len(extra)} variable(s) this rmt_engine does not write: {', '.join(extra)}")
+    raise _store.IncompatibleStoreError(
+        f"{store} was written by an rmt_engine with another set of variables (rmt_engine "
+        f"{attrs.get('rmt_engine_version', '?')}): {'; '.join(what)}. "
+        "It cannot be resumed by this rmt_engine (it stays readable with open_results). Run the study into a "
+        "new store (--store NEW.zarr), or resume it with the rmt_engine that wrote it.")
 
 
 # --------------------------------------------------------------------------- tasks

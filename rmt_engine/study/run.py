@@ -10,8 +10,10 @@ Rules of this module
   ``PROGRESS_INTERVAL_S``), reports workers that join or leave, and records the run in the store's
   ``runs`` attribute. A failed region is reported with whether a rerun can help; done regions are
   never recomputed, unless their data are damaged.
-- Resuming an existing store first repairs it: the metadata of deleted variables is recreated from
-  the study's template (``store.restore_metadata``), every region marked done is audited (presence,
+- Resuming an existing store first repairs it: the metadata of deleted variables, and metadata that
+  differs from the template's, is recreated from the study's template and damaged coordinate arrays
+  are rewritten from it (``store.restore_metadata``; the consolidated metadata of a complete store is
+  rewritten after it), every region marked done is audited (presence,
   size and digest of each chunk: ``store.audit_regions``), the flags of damaged regions are cleared
   and unreadable flags rebuilt from the regions' records (``store.mark_done``); the plan then holds
   exactly the regions not done, damaged ones included, and their recomputation is bitwise what an
@@ -293,6 +295,7 @@ def _repair(study, store, tpt, echo):
                                        study.train, study.ntk)
     if restored:
         echo(f"rmt-engine: recreated the metadata of {', '.join(restored)} from the study's template")
+    _store.reconsolidate(store)  # a complete store's consolidated metadata: every variable again
     audit = _store.audit_regions(store, deep=True, flags_lost="done" in restored)
     for region, reasons in list(audit.damaged.items())[:10]:
         echo(f"rmt-engine: damaged region ({_store._region_label(region)}): {'; '.join(reasons)}")

@@ -773,3 +773,6 @@ def _key_lines(text: str) -> dict:
         if m:
             lines.setdefault(table + _split_key(m.group(1)), no)
     return lines
+
+
+_store.STUDY_PARSER[0] = Study.from_toml_text  # the cube format rebuilds a store's template from its study_toml

@@ -36,8 +36,20 @@ Rules of this module
   region is recomputed. Stores written before ``region_check`` existed (same layout version; their
   ``variables`` attribute lacks it) are checked by presence and the CRC-32C codec only: a chunk
   swapped between two regions of such a store is not detected.
-- The driver (never a task) recreates the metadata (``zarr.json``) of a deleted variable from the
-  study's template (``restore_metadata``) before an audit and before any task writes.
+- Coordinates and metadata. Coordinate arrays carry the same CRC-32C codec (stores made before that
+  have none), and ``check_template`` compares every coordinate's values (and dims) with the grid of
+  the study recorded in the store's attributes (``study_toml``: ``study_template``) and every
+  variable's ``zarr.json`` (``TEMPLATE_META_KEYS``: shape, dtype, chunks, dims, fill value, codecs;
+  not its attributes) with the template's: ``verify_store`` reports a difference, ``open_results``
+  refuses it (``StoreError`` naming it), and a resume rewrites it from the template.
+- The driver (never a task) recreates the metadata (``zarr.json``) of a deleted variable, metadata
+  that differs from the template's and damaged coordinate arrays from the study's template
+  (``restore_metadata``) before an audit and before any task writes, then rewrites the consolidated
+  metadata of a complete store. The engine reads its stores without the consolidated metadata
+  (``_open_group``, ``open_results``): a stale one is never trusted.
+- A store whose set of variables is not the one this engine writes for its study (written by another
+  rmt_engine, same config hash) is refused on resume (``plan.check_store``: ``IncompatibleStoreError``
+  naming the missing and extra variables); it stays readable, the study is run into a new store.
 - Unwritten chunks read as the fill value (NaN for floats, False for ``done``).
 - The root attribute ``template_complete`` is set last when the template is created: a store
   without it was interrupted before any task could run, and the next run recreates it.
@@ -312,12 +324,18 @@ def create_template(path, grid: dict, t_values, trials: int, trials_per_task: in
 
 def restore_metadata(path, grid: dict, t_values, trials: int, trials_per_task: int, save_spectrum: bool,
                      train=None, ntk: bool = False) -> list[str]:
-    """Driver-only: recreate the ``zarr.json`` of every variable of the store's ``variables`` attribute
-    whose metadata is gone, from the study's template; returns their names.
+    """Driver-only: bring the store's metadata and coordinates back to the study's template; returns
+    what it rewrote (variable names, and ``coordinate NAME`` for coordinates).
 
-    The template is written (metadata only) into a temporary directory beside the store and the
-    variables' ``zarr.json`` copied over, so they are byte for byte what ``create_template`` wrote;
-    chunk files still in place are read again (and audited) afterwards.
+    - the ``zarr.json`` of every variable of the store's ``variables`` attribute whose metadata is
+      gone, or differs from the template's (``TEMPLATE_META_KEYS``: shape, dtype, chunks, dims, fill
+      value, codecs), is rewritten; its chunk files stay and are audited afterwards (their digests
+      decide which regions are recomputed);
+    - every coordinate array that is missing, unreadable or not the study's grid (``check_template``)
+      is replaced as a whole by the template's.
+    The template is written into a temporary directory beside the store and copied over, so what is
+    restored is byte for byte what ``create_template`` writes. The consolidated metadata of a
+    complete store is rewritten afterwards (``reconsolidate``).
     """
     import shutil  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
@@ -325,25 +343,177 @@ def restore_metadata(path, grid: dict, t_values, trials: int, trials_per_task: i
     p = Path(path)
     expected = (store_attrs(p) or {}).get("variables") or []
     lost = [name for name in expected if not (p / name / "zarr.json").is_file()]
-    if not lost:
-        return []
     ds, encoding = template_dataset(grid, t_values, trials, trials_per_task, save_spectrum, {}, train, ntk)
     unknown = [name for name in lost if name not in ds]
     if unknown:
         raise StoreError(f"{p}: the metadata of {', '.join(unknown)} is gone and this study's template has no such "
                          "variable")
+    check = check_template(p, (ds, encoding, _template_meta(ds, encoding)))
+    meta_names = lost + [n for n in check.meta if n not in lost and n in expected]
+    coord_names = list(check.coords)
+    if not meta_names and not coord_names:
+        return []
     try:
         with tempfile.TemporaryDirectory(prefix=".rmt_engine_template_", dir=p.parent) as tmp:
-            ds[lost].to_zarr(os.path.join(tmp, "t.zarr"), mode="w-", compute=False, consolidated=False,
-                             encoding={k: encoding[k] for k in lost})
-            for name in lost:
+            t = Path(tmp) / "t.zarr"
+            ds.to_zarr(os.fspath(t), mode="w-", compute=False, consolidated=False, encoding=encoding)
+            for name in meta_names:
                 (p / name).mkdir(exist_ok=True)
                 tmp_meta = p / name / ".zarr.json.restoring"
-                shutil.copyfile(Path(tmp) / "t.zarr" / name / "zarr.json", tmp_meta)
+                shutil.copyfile(t / name / "zarr.json", tmp_meta)
                 os.replace(tmp_meta, p / name / "zarr.json")
+            for name in coord_names:
+                staged = p / f".{name}.restoring"
+                shutil.rmtree(staged, ignore_errors=True)
+                shutil.copytree(t / name, staged)
+                old = p / f".{name}.damaged"
+                shutil.rmtree(old, ignore_errors=True)
+                if (p / name).exists():
+                    os.replace(p / name, old)
+                os.replace(staged, p / name)
+                shutil.rmtree(old, ignore_errors=True)
     except OSError as e:
-        raise StoreWriteError(f"cannot recreate the metadata of {', '.join(lost)} in {p}: {e.strerror or e}") from None
-    return lost
+        what = ", ".join(meta_names + coord_names)
+        raise StoreWriteError(f"cannot recreate the metadata of {what} in {p}: {e.strerror or e}") from None
+    reconsolidate(p)
+    return meta_names + [f"coordinate {n}" for n in coord_names]
+
+
+#: The keys of an array's ``zarr.json`` that must be the template's (its attributes may differ).
+TEMPLATE_META_KEYS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value", "codecs",
+                      "dimension_names")
+
+
+@dataclass
+class TemplateCheck:
+    """What ``check_template`` found: ``coords``: coordinate -> reason (missing, unreadable, not the
+    study's grid); ``meta``: variable -> reason (its ``zarr.json`` differs from the template's);
+    ``known``: whether the study's template could be built from the store's attributes."""
+
+    coords: dict
+    meta: dict
+    known: bool = True
+
+    def problems(self) -> list[str]:
+        return ([f"coordinate {n}: {r}" for n, r in self.coords.items()]
+                + [f"variable {n}: {r}" for n, r in self.meta.items()])
+
+
+def _template_meta(ds, encoding) -> dict:
+    """name -> the ``zarr.json`` (a dict) the template writes for every variable and coordinate."""
+    import zarr  # noqa: PLC0415
+    from zarr.storage import MemoryStore  # noqa: PLC0415
+
+    mem = MemoryStore()
+    ds.to_zarr(mem, mode="w-", compute=False, consolidated=False, encoding=encoding)
+    out = {}
+    for name in ds.variables:
+        buf = mem._store_dict.get(f"{name}/zarr.json")
+        if buf is not None:
+            out[name] = json.loads(buf.to_bytes())
+    return out
+
+
+_TEMPLATE_CACHE: dict = {}
+#: The study-file parser (``Study.from_toml_text``), registered by ``study.spec`` when it is imported: the
+#: cube format sits below the study chain and never imports it (``tests/test_import_graph.py``).
+STUDY_PARSER: list = [None]
+
+
+def study_template(attrs: dict):
+    """``(Dataset, encoding, metadata)`` of the template of the study recorded in a store's attributes
+    (``study_toml``, ``trials_per_task``), or None when it cannot be rebuilt from them."""
+    toml = attrs.get("study_toml")
+    if not isinstance(toml, str) or not toml:
+        return None
+    key = (toml, attrs.get("study_source"), attrs.get("trials_per_task"))
+    if key in _TEMPLATE_CACHE:
+        return _TEMPLATE_CACHE[key]
+    if STUDY_PARSER[0] is None:
+        return None
+    try:
+        study = STUDY_PARSER[0](toml, source=attrs.get("study_source") or None)
+        tpt = int(attrs.get("trials_per_task") or study.trials_per_task())
+        ds, encoding = template_dataset(study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum, {},
+                                        study.train, study.ntk)
+        out = (ds, encoding, _template_meta(ds, encoding))
+    except Exception:  # noqa: BLE001 - a study this engine cannot read back: no template to compare with
+        out = None
+    if len(_TEMPLATE_CACHE) > 16:
+        _TEMPLATE_CACHE.clear()
+    _TEMPLATE_CACHE[key] = out
+    return out
+
+
+def _canon(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _coord_problem(g, p: Path, name: str, expected) -> str | None:
+    if not (p / name / "zarr.json").is_file():
+        return "missing (its zarr.json is gone)"
+    try:
+        arr = g[name]
+        values = np.asarray(arr[...])
+    except Exception as e:  # noqa: BLE001 - a CRC mismatch, undecodable bytes, a missing chunk
+        return f"cannot be read ({type(e).__name__}: {e})"
+    dims = tuple(arr.metadata.dimension_names or ())
+    if dims != tuple(expected.dims):
+        return f"has dims {dims}, the study's grid {tuple(expected.dims)}"
+    want = np.asarray(expected.values)
+    if values.shape != want.shape:
+        return f"has shape {values.shape}, the study's grid {want.shape}"
+    if want.dtype == object:
+        same = [str(v) for v in values.ravel()] == [str(v) for v in want.ravel()]
+    else:
+        same = values.dtype == want.dtype and np.array_equal(values, want, equal_nan=want.dtype.kind == "f")
+    if not same:
+        shown = values.ravel()[:8].tolist()
+        return f"values {shown} are not the study's grid {want.ravel()[:8].tolist()} (damaged)"
+    return None
+
+
+def check_template(path, template=None) -> TemplateCheck:
+    """Compare the store's coordinates (values, dims) and the metadata of its variables
+    (``TEMPLATE_META_KEYS``) with the template of its study (``study_template`` of the store's
+    attributes, or ``template``); variables of the template the store does not have are left to
+    ``audit_regions`` / ``plan.check_store``."""
+    p = Path(path)
+    if template is None:
+        template = study_template(store_attrs(p) or {})
+    if template is None:
+        return TemplateCheck({}, {}, known=False)
+    ds, _, meta = template
+    g = _open_group(p, "r")
+    coords = {}
+    for name in ds.coords:
+        reason = _coord_problem(g, p, name, ds[name])
+        if reason:
+            coords[name] = reason
+    bad = {}
+    for name in ds.data_vars:
+        f = p / name / "zarr.json"
+        if not f.is_file() or name not in meta:
+            continue
+        try:
+            have = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            bad[name] = f"its zarr.json cannot be read ({e})"
+            continue
+        if not isinstance(have, dict):
+            bad[name] = "its zarr.json is not a JSON object"
+            continue
+        diffs = [f"{k} {have.get(k)!r} (template {meta[name].get(k)!r})" for k in TEMPLATE_META_KEYS
+                 if _canon(have.get(k)) != _canon(meta[name].get(k))]
+        if diffs:
+            bad[name] = "metadata differs from the study's template: " + "; ".join(diffs)
+    return TemplateCheck(coords, bad)
+
+
+def reconsolidate(path) -> None:
+    """Rewrite the consolidated metadata of a store that has it (after its metadata changed)."""
+    if _is_consolidated(path):
+        consolidate(path)
 
 
 def template_dataset(grid: dict, t_values, trials: int, trials_per_task: int, save_spectrum: bool, attrs: dict,
@@ -387,6 +557,8 @@ def template_dataset(grid: dict, t_values, trials: int, trials_per_task: int, sa
     coords["trial_block"] = ("trial_block", np.arange(nb, dtype=np.int64),
                              {"long_name": "block of trials_per_task trials (one task, one chunk)",
                               "trials_per_task": int(trials_per_task)})
+    for name in coords:  # coordinates are checksummed too: a flipped byte fails the read
+        encoding[name] = {"compressors": _compressors()}
     return xr.Dataset(variables, coords=coords, attrs=_jsonable_attrs(attrs)), encoding
 
 
@@ -406,9 +578,11 @@ def _jsonable_attrs(attrs: dict) -> dict:
 
 
 def _open_group(path, mode="r"):
+    """The store's root group, read from the arrays' own ``zarr.json`` (never from the consolidated
+    metadata, which a deleted or restored variable leaves stale)."""
     import zarr  # noqa: PLC0415
 
-    return zarr.open_group(os.fspath(path), mode=mode)
+    return zarr.open_group(os.fspath(path), mode=mode, use_consolidated=False)
 
 
 def store_attrs(path) -> dict | None:
@@ -807,20 +981,31 @@ def missing_chunks(path, limit: int = 20) -> list[str]:
     return out[:limit]
 
 
-def verify_store(path) -> list[str]:
-    """Audit every done region (every chunk present, of its recorded size and digest) and read every
-    chunk of every array (CRC-32C checked): the problems found.
+def verify_store(path, notes: list | None = None) -> list[str]:
+    """Audit every done region (every chunk present, of its recorded size and digest), compare the
+    coordinates and every variable's metadata with the study's template (``check_template``) and
+    read every chunk of every array (CRC-32C checked): the problems found.
 
     An empty list means every region marked done is whole and unaltered. A store written before
-    ``region_check`` is checked by presence and CRC-32C only (``has_region_checks``).
-    ``rmt-engine verify STORE``.
+    ``region_check`` is checked by presence and CRC-32C only (``has_region_checks``). ``notes``: a
+    list that receives what is no error but worth saying (``not_done_note``: regions not done, i.e.
+    a partial store). ``rmt-engine verify STORE``.
     """
     p = Path(path)
     try:
+        tcheck = check_template(p)
+    except Exception as e:  # noqa: BLE001 - not even the root group reads
+        return [f"corrupt: {type(e).__name__}: {e}"]
+    problems = [f"corrupt: {x} (a resume rewrites it from the study's template)" for x in tcheck.problems()]
+    try:
         audit = audit_regions(p, deep=True)
-    except StoreError as e:
-        return [f"missing: {e}"]
-    problems = [f"missing: variable {v} (deleted)" for v in audit.deleted]
+    except Exception as e:  # noqa: BLE001 - done flags or their metadata gone or unreadable
+        return problems + [f"missing: {e}"]
+    if notes is not None:
+        note = not_done_note(audit)
+        if note:
+            notes.append(note)
+    problems += [f"missing: variable {v} (deleted)" for v in audit.deleted]
     for region, reasons in audit.damaged.items():
         problems.append(f"damaged: {_region_label(region)}: {'; '.join(reasons)}")
     for region in audit.rebuilt:
@@ -828,11 +1013,24 @@ def verify_store(path) -> list[str]:
                         "their record: a resume rebuilds it)")
     g = _open_group(p, "r")
     for name in g.array_keys():
+        if name in tcheck.coords or name in tcheck.meta:
+            continue  # already said
         try:
             g[name][...]
         except Exception as e:  # a checksum mismatch, a truncated or garbage chunk
             problems.append(f"corrupt: {name}: {type(e).__name__}: {e}")
     return problems
+
+
+def not_done_note(audit: "RegionAudit") -> str | None:
+    """A line saying how many regions are not done (a partial store), or None if all are."""
+    done = audit.done
+    n = int((~done).sum())
+    if not n:
+        return None
+    first = tuple(int(i) for i in np.argwhere(~done)[0])
+    return (f"not done: {n} of {done.size} regions (grid point x trial block) are not done, e.g. "
+            f"{_region_label(first)} (a partial store: resume the run to compute them)")
 
 
 def explain_read_error(path, error: BaseException) -> StoreError | None:
@@ -854,7 +1052,11 @@ def open_results(path, *, allow_partial: bool = False, chunks="auto", squeeze: b
     """The study's cube as a lazy ``xarray.Dataset`` (dask arrays; ``chunks`` as in ``xarray.open_zarr``).
 
     Refuses a store whose regions are not all done (``IncompleteStoreError``; pass
-    ``allow_partial=True`` to read it: not-done trials read as NaN and ``ds.done`` says which),
+    ``allow_partial=True`` to read it: every per-trial value of a region that is not done, or whose
+    chunks fail the cheap audit, reads as NaN, and so do the per-point values of a grid point whose
+    block 0 (the task that writes them) is not done; ``ds.done`` says which regions are done), a store
+    whose coordinates are not its study's grid or whose metadata differs from the template's
+    (``StoreError`` naming it: a resume repairs it),
     a store of another layout version (``IncompatibleStoreError``) and anything that is not an
     rmt_engine cube (``StoreError``). The provenance is in ``ds.attrs``, and the deviations the
     Eq. 67 bounds were computed at as ``ds.attrs["bound_delta1"]``, ``ds.attrs["bound_delta2"]``
@@ -873,7 +1075,17 @@ def open_results(path, *, allow_partial: bool = False, chunks="auto", squeeze: b
     if not attrs.get("template_complete"):
         raise IncompleteStoreError(f"{p} was interrupted while its template was being created: no data in it; "
                                    "rerun the study to recreate it")
-    ds = xr.open_zarr(os.fspath(p), consolidated=_is_consolidated(p), chunks=chunks)
+    try:
+        tcheck = check_template(p)
+    except Exception as e:  # noqa: BLE001 - the root group or its coordinates do not read at all
+        raise StoreError(f"{p}: damaged store, its coordinates cannot be read ({type(e).__name__}: {e}); run "
+                         f"rmt-engine verify {p}, then resume the run (--store {p} --resume) to repair it") from None
+    bad = tcheck.problems()
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise StoreError(f"{p}: damaged store: {bad[0]}{more}. Its values would be wrong: resume the run "
+                         f"(rmt-engine run STUDY.toml --store {p} --resume) to rewrite it from the study's template")
+    ds = xr.open_zarr(os.fspath(p), consolidated=False, chunks=chunks)
     ds = ds.drop_vars([CHECK_NAME], errors="ignore")  # the store's own bookkeeping, not a result
     try:
         canon = json.loads(ds.attrs.get("config_canonical", "{}"))
@@ -882,6 +1094,8 @@ def open_results(path, *, allow_partial: bool = False, chunks="auto", squeeze: b
     for key in ("bound_delta1", "bound_delta2"):
         if key in canon and key not in ds.attrs:
             ds.attrs[key] = float(canon[key])
+    if allow_partial:
+        ds = _mask_not_done(p, ds, attrs)
     if squeeze:
         ds = ds.squeeze([d for d in (*GRID_AXES, CASE_DIM) if d in ds.dims and ds.sizes[d] == 1])
     if not allow_partial:
@@ -906,6 +1120,47 @@ def open_results(path, *, allow_partial: bool = False, chunks="auto", squeeze: b
                 f"block) are not done; resume the run (rmt-engine run STUDY.toml --store {p} --resume) "
                 "or pass allow_partial=True")
     return ds
+
+
+def _mask_not_done(p: Path, ds, attrs: dict):
+    """``ds`` with every value not backed by a done region set to NaN: per-trial variables by the done
+    flag of their trial's block, per-point variables by that of block 0 (whose task writes them).
+    A region whose chunks fail the cheap audit (``audit_regions(deep=False)``) counts as not done."""
+    import xarray as xr  # noqa: PLC0415
+
+    if "done" not in ds or "trial_block" not in ds["done"].dims:
+        return ds
+    try:
+        done_np = audit_regions(p, deep=False).done
+    except Exception:  # noqa: BLE001 - unreadable flags: nothing can be vouched for
+        done_np = np.zeros(ds["done"].shape, dtype=bool)
+    done = xr.DataArray(done_np, dims=ds["done"].dims)
+    tpt = int(attrs.get("trials_per_task", ds.sizes.get("trial", 1)) or 1)
+    out = ds.copy()
+    out["done"] = ds["done"].copy(data=done_np)
+    trial_done = None
+    if "trial" in ds.dims:
+        blocks = xr.DataArray(np.arange(ds.sizes["trial"]) // tpt, dims="trial")
+        trial_done = done.isel(trial_block=blocks)
+    point_done = done.isel(trial_block=0)
+    for name, var in ds.data_vars.items():
+        if name == "done":
+            continue
+        if "trial" in var.dims:
+            mask = trial_done
+            if name.startswith("spectrum_n") and "n" in mask.dims and "n" not in var.dims:
+                n_vals = [int(v) for v in np.ravel(ds["n"].values)]
+                mask = mask.isel(n=n_vals.index(int(name[len("spectrum_n"):])))
+        else:
+            mask = point_done
+        mask = mask.drop_vars(list(mask.coords), errors="ignore")
+        if var.dtype.kind == "f":
+            out[name] = var.where(mask)
+        elif var.dtype.kind in "iub":  # no NaN: as float, NaN where not done
+            out[name] = var.astype(np.float64).where(mask)
+        out[name].attrs = dict(var.attrs)
+        out[name].encoding = dict(var.encoding)
+    return out
 
 
 # --------------------------------------------------------------------------- lock file

@@ -107,19 +107,18 @@ def series_lower_bound(X, activation, w1: float, d1: int, *, orders: int = SERIE
     a2 = normalized_hermite_coefficients(activation, orders + 1, w1) ** 2
     m2 = second_moment(activation, w1)
     G = X.T @ X
-    S = xp.full_like(G, float(a2[0]))  # i = 0: a_0 11^T
-    P = xp.ones_like(G)
-    for i in range(1, orders + 1):
-        P *= G  # G^{o i}
-        if a2[i] != 0.0:
-            S += float(a2[i]) * P
-    lam_S = extreme_eigenvalues(S, overwrite=True)
+    S = xp.full_like(G, float(a2[orders]))  # Horner: S = (...((a_N G + a_{N-1}) o G + ...) o G) + a_0
+    for i in range(orders - 1, -1, -1):
+        S *= G
+        S += float(a2[i])
+    lam_S = extreme_eigenvalues(S, overwrite=True)  # S is destroyed: two n x n arrays at most (G, S)
+    del S
     rounding_S = ERROR_SAFETY * (np.sqrt(d0) + n) * EPS * max(float(lam_S["lambda_max"]), 0.0)
     lam_S_min = max(float(lam_S["lambda_min"]) - rounding_S, 0.0)
     tail = max(m2 - float(a2[: orders + 1].sum()), 0.0)
     lam_next = 0.0
     if tail > 0 and n <= symmetric_tensor_dim(d0, orders + 1):
-        P *= G  # G^{o (N+1)}
+        G **= orders + 1  # G^{o (N+1)}, in place
         rounding = ERROR_SAFETY * (np.sqrt(d0) + n) * EPS * n
-        lam_next = max(float(extreme_eigenvalues(P, overwrite=True)["lambda_min"]) - rounding, 0.0)
+        lam_next = max(float(extreme_eigenvalues(G, overwrite=True)["lambda_min"]) - rounding, 0.0)
     return d1 * (lam_S_min + tail * min(lam_next, 1.0))
