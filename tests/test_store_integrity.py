@@ -564,3 +564,40 @@ def test_open_results_allow_partial_masks_regions_that_are_not_done(reference, t
     notes = []
     assert st.verify_store(s, notes=notes) == []  # a partial store is no error ...
     assert notes and "2 of 4 regions" in notes[0] and "not done" in notes[0]  # ... but verify says so
+
+
+def test_write_task_writes_all_nan_chunks_without_touching_zarrs_global_config(reference, tmp_path, monkeypatch):
+    """CI once failed here: ``zarr.config.set`` is process-wide, so a second worker thread restored
+    ``write_empty_chunks = False`` while the first was writing and an all-NaN chunk was skipped. The
+    store now sets it per array; with the global left at zarr's default (False) and ``config.set``
+    forbidden, a task whose ``asym_ratio_spike`` is all NaN still writes that chunk, and the store verifies."""
+    import zarr
+
+    from rmt_engine.study import tasks
+
+    s = _copy(reference, tmp_path / "s.zarr")
+    study = _study()
+    tpt = st.store_attrs(s)["trials_per_task"]
+    variables = st.layout(study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum, study.train)
+    task = plan_tasks(study, tpt)[0][0]
+    name = "asym_ratio_spike"
+    var = {v.name: v for v in variables}[name]
+    keys = st._region_chunk_keys(zarr.open_group(s, mode="r")[name],
+                                 st.region(var, task.point, task.block, study.trials, tpt))
+    for k in keys:
+        (s / name / k).unlink()
+    write = st.write_task
+
+    def all_nan(path, variables, point, block, trials, tpt, values):
+        values = dict(values, **{name: np.full_like(values[name], np.nan)})
+        return write(path, variables, point, block, trials, tpt, values)
+
+    def forbidden(*a, **k):
+        raise AssertionError("write_task must not change zarr's process-wide config")
+
+    monkeypatch.setattr(tasks._store, "write_task", all_nan)
+    monkeypatch.setattr(zarr.config, "set", forbidden)
+    assert zarr.config.get("array.write_empty_chunks") is False
+    execute_task(make_job(study, s, task, variables, tpt))
+    assert all((s / name / k).is_file() for k in keys), "an all-NaN chunk of a done region was skipped"
+    assert not st.verify_store(s)

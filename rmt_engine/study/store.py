@@ -670,12 +670,7 @@ def write_task(path, variables: list[Variable], point: tuple[int, ...], block: i
     check = by_name.get(CHECK_NAME)
     check_idx = region(check, point, block, trials, trials_per_task) if check is not None else None
     done_idx = region(by_name["done"], point, block, trials, trials_per_task)
-    import zarr  # noqa: PLC0415
-
-    # every chunk of a done region is stored, also an all-NaN one (zarr skips chunks equal to the
-    # fill value by default): a missing chunk file then always means lost data (``audit_regions``)
-    with zarr.config.set({"array.write_empty_chunks": True}):
-        _write_all(path, writes, check, check_idx, done_idx)
+    _write_all(path, writes, check, check_idx, done_idx)
 
 
 def _write_all(path, writes, check, check_idx, done_idx) -> None:
@@ -707,8 +702,16 @@ def _check_done_regions(done, done_idx, check_arr, check_idx) -> None:
 
 
 def _checked_region(arr, name: str, idx: tuple, data):
-    """``(arr, idx, data shaped as the region)`` after checking that ``idx`` covers whole chunks of ``arr``."""
+    """``(arr, idx, data shaped as the region)`` after checking that ``idx`` covers whole chunks of ``arr``.
+
+    The returned array writes every chunk, also an all-NaN one (zarr skips chunks equal to the fill
+    value by default), so that a missing chunk file of a done region always means lost data
+    (``audit_regions``). The setting is the array's own (``with_config``), not zarr's process-wide
+    ``config.set``: that one is a global that a second worker thread restores under the first's feet
+    (seen in CI: an all-NaN ``asym_ratio_spike`` chunk skipped, its region record refused).
+    """
     check_region_alignment(idx, arr.shape, write_chunk_shape(arr), name)
+    arr = arr.with_config({"write_empty_chunks": True})
     return arr, idx, np.asarray(data, dtype=arr.dtype).reshape(_region_shape(idx))
 
 
