@@ -274,3 +274,11 @@ def test_bad_slurm_job_counts_are_study_errors_naming_the_key(table, key, match)
     with pytest.raises(StudySpecError, match=match) as err:
         Study.from_toml_text(text)
     assert err.value.key == ("cluster", "slurm", key)
+
+
+def test_quickstart_toml_documents_every_study_key():
+    from rmt_engine.study.spec import STUDY_KEYS
+
+    text = (ROOT / "studies" / "quickstart.toml").read_text()
+    missing = [k for k in STUDY_KEYS if not re.search(rf"^#? ?{k} = ", text, re.M)]
+    assert not missing, f"studies/quickstart.toml does not document [study] {missing}"

@@ -82,3 +82,22 @@ def test_bad_paths_are_clear_errors():
         rmt.run_trial_path(spec, 0, [20, 40], w2s=[1.0])
     with pytest.raises(ValueError, match="trial"):
         rmt.run_trial_path(spec, -1, [20])
+
+
+def test_path_blocks_below_a_checkpoint_do_not_depend_on_the_widths_above_it():
+    full = path_blocks([16, 40, 64, 5000], 4096, True)
+    for k in range(1, 4):
+        short = path_blocks([16, 40, 64, 5000][:k], 4096, True)
+        assert full[:len(short)] == short
+    assert path_blocks([100, 300], 64, True)[:4] == [(0, 32), (32, 64), (64, 96), (96, 100)]
+
+
+def test_a_path_cut_short_gives_the_same_bits_at_its_checkpoints():
+    spec = rmt.TrialSpec(activation="tanh", n=30, d0=5, d1=1, t=(2,))
+    long = rmt.run_trial_path(spec, 2, [30, 70, 200, 900], cache={})
+    short = rmt.run_trial_path(spec, 2, [30, 70], cache={})
+    for a, b in zip(short, long):
+        assert {k: np.float64(v).tobytes() for k, v in a.items()} == {k: np.float64(v).tobytes() for k, v in b.items()}
+    # the first segment is the Gram pass's own blocks: bitwise equal to run_trial there
+    first = rmt.run_trial(replace(spec, d1=30), 2, cache={})
+    assert long[0]["lambda_min_M0"] == first["lambda_min_M0"] and long[0]["lambda_max_M0"] == first["lambda_max_M0"]

@@ -370,12 +370,16 @@ def gram(X, activation, d1: int, *, w1: float = 1.0, seed: int = 0, trial: int =
 
 
 def path_blocks(d1s, block_rows: int, on_numpy: bool) -> list[tuple[int, int]]:
-    """The row blocks of a width path to ``max(d1s)``: those of ``pass_blocks(max(d1s))`` cut again at
-    every checkpoint, so each checkpoint is a block boundary (its partial sums exist)."""
-    top = int(d1s[-1])
-    cuts = {r for blk in pass_blocks(top, block_rows, on_numpy) for r in blk} | {int(d) for d in d1s} | {0}
-    cuts = sorted(c for c in cuts if 0 <= c <= top)
-    return list(zip(cuts[:-1], cuts[1:]))
+    """The row blocks of a width path to ``max(d1s)``: each segment between two checkpoints
+    ``(d_{i-1}, d_i]`` (``d_0 = 0``) is cut as ``pass_blocks`` cuts a pass of its length, offset to its
+    start. So every checkpoint is a block boundary (its partial sums exist), the blocks below a
+    checkpoint depend on the checkpoints below it only (a path cut short at any checkpoint -- a resumed
+    study task -- gives the same bits there), and the first segment is exactly ``pass_blocks(d1s[0])``."""
+    out, start = [], 0
+    for d in (int(x) for x in d1s):
+        out += [(start + a, start + b) for a, b in pass_blocks(d - start, block_rows, on_numpy)]
+        start = d
+    return out
 
 
 def accumulate_path(X, act: Activation | str, d1s, *, w1: float = 1.0, key_W=None, d2: int = 0,

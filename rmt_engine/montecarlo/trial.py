@@ -229,7 +229,8 @@ def run_trial(spec: TrialSpec, trial: int, *, spectrum: bool = False, cache: dic
     return _record_from_sums(spec, act, rec, pd, sums, key_W, spectrum, owns_sums=True)
 
 
-def run_trial_path(spec: TrialSpec, trial: int, d1s, *, w2s=None, cache: dict | None = None) -> list[dict]:
+def run_trial_path(spec: TrialSpec, trial: int, d1s, *, w2s=None, cache: dict | None = None,
+                   spectrum: bool = False) -> list:
     """Records of trial ``trial`` at every width of ``d1s`` from one streamed pass over W0 (a *width path*).
 
     ``d1s``: strictly increasing widths; ``spec.d1`` is ignored. For one (seed, trial) the rows of W0
@@ -241,7 +242,8 @@ def run_trial_path(spec: TrialSpec, trial: int, d1s, *, w2s=None, cache: dict | 
     quantity is well conditioned). Fields that depend on d1 or on V0 (h0, nu, beta, margin, eq69, the
     point bounds) are those of the checkpoint: V0 is accumulated with unit variance and scaled by the
     checkpoint's ``w2``. ``w2s``: one w2 per checkpoint (e.g. the Eq. 19 rule ``w2 = s / (w1 sqrt(d0
-    d1))``), default ``spec.w2`` everywhere.
+    d1))``), default ``spec.w2`` everywhere. ``spectrum``: each item is ``(record, eigenvalues of M0)``
+    as ``run_trial(..., spectrum=True)`` returns (a dense reduction per checkpoint).
 
     Cost: one pass to ``max(d1s)`` plus one eigen-reduction (``extremes``) and one ``||M0 - E[M0]||`` per
     checkpoint; a checkpoint whose Gram route is not accurate enough also takes the QR route (its own
@@ -282,7 +284,7 @@ def run_trial_path(spec: TrialSpec, trial: int, d1s, *, w2s=None, cache: dict | 
             sums.max_col_norm_V0 *= sp.w2
         if sums.A is not None:
             sums.A *= sp.w2 * sp.w2
-        out.append(_record_from_sums(sp, act, point_record(sp, cache), pd, sums, key_W))
+        out.append(_record_from_sums(sp, act, point_record(sp, cache), pd, sums, key_W, spectrum=spectrum))
     return out
 
 

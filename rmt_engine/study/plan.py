@@ -10,6 +10,8 @@ Rules of this module
   config hash (with the differing keys), and a store whose set of variables is not the one this
   engine writes for the study (``IncompatibleStoreError`` naming the missing and extra variables: such
   a store is not extended in place, the study is run into a new store).
+- With ``[study] width_path = true`` one task spans the d1 axis of a grid point (``Task.path``): it
+  writes one region per width, each the same chunks as a per-width task's.
 - ``plan_tasks`` takes the done mask it is given: on a resume the driver passes the audited one
   (``store.audit_regions``: a region whose chunks are damaged is not done).
 - Nothing here writes to a store or talks to Dask (``check_store`` only probes that the directory
@@ -131,30 +133,71 @@ def _check_variables(study: Study, store: Path, attrs: dict) -> None:
 
 @dataclass(frozen=True)
 class Task:
+    """One trial block of one grid point (``path`` empty), or, with ``[study] width_path = true``, one
+    trial block of a whole d1 axis: ``path`` lists ``(point, labels)`` of every width the task
+    computes in increasing d1 (one pass, ``run_trial_path``), ``writes`` the indices into ``path`` of
+    the regions it writes (those not done); ``point``/``labels`` are the path's last (largest) width."""
+
     point: tuple  # indices along the cube's grid dims (Study.cube_axes().dims)
     labels: dict  # axis -> value
     block: int
     start: int
     stop: int
+    path: tuple = ()
+    writes: tuple = ()
+
+    @property
+    def regions(self) -> list[tuple]:
+        """The grid points whose region (trial block ``block``) this task writes."""
+        return [self.path[i][0] for i in self.writes] if self.path else [self.point]
 
     def describe(self) -> str:
-        pt = ", ".join(f"{a}={self.labels[a]}" for a in GRID_AXES)
+        labels = dict(self.labels)
+        if self.path:
+            d1s = [lab["d1"] for _, lab in self.path]
+            labels["d1"] = f"{d1s[0]}..{d1s[-1]} (path of {len(d1s)})" if len(d1s) > 1 else d1s[0]
+        pt = ", ".join(f"{a}={labels[a]}" for a in GRID_AXES)
         return f"({pt}) trials {self.start}-{self.stop - 1}"
 
 
 def plan_tasks(study: Study, trials_per_task: int, done: np.ndarray | None = None) -> tuple[list[Task], int]:
-    """The tasks whose region is not done (all if ``done`` is None) and the number of regions."""
+    """The tasks whose region is not done (all if ``done`` is None) and the number of regions.
+
+    With ``study.width_path`` a task spans the d1 axis of its grid point (the points that differ only
+    in d1), is planned when any of its regions is not done, computes the path up to the largest
+    width it writes and writes only the regions that are not done (a done region is never rewritten)."""
     nb = _store.n_blocks(study.trials, trials_per_task)
+    points = list(zip(study.point_indices(), study.points()))
+    total = len(points) * nb
+    if getattr(study, "width_path", False):
+        return _plan_paths(study, points, nb, trials_per_task, done), total
     tasks = []
-    total = 0
-    for point, labels in zip(study.point_indices(), study.points()):
+    for point, labels in points:
         for b in range(nb):
-            total += 1
             if done is not None and done[point + (b,)]:
                 continue
             a, e = _store.block_range(b, study.trials, trials_per_task)
             tasks.append(Task(point, labels, b, a, e))
     return tasks, total
+
+
+def _plan_paths(study: Study, points: list, nb: int, trials_per_task: int, done) -> list[Task]:
+    dims = [d for d, _ in study._dims()]
+    k = dims.index("d1")
+    groups: dict = {}
+    for point, labels in points:
+        groups.setdefault(point[:k] + point[k + 1:], []).append((point, labels))
+    tasks = []
+    for members in groups.values():
+        members.sort(key=lambda pl: pl[1]["d1"])
+        for b in range(nb):
+            todo = [i for i, (p, _) in enumerate(members) if done is None or not done[p + (b,)]]
+            if not todo:
+                continue
+            path = tuple(members[:todo[-1] + 1])
+            a, e = _store.block_range(b, study.trials, trials_per_task)
+            tasks.append(Task(path[-1][0], path[-1][1], b, a, e, path, tuple(todo)))
+    return tasks
 
 
 _ENTRY_POINTS["check_store"] = check_store  # Study.check_store

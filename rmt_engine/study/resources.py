@@ -22,6 +22,12 @@ adds max_iters x (4 d1 d0 n + 6 d1 d2 n + 40 d1 n (the elementwise phi, phi' cou
 + 2 d1 d2^2 + 10 d2^3 when d2 > 1 (sigma_max(V_k) each iteration), + the fixed per-iteration
 overhead ``TRAIN_ITERATION_OVERHEAD_S`` as flop-equivalents: ``max_iters = 2e8`` is hours even at
 tiny sizes) and 2 (d2 (d2 + 1) + 2) d1 n^2 for the NTK. Hours assume ``ASSUMED_GFLOPS`` per worker core.
+
+Width paths (``[study] width_path = true``): a task streams W0 once to the largest d1 of the grid and
+reduces at every checkpoint, so a grid point's trial costs its checkpoint's reductions (the dense
+reductions, sigma_max(V0), the NTK's extremes: ``trial_flops - pass_flops``), and only the largest
+width pays its pass (``pass_flops``: the blocks W0_b X, phi, the Gram and V0 sums). Memory: a path
+holds what one trial at its largest width holds (``trial_memory_bytes`` there).
 """
 
 from __future__ import annotations
@@ -83,6 +89,16 @@ def trial_flops(spec, train=None) -> float:
     return f
 
 
+def pass_flops(spec) -> float:
+    """The part of ``trial_flops`` that streams the rows of W0 (the row blocks, phi, the Gram, V0 and
+    NTK sums): what a width path pays once, at its largest width."""
+    n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
+    f = 2.0 * d1 * d0 * n + d1 * n * n + 2.0 * d1 * d2 * n + 2.0 * d1 * d2 * d2
+    if getattr(spec, "ntk", False):
+        f += d1 * n * n
+    return f
+
+
 def train_iteration_flops(spec) -> float:
     """Flops (and flop-equivalents of the fixed per-iteration overhead) of one GD iteration (docstring)."""
     n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
@@ -134,12 +150,16 @@ class StudyEstimate:
 def estimate_study(study) -> StudyEstimate:
     """Memory and compute of ``study`` from its grid (no trial runs); refuses nothing."""
     worst, where, flops = 0, "", 0.0
+    top = max(study.grid["d1"]) if getattr(study, "width_path", False) else None
     for labels in study.points():
         spec = study.trial_spec(labels)
         m = trial_memory_bytes(spec, study.train)
         if m > worst:
             worst, where = m, f"n={spec.n}, d0={spec.d0}, d1={spec.d1}" + (f", d2={spec.d2}" if spec.d2 > 1 else "")
-        flops += trial_flops(spec, study.train) * study.trials
+        f = trial_flops(spec, study.train)
+        if top is not None and spec.d1 != top:  # a checkpoint of a path: its reductions only
+            f -= pass_flops(spec)
+        flops += f * study.trials
     return StudyEstimate(study.n_points, study.n_points * study.trials, worst, where, flops)
 
 

@@ -117,7 +117,7 @@ class RunSummary:
 
     @property
     def regions_failed(self) -> int:
-        return len(self.failures)
+        return sum(len(f.task.regions) for f in self.failures)
 
     @property
     def ok(self) -> bool:
@@ -250,7 +250,7 @@ def _run_locked(study, store, client, resume, progress, workers, cluster, schedu
     done_now = _store.read_done(store)
     # a task whose result was lost after it marked its region done (e.g. its worker died
     # later and the recomputation failed) did its job: only not-done regions are failures
-    failures = [f for f in failures if not done_now[f.task.point + (f.task.block,)]]
+    failures = [f for f in failures if not all(done_now[p + (f.task.block,)] for p in f.task.regions)]
     full = [f for f in failures if f.errno in DISK_FULL_ERRNOS]
     if full:
         echo(f"rmt-engine: no space left on the device of {store} ({_free_space(store)}): {len(full)} "
@@ -258,10 +258,12 @@ def _run_locked(study, store, client, resume, progress, workers, cluster, schedu
              f"regions are kept. Free space there, then rerun with --resume (rmt-engine run STUDY.toml "
              f"--store {store} --resume)")
     complete = bool(done_now.all())
+    computed = sum(r.get("regions", 1) for r in results)
+    skipped = total - sum(len(t.regions) for t in tasks)
     workers_used = dict(sorted(Counter(f"{r['host']}:{r['pid']}" for r in results).items()))
     runs[-1] = {"started": run_started, "finished": _now(), "status": "finished", "driver": driver,
-                "workers": n_workers, "workers_used": workers_used, "regions_computed": len(results), "regions_failed": len(failures),
-                "regions_skipped": total - len(tasks), "wall_s": round(wall, 3), "devices": devices}
+                "workers": n_workers, "workers_used": workers_used, "regions_computed": computed, "regions_failed": len(failures),
+                "regions_skipped": skipped, "wall_s": round(wall, 3), "devices": devices}
     upd = {"runs": runs, "complete": complete}
     if devices:
         prev = [d for d in str(attrs.get("device", "")).split("; ") if d]
@@ -278,7 +280,7 @@ def _run_locked(study, store, client, resume, progress, workers, cluster, schedu
         echo(f"rmt-engine: warning: could not record this run in {store}'s attributes ({e.strerror or e}; "
              f"{_free_space(store)}); the computed regions and their done flags are written"
              + (f"; {len(failures)} region(s) failed: free space and rerun with --resume" if failures else ""))
-    return RunSummary(str(store), total, len(results), total - len(tasks), failures,
+    return RunSummary(str(store), total, computed, skipped, failures,
                       sum(r["trials"] for r in results), wall, n_workers, devices, workers_used)
 
 
@@ -333,7 +335,7 @@ def _submit_and_wait(client, study, store, tasks, variables, tpt, hooks, progres
         watch.stop()
     if watch.aborted:
         raise NoWorkersLeft(f"no workers for {timeout:g} s (all gone: jobs cancelled or ended?); "
-                            f"{len(results)} of {len(tasks)} regions of this run are done and kept: rerun with "
+                            f"{sum(r.get('regions', 1) for r in results)} of {sum(len(t.regions) for t in tasks)} regions of this run are done and kept: rerun with "
                             "--resume once workers can start")
     return results, failures
 
@@ -440,7 +442,7 @@ def _is_deterministic(e: BaseException) -> bool:
 
 
 def _collect(futures, results, failures, progress, tasks, as_completed):
-    with _progress(progress, len(tasks), sum(t.stop - t.start for t in tasks)) as advance:
+    with _progress(progress, len(tasks), sum((t.stop - t.start) * len(t.regions) for t in tasks)) as advance:
         for fut in as_completed(list(futures)):
             task = futures[fut]
             try:

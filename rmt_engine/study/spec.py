@@ -8,7 +8,9 @@ Rules of this module
   checked by ``rmt_engine.study.plan.check_store``.)
 - The *config hash* is the SHA-256 of the canonical JSON of the scientific definition (grid, t,
   trials, seed, dtype, block_rows, deltas, C, chi_max, backend, save_spectrum, the data file's
-  SHA-256): comments, whitespace, key order, ``name``/``description`` and the ``[execution]`` /
+  SHA-256; accuracy, ntk, data_seed and width_path where they differ from their defaults: a width
+  path sums the same rows in another order, so its cube differs from the per-width one by
+  rounding and is another study): comments, whitespace, key order, ``name``/``description`` and the ``[execution]`` /
   ``[cluster]`` tables do not change it, because they do not change a single number of the cube.
 - Named derived rules (``DERIVED_RULES``, e.g. ``w2 = "eq19"``) and linked axes
   (``[grid.linked]``) are resolved here, into the grid points and the cube's axes.
@@ -66,6 +68,7 @@ STUDY_KEYS = {
     "accuracy": ("float", TRIAL_SPEC_DEFAULTS["accuracy"]),
     "ntk": ("bool", False),
     "data_seed": ("nonnegint", None),
+    "width_path": ("bool", False),
 }
 AXIS_KINDS = {"activation": "str", "data": "str", "n": "posint", "d0": "posint", "d1": "posint",
               "d2": "posint", "w1": "float", "w2": "float"}
@@ -297,6 +300,7 @@ class Study:
     accuracy: float = TRIAL_SPEC_DEFAULTS["accuracy"]
     ntk: bool = False  # record the NTK at initialization (d2 = 1 only): fields.NTK_FIELDS
     data_seed: int | None = None  # the seed of X alone (default: seed); one cube per data draw
+    width_path: bool = False  # one task computes every d1 of its grid point by one pass (run_trial_path)
     train: object = None  # a TrainSpec (or its table): every trial also trains by GD (rmt_engine.montecarlo.train)
     eq19_scale: float = 1.0  # the constant of the derived rule w2 = "eq19"
     linked: tuple = ()  # set from grid: the axes of [grid.linked]
@@ -340,6 +344,10 @@ class Study:
             raise StudySpecError("ntk = true records the NTK of a single-output network: every d2 of the grid must be "
                                  "1 (for d2 > 1 the NTK is (d2 n) x (d2 n); training computes it densely)",
                                  ("study", "ntk"))
+        if self.width_path and "d1" in linked:
+            raise StudySpecError("width_path = true computes the whole d1 axis of a grid point in one pass: d1 must "
+                                 "be an axis of its own, not a linked one (link the other axes, or set width_path = "
+                                 "false)", ("study", "width_path"))
         if not 0 < self.accuracy <= 1:
             raise StudySpecError(f"accuracy (the relative error accepted on sigma_min_F before the accurate QR route "
                                  f"is taken) must lie in (0, 1], got {self.accuracy!r}", ("study", "accuracy"))
@@ -580,7 +588,8 @@ class Study:
             {"derived": dict(self.derived), "eq19_scale": self.eq19_scale} if self.derived else {}) | (
             {"accuracy": self.accuracy} if self.accuracy != TRIAL_SPEC_DEFAULTS["accuracy"] else {}) | (
             {"ntk": True} if self.ntk else {}) | (
-            {"data_seed": self.data_seed} if self.data_seed is not None else {})
+            {"data_seed": self.data_seed} if self.data_seed is not None else {}) | (
+            {"width_path": True} if self.width_path else {})
 
     def config_hash(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))

@@ -3,7 +3,9 @@
 Rules of this module
 - ``make_job`` packs everything a task needs into a small picklable dict (no data);
   ``execute_task`` runs its trials, writes its region itself and marks it done, and returns only a
-  small status dict: results never travel through the scheduler.
+  small status dict: results never travel through the scheduler. A width-path task
+  (``Task.path``) runs each trial once over its whole d1 axis (``run_trial_path``) and writes one
+  region per width it owns, each marked done after its own data.
 - Trial ``i`` of a grid point depends only on ``(TrialSpec, i)`` (counter-based keys): the cube
   is bitwise identical whatever the number of workers, trials per task, task order or number of
   interruptions. BLAS runs single-threaded inside every task (``blas_threads = 1`` by default,
@@ -124,6 +126,65 @@ def make_job(study: Study, store, task: Task, variables, trials_per_task: int, h
             "blas_threads": study.execution.blas_threads, "hooks": hooks or {}}
 
 
+def _run_trials(spec: TrialSpec, task: Task, save: bool, train) -> list[tuple[list, list, list]]:
+    """``[(records, spectra, loss curves)]`` of the task's trials: one item for a per-width task, one
+    per width of ``task.path`` for a width path (``run_trial_path``: one pass over W0 per trial)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from ..montecarlo.trial import run_trial, run_trial_path  # noqa: PLC0415
+
+    if task.path:
+        specs = [replace(spec, d1=int(lab["d1"]), w2=float(lab["w2"])) for _, lab in task.path]
+    else:
+        specs = [spec]
+    out = [([], [], []) for _ in specs]
+    cache: dict = {}
+    for i in range(task.start, task.stop):
+        if task.path:
+            items = run_trial_path(spec, i, [s.d1 for s in specs], w2s=[s.w2 for s in specs], cache=cache,
+                                   spectrum=save)
+        else:
+            items = [run_trial(spec, i, spectrum=save, cache=cache)]
+        for sp, item, (records, eigs, curves) in zip(specs, items, out):
+            rec = item
+            if save:
+                rec, eig = item
+                eigs.append(np.asarray(eig, dtype=np.float64))
+            if train is not None:
+                from ..montecarlo.train import add_training, curve_on_grid  # noqa: PLC0415
+
+                rec, its, losses = add_training(sp, i, rec, train, cache)
+                curves.append(curve_on_grid(train, its, losses))
+            records.append(rec)
+    return out
+
+
+def _region_values(variables, n: int, block: int, records: list, eigs: list, curves: list) -> dict:
+    """The arrays of one region (one grid point, one trial block) from its trials' records."""
+    values = {}
+    for var in variables:
+        if var.base in ("done", _store.CHECK_NAME):
+            continue  # written by write_task itself, after the data
+        if var.base == "spectrum":
+            if var.n == n:
+                values[var.name] = np.stack(eigs)
+            continue
+        if var.base == "gd_loss":
+            values[var.name] = np.stack(curves)
+            continue
+        if var.per_point and block != 0:
+            continue  # exactly one writer per chunk: the task of block 0
+        keys = [field_name(var.base, t) for t in var.t_values] if var.t_values else [var.base]
+        rows = records[:1] if var.per_point else records
+        arr = np.array([[float(r[k]) for k in keys] for r in rows], dtype=np.float64)
+        if var.per_point:
+            arr = arr[0]
+        if not var.per_t:
+            arr = arr[..., 0]
+        values[var.name] = arr
+    return values
+
+
 def execute_task(job: dict) -> dict:
     """Run one task on a worker: its trials, then write its region and mark it done.
 
@@ -140,8 +201,6 @@ def execute_task(job: dict) -> dict:
                 os._exit(13)
             if mode == "raise":
                 raise RuntimeError(f"{TEST_FAIL_ENV}: injected failure")
-    from ..montecarlo.trial import run_trial  # noqa: PLC0415
-
     t0 = time.perf_counter()
     if job.get("activation") is not None:
         from ..theory.activations import _REGISTRY  # noqa: PLC0415
@@ -155,53 +214,24 @@ def execute_task(job: dict) -> dict:
                                "in one cube")
     spec = TrialSpec(**job["spec"])
     save = job["save_spectrum"]
-    records, eigs, curves = [], [], []
-    cache: dict = {}
     train = None
     if job.get("train") is not None:
-        from ..montecarlo.train import TrainSpec, add_training, curve_on_grid  # noqa: PLC0415
+        from ..montecarlo.train import TrainSpec  # noqa: PLC0415
 
         train = TrainSpec.from_dict(job["train"])
     with _blas_limit(job["blas_threads"]):
-        for i in range(task.start, task.stop):
-            out = run_trial(spec, i, spectrum=save, cache=cache)
-            if save:
-                rec, eig = out
-                eigs.append(np.asarray(eig, dtype=np.float64))
-            else:
-                rec = out
-            if train is not None:
-                rec, its, losses = add_training(spec, i, rec, train, cache)
-                curves.append(curve_on_grid(train, its, losses))
-            records.append(rec)
-    values = {}
-    for var in job["variables"]:
-        if var.base in ("done", _store.CHECK_NAME):
-            continue  # written by write_task itself, after the data
-        if var.base == "spectrum":
-            if var.n == spec.n:
-                values[var.name] = np.stack(eigs)
-            continue
-        if var.base == "gd_loss":
-            values[var.name] = np.stack(curves)
-            continue
-        if var.per_point and task.block != 0:
-            continue  # exactly one writer per chunk: the task of block 0
-        keys = [field_name(var.base, t) for t in var.t_values] if var.t_values else [var.base]
-        rows = records[:1] if var.per_point else records
-        arr = np.array([[float(r[k]) for k in keys] for r in rows], dtype=np.float64)
-        if var.per_point:
-            arr = arr[0]
-        if not var.per_t:
-            arr = arr[..., 0]
-        values[var.name] = arr
+        outputs = _run_trials(spec, task, save, train)
+    regions = [(task.point, outputs[0])] if not task.path else [(task.path[i][0], outputs[i]) for i in task.writes]
     if "fail" in hooks and hooks["fail"][0] == "enospc" and _matches(task.labels, hooks["fail"][1]):
         import errno  # noqa: PLC0415
 
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), job["store"])
-    _store.write_task(job["store"], job["variables"], task.point, task.block, job["trials"],
-                      job["trials_per_task"], values)
+    for point, (records, eigs, curves) in regions:
+        values = _region_values(job["variables"], spec.n, task.block, records, eigs, curves)
+        _store.write_task(job["store"], job["variables"], point, task.block, job["trials"],
+                          job["trials_per_task"], values)
     backend, device = _device_of(spec.backend)
-    return {"point": task.point, "block": task.block, "trials": task.stop - task.start,
+    return {"point": task.point, "block": task.block, "trials": (task.stop - task.start) * len(regions),
+            "regions": len(regions),
             "seconds": time.perf_counter() - t0, "host": socket.gethostname(), "pid": os.getpid(),
             "backend": backend, "device": device}
