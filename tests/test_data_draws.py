@@ -74,3 +74,71 @@ def test_hierarchical_bootstrap_covers_the_population_median_mostly():
         h = hierarchical_bootstrap_threshold(w, 0.5, n_boot=300, seed=rep)
         cover += float(np.log(h["lo"]).squeeze()) <= 5.0 <= float(np.log(h["hi"]).squeeze())
     assert cover / reps >= 0.8  # two-stage percentile bootstraps under-cover with 10 draws; not grossly
+
+
+DRAWS_TOML = """\
+name = "draws"
+[study]
+trials = 4
+seed = 2
+t = ["auto"]
+[grid]
+activation = ["tanh"]
+n = [10]
+d0 = [5]
+d1 = [40, 160]
+{axis}
+[execution]
+trials_per_task = 2
+"""
+
+
+def _fill(study, path):
+    from rmt_engine.study import create_store, execute_task, make_job, plan_tasks
+    from rmt_engine.study import store as st
+
+    create_store(study, path)
+    tpt = st.store_attrs(path)["trials_per_task"]
+    variables = st.layout(study.cube_axes(), study.t, study.trials, tpt, study.save_spectrum, study.train)
+    for task in plan_tasks(study, tpt)[0]:
+        execute_task(make_job(study, path, task, variables, tpt))
+    return rmt.open_results(path, squeeze=False)
+
+
+def test_data_seed_grid_axis_is_a_cube_dimension_equal_to_one_study_per_seed(tmp_path):
+    """``data_seed = [...]`` in [grid] (or linked): one cube with a data_seed dimension, each slice
+    bitwise the cube of the study with that ``[study] data_seed``; the variance split reads it."""
+    study = rmt.Study.from_toml_text(DRAWS_TOML.format(axis="data_seed = [0, 7, 9]"))
+    assert [d for d, _ in study._dims()][-1] == "data_seed"
+    assert study.canonical()["grid"]["data_seed"] == [0, 7, 9]
+    ds = _fill(study, tmp_path / "axis.zarr")
+    assert ds.sizes["data_seed"] == 3 and list(ds["data_seed"].values) == [0, 7, 9]
+    for k, seed in enumerate((0, 7, 9)):
+        one = rmt.Study.from_toml_text(DRAWS_TOML.format(axis="").replace("[study]\n", f"[study]\ndata_seed = {seed}\n"))
+        ref = _fill(one, tmp_path / f"one{seed}.zarr")
+        for v in ("sigma_min_F", "lambda_min_M0", "sigma_max_X", "margin", "lambda_min_EM0"):
+            a = ds[v].isel(data_seed=k).values
+            assert np.array_equal(a.view(np.uint64), ref[v].values.view(np.uint64)), (v, seed)
+    # X differs between draws, W does not: sigma_max(X) is per draw, lambda_min(E[M0]) changes too
+    assert len(set(ds["sigma_max_X"].values.reshape(-1))) == 3
+    from rmt_engine.report.scaling import crossing_widths
+
+    widths = crossing_widths(var=ds["lambda_min_M0"], threshold=float(np.nanmedian(ds["lambda_min_M0"].values)), sense=">")
+    widths = widths["d1_cross"] if hasattr(widths, "data_vars") else widths
+    split = data_draw_variance(widths, draw_dim="data_seed")
+    assert {"within", "between", "fraction_between"} <= set(split.data_vars)
+    assert int(split["draws"].max()) <= 3
+
+
+def test_data_seed_axis_linked_and_given_twice(tmp_path):
+    linked = DRAWS_TOML.format(axis="[grid.linked]\nw1 = [1.0, 2.0]\ndata_seed = [4, 5]").replace(
+        "activation", "activation", 1)
+    study = rmt.Study.from_toml_text(linked)
+    assert study.linked == ("w1", "data_seed")
+    specs = [study.trial_spec(lab) for lab in study.points()]
+    assert {(s.w1, s.data_seed) for s in specs} == {(1.0, 4), (2.0, 5)}
+    with pytest.raises(rmt.StudySpecError, match="data_seed is given twice"):
+        rmt.Study.from_toml_text(DRAWS_TOML.format(axis="data_seed = [1, 2]").replace(
+            "[study]\n", "[study]\ndata_seed = 3\n"))
+    with pytest.raises(rmt.StudySpecError, match="data_seed"):
+        rmt.Study.from_toml_text(DRAWS_TOML.format(axis="data_seed = [-1, 2]"))

@@ -32,7 +32,10 @@ import math
 import numpy as np
 
 from ..montecarlo.fields import AUTO_T, FIELDS
-from ..study.store import CASE_DIM, GRID_AXES
+from ..study.store import CASE_DIM, GRID_AXES, OPTIONAL_AXES
+
+#: Every axis a cube may have as a grid dimension or coordinate (``data_seed`` only when the study listed it).
+ALL_AXES = GRID_AXES + OPTIONAL_AXES
 
 PER_T_FIELDS = tuple(b for b, info in FIELDS.items() if info.per_t)
 
@@ -718,7 +721,7 @@ def squeeze_grid(obj, keep_one: bool = False):
 
     ``keep_one``: keep ``activation`` when every axis has length one (a one-point cube), so
     the result still has a dimension (tables need one)."""
-    dims = [d for d in GRID_AXES + ("t", CASE_DIM) if d in obj.dims and obj.sizes[d] == 1]
+    dims = [d for d in ALL_AXES + ("t", CASE_DIM) if d in obj.dims and obj.sizes[d] == 1]
     if keep_one and set(obj.dims) <= set(dims) and "activation" in dims:
         dims.remove("activation")
     return obj.squeeze(dims)

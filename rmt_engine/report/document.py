@@ -120,7 +120,8 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
            f"- trials per grid point: {ds.sizes.get('trial')}; Khatri-Rao orders: "
            + "; ".join(A.t_label(ds, tt) for tt in ts) + f"; delta = {delta}",
            f"- rmt_engine {attrs.get('rmt_engine_version', '?')}, config hash `{attrs.get('config_hash', '?')}`",
-           "- grid: " + ", ".join(f"{d}={list(np.asarray(ds[d].values).tolist())}" for d in A.GRID_AXES), ""]
+           "- grid: " + ", ".join(f"{d}={list(np.asarray(ds[d].values).tolist())}" for d in A.ALL_AXES
+                                  if d in ds.coords), ""]
 
     figs, failures, skipped = {}, [], []
 

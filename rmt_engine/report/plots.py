@@ -18,7 +18,7 @@ import numpy as np
 
 from . import analysis as A
 
-_SYMBOL = {"n": "n", "d0": "d_0", "d1": "d_1", "d2": "d_2", "w1": "w_1", "w2": "w_2", "t": "t"}
+_SYMBOL = {"n": "n", "d0": "d_0", "d1": "d_1", "d2": "d_2", "w1": "w_1", "w2": "w_2", "t": "t", "data_seed": r"\mathrm{data\_seed}"}
 #: Every band in every figure: these quantiles over trials, around the median.
 BAND = (0.05, 0.95)
 
@@ -114,7 +114,7 @@ def _save(fig, path):
 def fixed_words(ds, exclude=()) -> str:
     """``"n = 16, d0 = 32, d1 = 512"``: the grid axes with one value (data and d2 only when not the default)."""
     parts = []
-    for d in A.GRID_AXES:
+    for d in A.ALL_AXES:
         if d in exclude or d == "activation" or d not in ds.coords:
             continue
         vals = np.ravel(np.asarray(ds[d].values))
@@ -201,7 +201,11 @@ def _style_legend(ax, handles_labels, series_labels, colors):
     labels = [lab for lab in series_labels if lab]
     h = handles[:len(labels)] + [hl[0] for hl in handles_labels]
     lab = labels + [hl[1] for hl in handles_labels]
-    fig.legend(h, lab, fontsize=8, loc="outside lower center", ncols=min(len(lab), 4), frameon=False,
+    # as many columns as the longest entry lets fit across the figure (about 15 characters per inch at
+    # fontsize 8, plus the handle): long entries never run off the figure's edge
+    longest = max((len(str(x)) for x in lab), default=1) + HANDLELENGTH + 3
+    ncols = max(1, min(len(lab), 4, int(fig.get_figwidth() * 15 // longest)))
+    fig.legend(h, lab, fontsize=8, loc="outside lower center", ncols=ncols, frameon=False,
                handlelength=HANDLELENGTH)
     fig._rmt_legend = True
 

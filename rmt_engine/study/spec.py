@@ -37,7 +37,7 @@ import numpy as np
 from . import store as _store
 from .cluster import SLURM_ENGINE_KEYS, _slurm_options  # noqa: F401 - SLURM_ENGINE_KEYS re-exported
 from ..montecarlo.spec import DTYPES, MAX_T, TRIAL_SPEC_DEFAULTS, W2_RANGE, TrialSpec, is_integer
-from .store import CASE_DIM, GRID_AXES
+from .store import CASE_DIM, GRID_AXES, OPTIONAL_AXES
 
 #: Accepted range of ``[study] eq19_scale`` (the constant of ``w2 = "eq19"``): with w1 in [1e-3, 100]
 #: and d0 d1 >= 1, the derived w2 = eq19_scale / (w1 sqrt(d0 d1)) stays near ``W2_RANGE``; each grid
@@ -71,7 +71,10 @@ STUDY_KEYS = {
     "width_path": ("bool", False),
 }
 AXIS_KINDS = {"activation": "str", "data": "str", "n": "posint", "d0": "posint", "d1": "posint",
-              "d2": "posint", "w1": "float", "w2": "float"}
+              "d2": "posint", "w1": "float", "w2": "float", "data_seed": "nonnegint"}
+#: Every axis a [grid] may list: ``GRID_AXES`` (always cube dimensions) and ``OPTIONAL_AXES``
+#: (dimensions only when listed: ``data_seed``, several draws of X in one cube).
+ALL_AXES = GRID_AXES + OPTIONAL_AXES
 EXECUTION_KEYS = {
     "cluster": ("str", "local"),
     "workers": ("posint", None),
@@ -344,6 +347,9 @@ class Study:
             raise StudySpecError("ntk = true records the NTK of a single-output network: every d2 of the grid must be "
                                  "1 (for d2 > 1 the NTK is (d2 n) x (d2 n); training computes it densely)",
                                  ("study", "ntk"))
+        if self.data_seed is not None and "data_seed" in grid:
+            raise StudySpecError("data_seed is given twice: as [study] data_seed and as a grid axis; keep one (the "
+                                 "axis for several draws of X in one cube)", ("study", "data_seed"))
         if self.width_path and "d1" in linked:
             raise StudySpecError("width_path = true computes the whole d1 axis of a grid point in one pass: d1 must "
                                  "be an axis of its own, not a linked one (link the other axes, or set width_path = "
@@ -421,15 +427,16 @@ class Study:
     def _normalized(self) -> bool:
         """True when ``grid`` is already this class's normal form (a copy made by dataclasses.replace)."""
         g = self.grid
-        return (isinstance(g, dict) and set(g) == set(GRID_AXES) and all(isinstance(v, tuple) for v in g.values())
+        return (isinstance(g, dict) and set(GRID_AXES) <= set(g) <= set(ALL_AXES)
+                and all(isinstance(v, tuple) for v in g.values())
                 and all(len(g[a]) == len(g[self.linked[0]]) for a in self.linked)
                 and all(g[a] == (r,) for a, r in self.derived.items()))
 
     def _dims(self) -> list:
         """``(dim, values)`` of the cube's grid dimensions, in order (module store: ``CubeAxes``)."""
         out = []
-        for a in GRID_AXES:
-            if a in self.derived:
+        for a in ALL_AXES:
+            if a in self.derived or a not in self.grid:
                 continue
             if a in self.linked:
                 if a == self.linked[0]:
@@ -551,7 +558,7 @@ class Study:
                 else:
                     labels[d] = v
             labels = self._derive(labels)
-            yield {a: labels[a] for a in GRID_AXES}
+            yield {a: labels[a] for a in ALL_AXES if a in labels}
 
     def point_indices(self):
         yield from product(*(range(len(v)) for _, v in self._dims()))
@@ -570,7 +577,8 @@ class Study:
             data=labels["data"], data_path=self.data_path if labels["data"] == "file" else None,
             seed=self.seed, dtype=self.dtype, block_rows=self.block_rows, bound_delta1=self.bound_delta1,
             bound_delta2=self.bound_delta2, C=self.C, chi_max=self.chi_max, backend=self.backend,
-            accuracy=self.accuracy, ntk=self.ntk, data_seed=self.data_seed)
+            accuracy=self.accuracy, ntk=self.ntk,
+            data_seed=int(labels["data_seed"]) if "data_seed" in labels else self.data_seed)
 
     def canonical(self) -> dict:
         """The scientific definition (what the config hash covers)."""
@@ -578,7 +586,8 @@ class Study:
         if self.data_path:
             data_sha = hashlib.sha256(Path(self.data_path).read_bytes()).hexdigest()
         return {
-            "grid": {a: list(self.grid[a]) for a in GRID_AXES}, "t": list(self.t), "trials": self.trials,
+            "grid": {a: list(self.grid[a]) for a in ALL_AXES if a in self.grid}, "t": list(self.t),
+            "trials": self.trials,
             "seed": self.seed, "dtype": self.dtype, "block_rows": self.block_rows,
             "save_spectrum": self.save_spectrum, "allow_d1_below_n": self.allow_d1_below_n,
             "bound_delta1": self.bound_delta1, "bound_delta2": self.bound_delta2, "C": self.C, "chi_max": self.chi_max,
@@ -610,7 +619,7 @@ class Study:
             if v is not None and (k in ("trials", "seed", "t") or v != default):
                 out.append(f"{k} = {_toml(list(v) if isinstance(v, tuple) else v)}")
         out += ["", "[grid]"] + [f"{a} = {_toml(self.derived[a] if a in self.derived else list(self.grid[a]))}"
-                                 for a in GRID_AXES if a not in self.linked]
+                                 for a in ALL_AXES if a in self.grid and a not in self.linked]
         if self.linked:
             out += ["", "[grid.linked]"] + [f"{a} = {_toml(list(self.grid[a]))}" for a in self.linked]
         if self.train is not None:
@@ -669,11 +678,11 @@ def _normalize_grid(grid) -> tuple[dict, tuple, dict]:
     """
     grid = dict(_check_table(grid, ("grid",)))
     linked_tab = grid.pop("linked", None)
-    _check_unknown(grid, GRID_AXES + ("linked",), ("grid",), "[grid]")
+    _check_unknown(grid, ALL_AXES + ("linked",), ("grid",), "[grid]")
     linked: dict = {}
     if linked_tab is not None:
         linked_tab = _check_table(linked_tab, ("grid", "linked"))
-        _check_unknown(linked_tab, GRID_AXES, ("grid", "linked"), "[grid.linked]")
+        _check_unknown(linked_tab, ALL_AXES, ("grid", "linked"), "[grid.linked]")
         if len(linked_tab) < 2:
             raise StudySpecError("[grid.linked] ties two or more axes together (e.g. d0 and n); with one axis, "
                                  "put it in [grid]", ("grid", "linked"))
@@ -694,9 +703,11 @@ def _normalize_grid(grid) -> tuple[dict, tuple, dict]:
             raise StudySpecError("[grid.linked] repeats a case (the same values of every linked axis)",
                                  ("grid", "linked"))
     out, derived = {}, {}
-    for a in GRID_AXES:
+    for a in ALL_AXES:
         if a in linked:
             out[a] = linked[a]
+            continue
+        if a in OPTIONAL_AXES and a not in grid:
             continue
         if a not in grid:
             if a in REQUIRED_AXES:
@@ -714,7 +725,7 @@ def _normalize_grid(grid) -> tuple[dict, tuple, dict]:
             continue
         vals = list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
         out[a] = _axis_values(a, vals, ("grid", a))
-    return out, tuple(a for a in GRID_AXES if a in linked), derived
+    return out, tuple(a for a in ALL_AXES if a in linked), derived
 
 
 def _axis_values(a: str, vals: list, key: tuple, allow_repeats: bool = False) -> tuple:
