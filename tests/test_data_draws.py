@@ -142,3 +142,16 @@ def test_data_seed_axis_linked_and_given_twice(tmp_path):
             "[study]\n", "[study]\ndata_seed = 3\n"))
     with pytest.raises(rmt.StudySpecError, match="data_seed"):
         rmt.Study.from_toml_text(DRAWS_TOML.format(axis="data_seed = [-1, 2]"))
+
+
+def test_hierarchical_bootstrap_keeps_censored_above_as_not_reached():
+    rs = np.random.default_rng(1)
+    w = np.exp(rs.normal(5, 0.3, (4, 50)))
+    w[:, :5] = np.inf  # 10% of the trials never cross up to the largest width
+    da = xr.DataArray(w, dims=("data_draw", "trial"))
+    hi = hierarchical_bootstrap_threshold(da, 0.95, n_boot=200)
+    assert np.isinf(float(hi["d_star"])) and np.isinf(float(hi["hi"]))
+    med = hierarchical_bootstrap_threshold(da, 0.5, n_boot=200)
+    finite = np.sort(w[np.isfinite(w)])
+    assert float(med["d_star"]) > float(np.quantile(finite, 0.5))  # not biased low by dropping the slowest
+    assert np.isfinite(float(med["lo"])) and float(med["lo"]) <= float(med["d_star"]) <= float(med["hi"])

@@ -708,8 +708,11 @@ def hierarchical_bootstrap_threshold(widths, level: float = 0.5, draw_dim: str =
     interval from a two-stage (hierarchical) bootstrap: resample the data draws with replacement,
     then the trials within each chosen draw, so the interval carries both sources of spread (X and
     W); a bootstrap over trials alone would treat the one X of a case as fixed. ``widths`` as in
-    ``data_draw_variance`` (NaN = censored or missing: dropped). Returns ``d_star``, ``lo``, ``hi``
-    over the other dims. Deterministic for a given ``seed``.
+    ``data_draw_variance``: NaN = missing, dropped; ``+inf`` = censored above (the event never held
+    up to the largest width), kept, so that a quantile falling among them is ``inf`` ("not reached")
+    rather than a number biased low by dropping the slowest trials. (Give censored-below trials their
+    first checkpoint: an upper bound, conservative for a threshold.) Returns ``d_star``, ``lo``,
+    ``hi`` over the other dims. Deterministic for a given ``seed``.
     """
     _check_prob("level", level)
     _check_prob("confidence", confidence)
@@ -719,20 +722,25 @@ def hierarchical_bootstrap_threshold(widths, level: float = 0.5, draw_dim: str =
         raise ValueError(f"widths need dims {draw_dim!r} and {trial_dim!r}, got {da.dims}")
     alpha = 1.0 - confidence
 
+    def quantile(x, q):  # +inf entries allowed: inf - inf interpolates to NaN, which means inf here
+        with np.errstate(invalid="ignore"):
+            v = float(np.quantile(x, q))
+        return math.inf if math.isnan(v) else v
+
     def kernel(a):  # a: (draws, trials)
-        groups = [g[np.isfinite(g)] for g in a]
+        groups = [g[~np.isnan(g)] for g in a]
         groups = [g for g in groups if g.size]
         if not groups:
             return np.nan, np.nan, np.nan
         pooled = np.concatenate(groups)
-        est = float(np.quantile(pooled, level))
+        est = quantile(pooled, level)
         rs = np.random.default_rng(seed)
         stats_ = np.empty(n_boot)
         for b in range(n_boot):
             pick = rs.integers(0, len(groups), len(groups))
             sample = np.concatenate([groups[j][rs.integers(0, groups[j].size, groups[j].size)] for j in pick])
-            stats_[b] = np.quantile(sample, level)
-        return est, float(np.quantile(stats_, alpha / 2)), float(np.quantile(stats_, 1 - alpha / 2))
+            stats_[b] = quantile(sample, level)
+        return est, quantile(stats_, alpha / 2), quantile(stats_, 1 - alpha / 2)
 
     est, lo, hi = xr.apply_ufunc(kernel, da, input_core_dims=[[draw_dim, trial_dim]], output_core_dims=[[], [], []],
                                  vectorize=True)
