@@ -25,7 +25,9 @@ Two sources for each:
 Fits ``d0 d1* ~ n^b`` per threshold, activation and source (``scaling.fit_scaling``), against 1 (the
 parameter count, the minimum-overparameterization line) and 3/2 (the paper). Writes ``ladder.json``
 (``{"thresholds": [...], "fits": [...]}``) and ``ladder.png`` (the headline figure) into ``--out``.
-Gradient descent (the fourth threshold of the issue) is not in this script yet.
+- ``gd`` and ``gd_eq13`` (Monte Carlo at the smallest cases): gradient descent from Theta_0 reaching
+  h <= 1e-4 h0, with the NTK step and a budget scaled to the linearized prediction, and with the
+  theorem's Eq. 13 step in a fixed budget (``GD_*`` below say why and how).
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ from rmt_engine.linalg.spectra import eigvalsh
 from rmt_engine.report import scaling as S
 from rmt_engine.theory import bounds
 from rmt_engine.theory.activations import activation as get_activation
-from rmt_engine.theory.asymptotics import deterministic_equivalent_from_eigenvalues, predict_record
+from rmt_engine.theory.asymptotics import deterministic_equivalent_from_eigenvalues, extreme_edges, predict_record
 from rmt_engine.theory.expected import expected_gram
 
-EVENTS = ("margin", "ck", "ntk")
+EVENTS = ("margin", "ck", "ntk", "gd", "gd_eq13")
 LEVEL = 0.5  # the median crossing width: what a deterministic prediction describes
 CK_DELTA = 0.5
 
@@ -68,9 +70,12 @@ def de_curves(act_name, point, d0, d1):
     act = get_activation(act_name)
     ev, smax_X, trK = point
     d = float(d1)
-    de = deterministic_equivalent_from_eigenvalues(ev, int(round(d)))
-    pr = predict_record(None, int(round(d)), de=de)
-    lam_min, lam_max = pr["asym_lambda_min"], pr["asym_lambda_max"]
+    if int(round(d)) > ev.size and ev[0] > 0:  # the O(n) outer edges (full rank K, d1 > n)
+        lo, hi = extreme_edges(ev, int(round(d)))
+        lam_min, lam_max = lo * d, hi * d
+    else:  # the zero atom or the hard edge: the full deterministic equivalent
+        pr = predict_record(None, int(round(d)), de=deterministic_equivalent_from_eigenvalues(ev, int(round(d))))
+        lam_min, lam_max = pr["asym_lambda_min"], pr["asym_lambda_max"]
     w2 = w2_eq19(1.0, d0, d)
     smax_V = w2 * (math.sqrt(d) + 1.0)  # d2 = 1: ||v|| ~ w2 sqrt(d1)
     h0 = w2 * w2 * d * trK + 1.0  # E ||v^T F - Y||^2 = w2^2 tr E[M0] + ||Y||^2
@@ -147,69 +152,144 @@ def mc_widths(act, n, d0, d1s, trials, draws):
         "ck": S.crossing_widths(var=das["delta1"], threshold=CK_DELTA, sense="<=", var_scale="linear"),
         "ntk": S.crossing_widths(var=das["delta_ntk"], threshold=CK_DELTA, sense="<=", var_scale="linear"),
     }
-    out = {}
-    for e, w in widths.items():
-        d = w["d1_cross"].where(w["censored"] == 0)
-        out[e] = (d, w["censored"])
-    return out
+    return {e: _censored_widths(w) for e, w in widths.items()}
 
 
-def run(cases, activations, *, de_draws, mc_cases, mc_d1_factors, trials, mc_draws, n_boot, log=print):
+def _censored_widths(w):
+    """``(widths, censored)`` for the quantiles: a trial censored above (never crossed up to the largest
+    width) counts as ``inf`` (so a median among them reads "not reached", never a number biased low by
+    dropping the slowest trials), one censored below as its first checkpoint (an upper bound)."""
+    return w["d1_cross"].where(w["censored"] <= 0, np.inf), w["censored"]
+
+
+#: Gradient descent (the fourth threshold): reach h <= GD_TOL h0. The NTK step lr = 1/(2 lambda_max(J J^T))
+#: at Theta_0 -- the engine's loss is h = ||r||^2 (gradient 2 J^T r), so the linearized residual obeys
+#: r <- (I - 2 lr J J^T) r, whose factors 1 - lambda/lambda_max lie in [0, 1 - 1/kappa]: stable and
+#: monotone for every mode (it is the familiar 1/lambda_max step of the loss ||r||^2 / 2). Its budget
+#: scales with the linearized prediction k* = ln(1/GD_TOL) / (-2 ln(1 - 1/kappa)) (kappa = cond(J J^T)):
+#: GD_BUDGET_FACTOR k*, capped at GD_MAX_ITERS (a width whose budget the cap cuts is not decided:
+#: NaN). The theorem's own Eq. 13 step (``eta_max`` of the record) runs with a fixed budget
+#: GD_EQ13_ITERS; where it walls, no width suffices and the threshold reads "not reached".
+GD_TOL = 1e-4
+GD_BUDGET_FACTOR = 4.0
+GD_MAX_ITERS = 20000
+GD_EQ13_ITERS = 2000
+
+
+def gd_widths(act, n, d0, d1s, trials, draws):
+    """Per (draw, trial) crossing widths of GD convergence with the NTK step and with Eq. 13's step."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    import xarray as xr  # noqa: PLC0415
+
+    from rmt_engine.montecarlo.train import TrainSpec, gradient_descent, initial_weights  # noqa: PLC0415
+    from rmt_engine.montecarlo.trial import point_data  # noqa: PLC0415
+
+    spec = rmt.TrialSpec(activation=act, n=n, d0=d0, d1=d1s[-1], ntk=True)
+    w2s = [w2_eq19(1.0, d0, d) for d in d1s]
+    ev = {e: np.full((draws, trials, len(d1s)), np.nan) for e in ("gd", "gd_eq13")}
+    for s in range(draws):
+        sp = replace(spec, data_seed=1000 + s)
+        cache = {}
+        for k in range(trials):
+            for j, rec in enumerate(rmt.run_trial_path(sp, k, d1s, w2s=w2s, cache=cache)):
+                spd = replace(sp, d1=d1s[j], w2=w2s[j])
+                lmin, lmax = rec["lambda_min_ntk"], rec["lambda_max_ntk"]
+                if not (lmin > 0 and lmax > 0):
+                    continue
+                pd = point_data(spd, cache)
+                W0, V0 = initial_weights(spd, k)
+                kappa = lmax / lmin
+                pred = math.log(1.0 / GD_TOL) / (-2.0 * math.log1p(-1.0 / kappa)) if kappa > 1 else 1.0
+                budget = math.ceil(GD_BUDGET_FACTOR * pred)
+                if budget <= GD_MAX_ITERS:
+                    r = gradient_descent(pd.X, pd.Y, W0, V0, act, 0.5 / lmax,
+                                         TrainSpec(max_iters=budget, tol=GD_TOL), ntk=False)
+                    ev["gd"][s, k, j] = float(r.status == 0)
+                r = gradient_descent(pd.X, pd.Y, W0, V0, act, rec["eta_max"],
+                                     TrainSpec(max_iters=GD_EQ13_ITERS, tol=GD_TOL), ntk=False)
+                ev["gd_eq13"][s, k, j] = float(r.status == 0)
+    coords = {"data_draw": np.arange(draws), "trial": np.arange(trials), "d1": np.asarray(d1s, float)}
+    return {e: _censored_widths(S.crossing_widths(xr.DataArray(v, dims=("data_draw", "trial", "d1"), coords=coords)))
+            for e, v in ev.items()}
+
+
+def run(cases, activations, *, de_draws, mc_cases, mc_d1_factors, trials, mc_draws, n_boot, gd_cases=(),
+        gd_d1_factors=(), gd_trials=0, gd_draws=0, log=print):
     thresholds, t0 = [], time.perf_counter()
     for act in activations:
-        for n, d0 in cases:
+        for n, d0, t in cases:
             th = de_thresholds(act, n, d0, de_draws)
             for e, vals in th.items():
                 v = np.asarray(vals, float)
                 ok = v[np.isfinite(v)]
-                thresholds.append({"activation": act, "n": n, "d0": d0, "t": 2, "event": e, "source": "de",
+                thresholds.append({"activation": act, "n": n, "d0": d0, "t": t, "event": e, "source": "de",
                                    "d1_star": float(np.median(ok)) if ok.size else math.nan,
                                    "lo": float(ok.min()) if ok.size else math.nan,
                                    "hi": float(ok.max()) if ok.size else math.nan, "draws": int(ok.size)})
-            log(f"de {act} n={n}: " + ", ".join(f"{e} {thresholds[-k]['d1_star']:.4g}"
+            log(f"de {act} t={t} n={n}: " + ", ".join(f"{e} {thresholds[-k]['d1_star']:.4g}"
                                                 for k, e in ((2, 'margin'), (1, 'ck'))) +
                 f"  ({time.perf_counter() - t0:.0f} s)")
-        for n, d0 in mc_cases:
+        for n, d0, t in mc_cases:
             d1s = [int(round(n * f)) for f in mc_d1_factors]
             res = mc_widths(act, n, d0, d1s, trials, mc_draws)
             for e, (d, cens) in res.items():
                 hb = S.hierarchical_bootstrap_threshold(d, LEVEL, n_boot=n_boot)
-                thresholds.append({"activation": act, "n": n, "d0": d0, "t": 2, "event": e, "source": "mc",
+                thresholds.append({"activation": act, "n": n, "d0": d0, "t": t, "event": e, "source": "mc",
                                    "d1_star": float(hb["d_star"]), "lo": float(hb["lo"]), "hi": float(hb["hi"]),
                                    "censored": int((cens != 0).sum()), "trials": int(cens.size)})
-            log(f"mc {act} n={n}: " + ", ".join(f"{r['event']} {r['d1_star']:.4g} [{r['lo']:.4g}, {r['hi']:.4g}]"
+            log(f"mc {act} t={t} n={n}: " + ", ".join(f"{r['event']} {r['d1_star']:.4g} [{r['lo']:.4g}, {r['hi']:.4g}]"
                                                 for r in thresholds[-3:]) + f"  ({time.perf_counter() - t0:.0f} s)")
+        for n, d0, t in gd_cases:
+            d1s = [int(round(n * f)) for f in gd_d1_factors]
+            res = gd_widths(act, n, d0, d1s, gd_trials, gd_draws)
+            for e, (d, cens) in res.items():
+                hb = S.hierarchical_bootstrap_threshold(d, LEVEL, n_boot=n_boot)
+                thresholds.append({"activation": act, "n": n, "d0": d0, "t": t, "event": e, "source": "mc",
+                                   "d1_star": float(hb["d_star"]), "lo": float(hb["lo"]), "hi": float(hb["hi"]),
+                                   "censored": int((cens != 0).sum()), "censored_below": int((cens < 0).sum()),
+                                   "trials": int(cens.size), "upper_bound": bool(float(hb["d_star"]) <= d1s[0])})
+            log(f"gd {act} t={t} n={n}: " + ", ".join(f"{r['event']} {r['d1_star']:.4g} [{r['lo']:.4g}, {r['hi']:.4g}]"
+                                                for r in thresholds[-2:]) + f"  ({time.perf_counter() - t0:.0f} s)")
     return thresholds
 
 
-def fits(thresholds):
-    out = []
-    keys = sorted({(r["activation"], r["event"], r["source"]) for r in thresholds})
-    for act, ev, src in keys:
-        rows = [r for r in thresholds if (r["activation"], r["event"], r["source"]) == (act, ev, src)
-                and np.isfinite(r["d1_star"])]
-        if len(rows) < 3:
-            continue
-        n = np.array([r["n"] for r in rows], float)
-        y = np.array([r["d0"] * r["d1_star"] for r in rows], float)
-        # a plain least-squares fit of log y on log n with a Student-t interval (the intervals of the
-        # points enter the figure, not the weights: the de "intervals" are ranges over data draws)
-        lx, ly = np.log(n), np.log(y)
-        A = np.vstack([np.ones_like(lx), lx]).T
-        coef, res, *_ = np.linalg.lstsq(A, ly, rcond=None)
-        dof = len(lx) - 2
-        from scipy import stats  # noqa: PLC0415
+#: The fits: over every case of a line, and over its large-n end only (the local slope rises with n
+#: before the asymptotic regime: the audit saw gelu's 1.29 -> 1.54): ``(name, smallest n)``.
+FIT_WINDOWS = (("all n", 0), ("n >= 256", 256))
 
-        if dof > 0:
-            s2 = float(((ly - A @ coef) ** 2).sum()) / dof
-            se = math.sqrt(s2 / float(((lx - lx.mean()) ** 2).sum()))
-            half = float(stats.t.ppf(0.975, dof)) * se
-        else:
-            half = math.nan
-        b = float(coef[1])
-        out.append({"activation": act, "event": ev, "source": src, "b": b, "lo": b - half, "hi": b + half,
-                    "n_min": float(n.min()), "n_max": float(n.max()), "points": len(rows),
-                    "verdict_1": _verdict(b, half, 1.0), "verdict_3_2": _verdict(b, half, 1.5)})
+
+def fits(thresholds):
+    """``d0 d1* ~ n^b`` per (activation, event, source, t) and window (``FIT_WINDOWS``): least squares
+    on logs with a Student-t 95% interval (the points' own intervals enter the figure, not the weights:
+    the de "intervals" are ranges over data draws); verdicts against 1 and 3/2 say ``consistent`` only
+    when the value lies inside the interval."""
+    from scipy import stats  # noqa: PLC0415
+
+    out = []
+    keys = sorted({(r["activation"], r["event"], r["source"], r["t"]) for r in thresholds})
+    for act, ev, src, t in keys:
+        for window, n_from in FIT_WINDOWS:
+            rows = [r for r in thresholds if (r["activation"], r["event"], r["source"], r["t"]) == (act, ev, src, t)
+                    and np.isfinite(r["d1_star"]) and r["n"] >= n_from]
+            if len(rows) < 3:
+                continue
+            n = np.array([r["n"] for r in rows], float)
+            y = np.array([r["d0"] * r["d1_star"] for r in rows], float)
+            lx, ly = np.log(n), np.log(y)
+            A = np.vstack([np.ones_like(lx), lx]).T
+            coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
+            dof = len(lx) - 2
+            if dof > 0:
+                s2 = float(((ly - A @ coef) ** 2).sum()) / dof
+                se = math.sqrt(s2 / float(((lx - lx.mean()) ** 2).sum()))
+                half = float(stats.t.ppf(0.975, dof)) * se
+            else:
+                half = math.nan
+            b = float(coef[1])
+            out.append({"activation": act, "event": ev, "source": src, "t": t, "window": window, "b": b,
+                        "lo": b - half, "hi": b + half, "n_min": float(n.min()), "n_max": float(n.max()),
+                        "points": len(rows), "verdict_1": _verdict(b, half, 1.0), "verdict_3_2": _verdict(b, half, 1.5)})
     return out
 
 
@@ -229,19 +309,33 @@ def figure(thresholds, fits_, path):
     from matplotlib.ticker import NullFormatter  # noqa: PLC0415
 
     acts = sorted({r["activation"] for r in thresholds})
-    fig, axes = plt.subplots(1, len(acts), figsize=(5.0 * len(acts), 4.6), squeeze=False)
-    colors = {"margin": "C3", "ck": "C0", "ntk": "C2"}
+    ts = sorted({r["t"] for r in thresholds})
+    fig, axes = plt.subplots(len(ts), len(acts), figsize=(4.6 * len(acts), 4.2 * len(ts) + 1.2), squeeze=False)
+    line = {2: "n = d0^2/4", 3: "n = d0^3/64"}
+    colors = {"margin": "C3", "ck": "C0", "ntk": "C2", "gd": "C1", "gd_eq13": "C4"}
     labels = {"margin": "Eq. 9 margin > 1 (the paper's sufficient width)", "ck": "CK concentration: delta1 <= 1/2",
-              "ntk": "NTK concentration: delta_ntk <= 1/2"}
-    shift = {"margin": 1.0, "ck": 1 / 1.06, "ntk": 1.06}  # CK and NTK points nearly coincide: side by side
+              "ntk": "NTK concentration: delta_ntk <= 1/2",
+              "gd": "GD reaches 1e-4 h0, NTK step 1/(2 lambda_max), budget 4x linearized",
+              "gd_eq13": f"GD reaches 1e-4 h0 with Eq. 13's step in {GD_EQ13_ITERS} steps"}
+    shift = {"margin": 1.0, "ck": 1 / 1.06, "ntk": 1.06, "gd": 1 / 1.12, "gd_eq13": 1.12}  # side by side
     handles = {}
-    for ax, act in zip(axes[0], acts):
-        ns = sorted({r["n"] for r in thresholds if r["activation"] == act})
+    panels = [(axes[i, j], act, t) for i, t in enumerate(ts) for j, act in enumerate(acts)]
+    for ax, act, t in panels:
+        mine = [r for r in thresholds if r["activation"] == act and r["t"] == t]
+        if not mine:
+            ax.set_axis_off()
+            continue
+        ns = sorted({r["n"] for r in mine})
         for ev in EVENTS:
-            de = sorted((r for r in thresholds if r["activation"] == act and r["event"] == ev and r["source"] == "de"
-                         and np.isfinite(r["d1_star"])), key=lambda r: r["n"])
-            mc = [r for r in thresholds if r["activation"] == act and r["event"] == ev and r["source"] == "mc"
-                  and np.isfinite(r["d1_star"])]
+            de = sorted((r for r in mine if r["event"] == ev and r["source"] == "de" and np.isfinite(r["d1_star"])),
+                        key=lambda r: r["n"])
+            mc = [r for r in mine if r["event"] == ev and r["source"] == "mc" and np.isfinite(r["d1_star"])
+                  and np.isfinite(r["lo"]) and not r.get("upper_bound")]
+            ub = [r for r in mine if r["event"] == ev and r["source"] == "mc" and r.get("upper_bound")]
+            if ub:  # the median trial converged at the first width: d1* is at most that (an upper bound)
+                h = ax.plot([r["n"] * shift[ev] for r in ub], [r["d0"] * r["d1_star"] for r in ub], "v",
+                            color=colors[ev], ms=7, mfc="white")[0]
+                handles.setdefault(labels[ev] + " (v: at most, reached at the first width)", h)
             if de:
                 (h,) = ax.plot([r["n"] for r in de], [r["d0"] * r["d1_star"] for r in de], "-", color=colors[ev], lw=1.5)
                 handles[labels[ev]] = h
@@ -250,11 +344,12 @@ def figure(thresholds, fits_, path):
                 y = np.array([r["d0"] * r["d1_star"] for r in mc])
                 lo = np.array([r["d0"] * r["lo"] for r in mc])
                 hi = np.array([r["d0"] * r["hi"] for r in mc])
-                h = ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="os^"[EVENTS.index(ev)], color=colors[ev], ms=5,
+                hi = np.where(np.isfinite(hi), hi, y * 1.5)  # an open upper end drawn as a short bar
+                h = ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="os^Dv"[EVENTS.index(ev)], color=colors[ev], ms=5,
                                 capsize=3, mfc="white" if ev == "ntk" else colors[ev])
                 handles.setdefault(labels[ev], h)
-        ck = sorted((r for r in thresholds if r["activation"] == act and r["event"] == "ck" and r["source"] == "de"
-                     and np.isfinite(r["d1_star"])), key=lambda r: r["n"])
+        ck = sorted((r for r in mine if r["event"] == "ck" and r["source"] == "de" and np.isfinite(r["d1_star"])),
+                    key=lambda r: r["n"])
         if ck:
             n0, y0 = ck[0]["n"], ck[0]["d0"] * ck[0]["d1_star"]
             xs = np.array([ns[0], ns[-1]], float)
@@ -264,11 +359,17 @@ def figure(thresholds, fits_, path):
             handles["slope 3/2 (the paper: d0 d1 ~ n^{3/2})"] = h2
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xticks(ns, [str(v) for v in ns])
+        ticks = ns if len(ns) <= 6 else ns[::2] + ([ns[-1]] if len(ns) % 2 == 0 else [])
+        ax.set_xticks(ticks, [str(v) for v in ticks])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("n (samples); d0 = 2 sqrt(n)")
+        ax.set_xlabel("n (samples); d0 = " + ("2 sqrt(n)" if t == 2 else "4 n^(1/3)"))
         ax.set_ylabel("d0 d1* (first-layer parameters)")
-        ax.set_title(f"{act}: width thresholds along n = d0^2/4 (t = 2, C = 1, Eq. 19 scale 1)", fontsize=9)
+        fit = [f for f in fits_ if (f["activation"], f["event"], f["source"], f["t"], f["window"]) ==
+               (act, "margin", "de", t, "n >= 256")]
+        extra = f"\nmargin (deterministic), n >= 256: b = {fit[0]['b']:.2f} +- {fit[0]['hi'] - fit[0]['b']:.2f}" \
+            if fit and math.isfinite(fit[0]["hi"]) else ""
+        ax.set_title(f"{act}: width thresholds along {line.get(t, f't = {t}')} (t = {t}, C = 1, "
+                     f"Eq. 19 scale 1){extra}", fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
     from matplotlib.lines import Line2D  # noqa: PLC0415
 
@@ -277,30 +378,45 @@ def figure(thresholds, fits_, path):
         [], [], color="0.4", marker="o", ls="none")
     fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=2, fontsize=8,
                handlelength=3.5, frameon=False)
-    fig.tight_layout(rect=(0, 0.22, 1, 1))
+    fig.tight_layout(rect=(0, 1.1 / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-QUICK = dict(cases=[(16, 8), (36, 12), (64, 16), (144, 24), (256, 32)], activations=["gelu", "tanh"],
-             de_draws=2, mc_cases=[(16, 8), (36, 12), (64, 16)],
-             mc_d1_factors=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512], trials=8, mc_draws=2, n_boot=300)
+#: Cases ``(n, d0, t)``: the line n = d0^2/4 (t = 2: n <= C(d0+1, 2), X^{*2} of full rank) and the
+#: line n = d0^3/64 (t = 3: n <= C(d0+2, 3)).
+T2 = [(16, 8, 2), (36, 12, 2), (64, 16, 2), (144, 24, 2), (256, 32, 2), (576, 48, 2), (1024, 64, 2),
+      (2304, 96, 2), (4096, 128, 2)]
+T3 = [(64, 16, 3), (216, 24, 3), (512, 32, 3), (1000, 40, 3), (1728, 48, 3), (4096, 64, 3)]
+QUICK = dict(cases=T2[:5] + T3[:2], activations=["gelu", "tanh"],
+             de_draws=2, mc_cases=T2[:3],
+             mc_d1_factors=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512], trials=8, mc_draws=2, n_boot=300,
+             gd_cases=T2[:2], gd_d1_factors=[1.5, 3, 6, 12, 24, 48], gd_trials=4, gd_draws=2)
 #: A smoke run for the test suite (seconds): every code path, no claim.
-TINY = dict(cases=[(16, 8), (36, 12), (64, 16)], activations=["gelu"], de_draws=1, mc_cases=[(16, 8)],
-            mc_d1_factors=[1, 4, 16, 64, 256], trials=3, mc_draws=2, n_boot=50)
-FULL = dict(cases=[(16, 8), (36, 12), (64, 16), (144, 24), (256, 32), (576, 48), (1024, 64), (2304, 96)],
-            activations=["gelu", "tanh", "sigmoid", "softplus"], de_draws=3,
-            mc_cases=[(16, 8), (36, 12), (64, 16), (144, 24), (256, 32)],
-            mc_d1_factors=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512], trials=20, mc_draws=3, n_boot=2000)
+TINY = dict(cases=T2[:3] + T3[:1], activations=["gelu"], de_draws=1, mc_cases=T2[:1],
+            mc_d1_factors=[1, 4, 16, 64, 256], trials=3, mc_draws=2, n_boot=50,
+            gd_cases=T2[:1], gd_d1_factors=[1.5, 6, 24], gd_trials=2, gd_draws=2)
+#: The CPU run: deterministic thresholds on both lines up to n = 4096 (3 draws of X each), Monte Carlo
+#: width paths up to n = 256 (t = 2) and n = 216 (t = 3).
+FULL = dict(cases=T2 + T3, activations=["gelu", "tanh", "sigmoid", "softplus"], de_draws=3,
+            mc_cases=T2[:5] + T3[:2],
+            mc_d1_factors=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512], trials=20, mc_draws=3, n_boot=2000,
+            gd_cases=T2[:3], gd_d1_factors=[1.5, 3, 6, 12, 24, 48, 96], gd_trials=6, gd_draws=3)
+#: The GPU / cluster size (the same script; minutes per case on one GPU): Monte Carlo to n = 1024.
+CLUSTER = dict(FULL, mc_cases=T2[:7] + T3[:4], trials=50, mc_draws=5)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small cases (a few minutes on 2 cores)")
     ap.add_argument("--tiny", action="store_true", help="a smoke run of every code path (seconds; no claim)")
+    ap.add_argument("--cluster", action="store_true", help="the GPU / cluster size (Monte Carlo to n = 1024)")
+    ap.add_argument("--de-only", action="store_true", help="the deterministic thresholds alone (no Monte Carlo)")
     ap.add_argument("--out", default="ladder", help="output folder (ladder.json, ladder.png)")
     args = ap.parse_args(argv)
-    cfg = TINY if args.tiny else QUICK if args.quick else FULL
+    cfg = TINY if args.tiny else QUICK if args.quick else CLUSTER if args.cluster else FULL
+    if args.de_only:
+        cfg = dict(cfg, mc_cases=[], gd_cases=[])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -310,7 +426,8 @@ def main(argv=None):
         k: v for k, v in cfg.items()}, "seconds": time.perf_counter() - t0}, indent=1, default=float))
     figure(th, fs, out / "ladder.png")
     for f in fs:
-        print(f"fit {f['activation']:8s} {f['event']:6s} {f['source']}: b = {f['b']:.3f} ({f['lo']:.3f}, {f['hi']:.3f}) "
+        print(f"fit {f['activation']:8s} t={f['t']} {f['event']:6s} {f['source']} [{f['window']}]: b = {f['b']:.3f} "
+              f"({f['lo']:.3f}, {f['hi']:.3f}) "
               f"over n in [{f['n_min']:g}, {f['n_max']:g}]; vs 1: {f['verdict_1']}, vs 3/2: {f['verdict_3_2']}")
     print(f"wrote {out / 'ladder.json'} and {out / 'ladder.png'} in {time.perf_counter() - t0:.0f} s")
     return th, fs

@@ -426,3 +426,20 @@ def test_zero_K_has_only_the_atom():
     assert isinstance(de, DeterministicEquivalent)
     assert de.atom_at_zero == 5 and de.edges == [] and math.isnan(de.lambda_min)
     assert np.all(de.quantiles([0.0, 0.5, 1.0]) == 0.0) and de.cdf(0.0) == 1.0
+
+
+@pytest.mark.parametrize("act", ["gelu", "tanh", "sigmoid"])
+def test_extreme_edges_agree_with_the_full_deterministic_equivalent(act):
+    """The O(n) outer roots of psi(s) = 1 against the class that finds every gap (two methods)."""
+    from rmt_engine.theory.asymptotics import deterministic_equivalent_from_eigenvalues, extreme_edges
+
+    X = make_data("sphere", 10, 60, 4)
+    ev = np.linalg.eigvalsh(expected_gram(X, act))
+    for d1 in (61, 90, 600, 6000, 60000):
+        de = deterministic_equivalent_from_eigenvalues(ev, d1)
+        lo, hi = extreme_edges(ev, d1)
+        assert lo == pytest.approx(de.lambda_min, rel=1e-12) and hi == pytest.approx(de.lambda_max, rel=1e-12)
+    with pytest.raises(ValueError, match="d1 > n"):
+        extreme_edges(ev, 60)
+    with pytest.raises(ValueError, match="full rank"):
+        extreme_edges(np.r_[0.0, ev[1:]], 600)

@@ -27,9 +27,10 @@ def test_tiny_ladder_writes_the_documented_json(tmp_path):
     keys = {"activation", "n", "d0", "t", "event", "source", "d1_star", "lo", "hi"}
     assert data["thresholds"] and all(keys <= set(r) for r in data["thresholds"])
     assert {r["source"] for r in data["thresholds"]} == {"de", "mc"}
-    assert {r["event"] for r in data["thresholds"] if r["source"] == "mc"} == {"margin", "ck", "ntk"}
+    assert {r["event"] for r in data["thresholds"] if r["source"] == "mc"} == {"margin", "ck", "ntk", "gd", "gd_eq13"}
+    assert {r["t"] for r in data["thresholds"]} == {2, 3}
     for f in data["fits"]:
-        assert {"activation", "event", "source", "b", "lo", "hi", "n_min", "n_max"} <= set(f)
+        assert {"activation", "event", "source", "t", "window", "b", "lo", "hi", "n_min", "n_max"} <= set(f)
     assert (tmp_path / "ladder.png").stat().st_size > 10_000
 
 
@@ -43,3 +44,28 @@ def test_deterministic_thresholds_are_crossings_of_their_curves():
     lo_c, hi_c = lad.de_curves("gelu", pt, 12, c_star / 1.01)[1], lad.de_curves("gelu", pt, 12, c_star * 1.01)[1]
     assert lo_c > 0.5 > hi_c
     assert math.isfinite(m_star) and m_star > c_star  # the sufficient margin needs far more width than CK
+
+
+def test_gd_ntk_step_converges_within_the_linearized_prediction_when_wide():
+    """The NTK step lr = 1/(2 lambda_max(J J^T)) of the ladder's GD threshold: in the lazy regime (d1 = 48 n)
+    GD reaches 1e-4 h0 within the linearized prediction k* = ln(1e4) / (-2 ln(1 - 1/kappa)) -- the
+    slowest mode's decay bounds the loss's -- and the ladder's event agrees with a direct run."""
+    import rmt_engine as rmt
+    from rmt_engine.montecarlo.train import TrainSpec, gradient_descent, initial_weights
+    from rmt_engine.montecarlo.trial import point_data
+
+    lad = _load()
+    n, d0 = 16, 8
+    d1 = 48 * n
+    spec = rmt.TrialSpec(activation="gelu", n=n, d0=d0, d1=d1, w2=lad.w2_eq19(1.0, d0, d1), ntk=True, data_seed=1000)
+    rec = rmt.run_trial(spec, 0, cache={})
+    kappa = rec["lambda_max_ntk"] / rec["lambda_min_ntk"]
+    k_star = math.log(1 / lad.GD_TOL) / (-2 * math.log1p(-1 / kappa))
+    pd = point_data(spec, {})
+    W0, V0 = initial_weights(spec, 0)
+    r = gradient_descent(pd.X, pd.Y, W0, V0, "gelu", 0.5 / rec["lambda_max_ntk"],
+                         TrainSpec(max_iters=int(4 * k_star) + 1, tol=lad.GD_TOL), ntk=False)
+    assert r.status == 0 and r.iterations <= k_star
+    widths = lad.gd_widths("gelu", n, d0, [d1 // 2, d1], 1, 1)
+    w, cens = widths["gd"]
+    assert float(w.values.ravel()[0]) <= d1  # converged at the wide checkpoint, as the direct run did
