@@ -142,8 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="(300, 12, 1200): seconds")
     ap.add_argument("--size", type=int, nargs=3, metavar=("N", "D0", "D1"))
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--ntk", action="store_true", help="also the NTK (the peer's dense Jacobian contraction: "
-                    "memory n x (d1 d0 + d1) floats)")
+    ap.add_argument("--ntk", action="store_true", help="also the NTK (the peer's Jacobian contraction, "
+                    "implementation 1: it holds n^2 d1 floats -- 33 GB at (1000, 24, 4000) -- so use a smaller --size)")
     ap.add_argument("--json", help="write the numbers here")
     ap.add_argument("--peer-worker", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)

@@ -315,8 +315,8 @@ def figure(thresholds, fits_, path):
     colors = {"margin": "C3", "ck": "C0", "ntk": "C2", "gd": "C1", "gd_eq13": "C4"}
     labels = {"margin": "Eq. 9 margin > 1 (the paper's sufficient width)", "ck": "CK concentration: delta1 <= 1/2",
               "ntk": "NTK concentration: delta_ntk <= 1/2",
-              "gd": "GD reaches 1e-4 h0, NTK step 1/(2 lambda_max), budget 4x linearized",
-              "gd_eq13": f"GD reaches 1e-4 h0 with Eq. 13's step in {GD_EQ13_ITERS} steps"}
+              "gd": "GD to 1e-4 h0, NTK step, 4x linearized budget",
+              "gd_eq13": f"GD to 1e-4 h0, Eq. 13's step, {GD_EQ13_ITERS} steps"}
     shift = {"margin": 1.0, "ck": 1 / 1.06, "ntk": 1.06, "gd": 1 / 1.12, "gd_eq13": 1.12}  # side by side
     handles = {}
     panels = [(axes[i, j], act, t) for i, t in enumerate(ts) for j, act in enumerate(acts)]
@@ -335,7 +335,7 @@ def figure(thresholds, fits_, path):
             if ub:  # the median trial converged at the first width: d1* is at most that (an upper bound)
                 h = ax.plot([r["n"] * shift[ev] for r in ub], [r["d0"] * r["d1_star"] for r in ub], "v",
                             color=colors[ev], ms=7, mfc="white")[0]
-                handles.setdefault(labels[ev] + " (v: at most, reached at the first width)", h)
+                handles.setdefault(labels[ev] + " (v: at most: the first width)", h)
             if de:
                 (h,) = ax.plot([r["n"] for r in de], [r["d0"] * r["d1_star"] for r in de], "-", color=colors[ev], lw=1.5)
                 handles[labels[ev]] = h
@@ -366,19 +366,28 @@ def figure(thresholds, fits_, path):
         ax.set_ylabel("d0 d1* (first-layer parameters)")
         fit = [f for f in fits_ if (f["activation"], f["event"], f["source"], f["t"], f["window"]) ==
                (act, "margin", "de", t, "n >= 256")]
-        extra = f"\nmargin (deterministic), n >= 256: b = {fit[0]['b']:.2f} +- {fit[0]['hi'] - fit[0]['b']:.2f}" \
+        extra = f"\nmargin (det.), n >= 256: b = {fit[0]['b']:.2f} +- {fit[0]['hi'] - fit[0]['b']:.2f}" \
             if fit and math.isfinite(fit[0]["hi"]) else ""
-        ax.set_title(f"{act}: width thresholds along {line.get(t, f't = {t}')} (t = {t}, C = 1, "
-                     f"Eq. 19 scale 1){extra}", fontsize=9)
+        ax.set_title(f"{act}, t = {t}: along {line.get(t, f't = {t}')}{extra}", fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
     from matplotlib.lines import Line2D  # noqa: PLC0415
 
     handles["lines: deterministic equivalent (no Monte Carlo)"] = Line2D([], [], color="0.4", lw=1.5)
-    handles["markers: Monte Carlo median, 95% hierarchical bootstrap (X draws, then trials)"] = Line2D(
-        [], [], color="0.4", marker="o", ls="none")
-    fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=2, fontsize=8,
+    if any(r["source"] == "mc" for r in thresholds):
+        handles["markers: Monte Carlo median, 95% hierarchical bootstrap (X draws, then trials)"] = Line2D(
+            [], [], color="0.4", marker="o", ls="none")
+    import textwrap  # noqa: PLC0415
+
+    width = fig.get_figwidth()
+    longest = max(len(k) for k in handles) + 6
+    ncol = max(1, min(3, int(width * 14 // longest)))  # entries never run off the figure's edge
+    rows = -(-len(handles) // ncol)
+    fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=ncol, fontsize=8,
                handlelength=3.5, frameon=False)
-    fig.tight_layout(rect=(0, 1.1 / fig.get_figheight(), 1, 1))
+    title = ("Width thresholds d0 d1* against n (C = 1; w2 by the Eq. 19 rule w1 w2 sqrt(d0 d1) = 1; "
+             "b: slope of log d0 d1* in log n, 95% t-interval)")
+    fig.suptitle("\n".join(textwrap.wrap(title, int(width * 13))), fontsize=10)
+    fig.tight_layout(rect=(0, (0.25 + 0.16 * rows) / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
