@@ -137,3 +137,26 @@ def test_trial_index_errors():
         run_trial(spec, -1)
     with pytest.raises(TypeError, match="TrialSpec"):
         run_trial(dict(activation="gelu"), 0)
+
+
+def test_point_record_solves_each_khatri_rao_order_once(monkeypatch):
+    """t = ("auto", 2) with t_auto = 2: the order-2 eigen-solve serves the search for t_auto and the
+    bound (it was run twice), and the record is unchanged."""
+    import rmt_engine.montecarlo.trial as tr
+    import rmt_engine.theory.orders as orders_mod
+
+    spec = TrialSpec(activation="gelu", n=20, d0=8, d1=80, t=("auto", 2))
+    ref = tr.point_record(spec, {})
+    calls = []
+    real = tr.khatri_rao_extremes_checked
+
+    def counting(X, t):
+        calls.append(t)
+        return real(X, t)
+
+    monkeypatch.setattr(tr, "khatri_rao_extremes_checked", counting)
+    monkeypatch.setattr(orders_mod, "khatri_rao_extremes_checked", counting)
+    again = tr.point_record(spec, {})
+    assert sorted(calls) == sorted(set(calls)), calls
+    assert ref["t_auto"] == 2.0 and {k: np.float64(v).tobytes() for k, v in again.items()} == \
+        {k: np.float64(v).tobytes() for k, v in ref.items()}

@@ -106,7 +106,14 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
     act = get_activation(spec.activation)
     pd = point_data(spec, cache)
     n, d0, d1, w1 = spec.n, spec.d0, spec.d1, spec.w1
-    t_auto = orders.informative_t(act, w1, n, d0, X=pd.X)  # skips orders X^{*t} is singular at (these data)
+    kr: dict = {}  # t -> khatri_rao_extremes_checked(X, t): one eigen-solve per order, shared with t_auto's search
+
+    def checked(t):
+        if t not in kr:
+            kr[t] = khatri_rao_extremes_checked(pd.X, t)
+        return kr[t]
+
+    t_auto = orders.informative_t(act, w1, n, d0, X=pd.X, checked=checked)  # skips orders singular for these data
     explicit = int_orders(spec.t)
     order = max(explicit + (t_auto or 1, 1))
     c = hermite_coefficients(act, order, 1.0)
@@ -149,7 +156,7 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
             rec[field_name("lower_undefined", key)] = float(orders.NO_ORDER)
             continue
         # sigma_min(X^{*t}) = 0 by the count n > C(d0+t-1, t) or numerically for these data (then 0.0 exactly)
-        smin_t, smax_t, relerr_t, deficient = khatri_rao_extremes_checked(pd.X, t)
+        smin_t, smax_t, relerr_t, deficient = checked(t)
         code = orders.lower_undefined(act, w1, n, d0, t)
         if deficient and not code & orders.RANK_DEFICIENT:
             code |= orders.DATA_RANK_DEFICIENT

@@ -38,13 +38,15 @@ def lower_undefined(activation, w1: float, n: int, d0: int, t: int, X=None) -> i
     return code
 
 
-def informative_t(activation, w1: float, n: int, d0: int, max_t: int = T_AUTO_MAX, X=None) -> int | None:
+def informative_t(activation, w1: float, n: int, d0: int, max_t: int = T_AUTO_MAX, X=None,
+                  checked=None) -> int | None:
     """The smallest ``t`` in ``1..max_t`` with ``c_t(w1) != 0`` and ``n <= C(d0+t-1, t)`` (and, given
-    the data ``X``, ``X^{*t}`` not numerically rank deficient), else None."""
+    the data ``X``, ``X^{*t}`` not numerically rank deficient), else None. ``checked``: ``t ->
+    khatri_rao_extremes_checked(X, t)``, to share the eigen-solves with a caller that needs them too."""
     a = normalized_hermite_coefficients(activation, max_t, w1)
     for t in range(1, max_t + 1):
         if a[t] != 0.0 and n <= symmetric_tensor_dim(d0, t):
-            if X is not None and khatri_rao_extremes_checked(X, t)[3]:
+            if X is not None and (checked(t) if checked is not None else khatri_rao_extremes_checked(X, t))[3]:
                 continue
             return t
     return None
