@@ -467,6 +467,15 @@ def cmd_report(args) -> int:
     if problem:
         _err(f"--out {args.out}: {problem}")
         return EXIT_BAD_INPUT
+    from .report.ladder_section import LadderError, is_ladder, write_ladder_report  # noqa: PLC0415
+
+    if is_ladder(args.store):  # a ladder's folder (or its ladder.json): the ladder's report
+        try:
+            print(write_ladder_report(args.store, args.out))
+        except LadderError as e:
+            _err(str(e))
+            return EXIT_BAD_INPUT
+        return EXIT_OK
     try:
         path = write_report(args.store, args.out, delta=args.delta, level=args.level, t=args.t)
     except ReportError as e:
@@ -649,10 +658,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", default=D["backend"], choices=("numpy", "cupy", "auto"), help="array backend")
     t.add_argument("--json", action="store_true", help="print the record as JSON (NaN as null)")
     t.set_defaults(func=cmd_trial)
-    rp = sub.add_parser("report", help="figures and a Markdown report of a result cube",
+    rp = sub.add_parser("report", help="figures and a Markdown report of a result cube (or of a ladder)",
                         description="Write report.md (Eq. 67 ratios, violation rates with confidence intervals, "
                                     "power-law fits, width threshold vs n^{3/2}, c_0 spike) and PNG figures into "
-                                    "--out. Needs matplotlib (the 'plot' extra).")
+                                    "--out. Given the folder of studies/ladder.py (or its ladder.json), the ladder's "
+                                    "report: the headline figure, the claims table and every threshold. Needs "
+                                    "matplotlib (the 'plot' extra).")
     rp.add_argument("store", metavar="STORE")
     rp.add_argument("--out", required=True, metavar="DIR", help="output directory (created)")
     rp.add_argument("--delta", type=_delta_arg, default=None, help="deviation delta of the bound events (default 0.2)")

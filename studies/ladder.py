@@ -24,7 +24,9 @@ Two sources for each:
 
 Fits ``d0 d1* ~ n^b`` per threshold, activation and source (``scaling.fit_scaling``), against 1 (the
 parameter count, the minimum-overparameterization line) and 3/2 (the paper). Writes ``ladder.json``
-(``{"thresholds": [...], "fits": [...]}``) and ``ladder.png`` (the headline figure) into ``--out``.
+(``{"thresholds": [...], "fits": [...]}``) and ``ladder.png`` (the headline figure) into ``--out``;
+``rmt-engine report OUT --out DIR`` writes the ladder's report (figure, claims table, thresholds:
+``rmt_engine.report.ladder_section``, which also holds the fits and the figure).
 - ``gd`` and ``gd_eq13`` (Monte Carlo at the smallest cases): gradient descent from Theta_0 reaching
   h <= 1e-4 h0, with the NTK step and a budget scaled to the linearized prediction, and with the
   theorem's Eq. 13 step in a fixed budget (``GD_*`` below say why and how).
@@ -43,12 +45,12 @@ import numpy as np
 import rmt_engine as rmt
 from rmt_engine.linalg.spectra import eigvalsh
 from rmt_engine.report import scaling as S
+from rmt_engine.report.ladder_section import EVENTS, FIT_WINDOWS, fits, ladder_figure  # noqa: F401
 from rmt_engine.theory import bounds
 from rmt_engine.theory.activations import activation as get_activation
 from rmt_engine.theory.asymptotics import deterministic_equivalent_from_eigenvalues, extreme_edges, predict_record
 from rmt_engine.theory.expected import expected_gram
 
-EVENTS = ("margin", "ck", "ntk", "gd", "gd_eq13")
 LEVEL = 0.5  # the median crossing width: what a deterministic prediction describes
 CK_DELTA = 0.5
 
@@ -254,144 +256,6 @@ def run(cases, activations, *, de_draws, mc_cases, mc_d1_factors, trials, mc_dra
     return thresholds
 
 
-#: The fits: over every case of a line, and over its large-n end only (the local slope rises with n
-#: before the asymptotic regime: the audit saw gelu's 1.29 -> 1.54): ``(name, smallest n)``.
-FIT_WINDOWS = (("all n", 0), ("n >= 256", 256))
-
-
-def fits(thresholds):
-    """``d0 d1* ~ n^b`` per (activation, event, source, t) and window (``FIT_WINDOWS``): least squares
-    on logs with a Student-t 95% interval (the points' own intervals enter the figure, not the weights:
-    the de "intervals" are ranges over data draws); verdicts against 1 and 3/2 say ``consistent`` only
-    when the value lies inside the interval."""
-    from scipy import stats  # noqa: PLC0415
-
-    out = []
-    keys = sorted({(r["activation"], r["event"], r["source"], r["t"]) for r in thresholds})
-    for act, ev, src, t in keys:
-        for window, n_from in FIT_WINDOWS:
-            rows = [r for r in thresholds if (r["activation"], r["event"], r["source"], r["t"]) == (act, ev, src, t)
-                    and np.isfinite(r["d1_star"]) and r["n"] >= n_from]
-            if len(rows) < 3:
-                continue
-            n = np.array([r["n"] for r in rows], float)
-            y = np.array([r["d0"] * r["d1_star"] for r in rows], float)
-            lx, ly = np.log(n), np.log(y)
-            A = np.vstack([np.ones_like(lx), lx]).T
-            coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
-            dof = len(lx) - 2
-            if dof > 0:
-                s2 = float(((ly - A @ coef) ** 2).sum()) / dof
-                se = math.sqrt(s2 / float(((lx - lx.mean()) ** 2).sum()))
-                half = float(stats.t.ppf(0.975, dof)) * se
-            else:
-                half = math.nan
-            b = float(coef[1])
-            out.append({"activation": act, "event": ev, "source": src, "t": t, "window": window, "b": b,
-                        "lo": b - half, "hi": b + half, "n_min": float(n.min()), "n_max": float(n.max()),
-                        "points": len(rows), "verdict_1": _verdict(b, half, 1.0), "verdict_3_2": _verdict(b, half, 1.5)})
-    return out
-
-
-def _verdict(b, half, pred):
-    if not math.isfinite(half):
-        return "no interval (2 points)"
-    return "consistent" if abs(b - pred) <= half else ("steeper" if b > pred else "shallower")
-
-
-def figure(thresholds, fits_, path):
-    """The headline figure: d0 d1* against n (log-log) per activation, the deterministic curves, the Monte
-    Carlo points with their intervals, reference slopes 1 and 3/2; one legend below the panels."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    from matplotlib.ticker import NullFormatter  # noqa: PLC0415
-
-    acts = sorted({r["activation"] for r in thresholds})
-    ts = sorted({r["t"] for r in thresholds})
-    fig, axes = plt.subplots(len(ts), len(acts), figsize=(4.6 * len(acts), 4.2 * len(ts) + 1.2), squeeze=False)
-    line = {2: "n = d0^2/4", 3: "n = d0^3/64"}
-    colors = {"margin": "C3", "ck": "C0", "ntk": "C2", "gd": "C1", "gd_eq13": "C4"}
-    labels = {"margin": "Eq. 9 margin > 1 (the paper's sufficient width)", "ck": "CK concentration: delta1 <= 1/2",
-              "ntk": "NTK concentration: delta_ntk <= 1/2",
-              "gd": "GD to 1e-4 h0, NTK step, 4x linearized budget",
-              "gd_eq13": f"GD to 1e-4 h0, Eq. 13's step, {GD_EQ13_ITERS} steps"}
-    shift = {"margin": 1.0, "ck": 1 / 1.06, "ntk": 1.06, "gd": 1 / 1.12, "gd_eq13": 1.12}  # side by side
-    handles = {}
-    panels = [(axes[i, j], act, t) for i, t in enumerate(ts) for j, act in enumerate(acts)]
-    for ax, act, t in panels:
-        mine = [r for r in thresholds if r["activation"] == act and r["t"] == t]
-        if not mine:
-            ax.set_axis_off()
-            continue
-        ns = sorted({r["n"] for r in mine})
-        for ev in EVENTS:
-            de = sorted((r for r in mine if r["event"] == ev and r["source"] == "de" and np.isfinite(r["d1_star"])),
-                        key=lambda r: r["n"])
-            mc = [r for r in mine if r["event"] == ev and r["source"] == "mc" and np.isfinite(r["d1_star"])
-                  and np.isfinite(r["lo"]) and not r.get("upper_bound")]
-            ub = [r for r in mine if r["event"] == ev and r["source"] == "mc" and r.get("upper_bound")]
-            if ub:  # the median trial converged at the first width: d1* is at most that (an upper bound)
-                h = ax.plot([r["n"] * shift[ev] for r in ub], [r["d0"] * r["d1_star"] for r in ub], "v",
-                            color=colors[ev], ms=7, mfc="white")[0]
-                handles.setdefault(labels[ev] + " (v: at most: the first width)", h)
-            if de:
-                (h,) = ax.plot([r["n"] for r in de], [r["d0"] * r["d1_star"] for r in de], "-", color=colors[ev], lw=1.5)
-                handles[labels[ev]] = h
-            if mc:
-                x = np.array([r["n"] for r in mc], float) * shift[ev]
-                y = np.array([r["d0"] * r["d1_star"] for r in mc])
-                lo = np.array([r["d0"] * r["lo"] for r in mc])
-                hi = np.array([r["d0"] * r["hi"] for r in mc])
-                hi = np.where(np.isfinite(hi), hi, y * 1.5)  # an open upper end drawn as a short bar
-                h = ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="os^Dv"[EVENTS.index(ev)], color=colors[ev], ms=5,
-                                capsize=3, mfc="white" if ev == "ntk" else colors[ev])
-                handles.setdefault(labels[ev], h)
-        ck = sorted((r for r in mine if r["event"] == "ck" and r["source"] == "de" and np.isfinite(r["d1_star"])),
-                    key=lambda r: r["n"])
-        if ck:
-            n0, y0 = ck[0]["n"], ck[0]["d0"] * ck[0]["d1_star"]
-            xs = np.array([ns[0], ns[-1]], float)
-            (h1,) = ax.plot(xs, y0 * (xs / n0) ** 1.0, "k:", lw=1)
-            (h2,) = ax.plot(xs, y0 * (xs / n0) ** 1.5, "k--", lw=1)
-            handles["slope 1 (parameter count d0 d1 ~ n)"] = h1
-            handles["slope 3/2 (the paper: d0 d1 ~ n^{3/2})"] = h2
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ticks = ns if len(ns) <= 6 else ns[::2] + ([ns[-1]] if len(ns) % 2 == 0 else [])
-        ax.set_xticks(ticks, [str(v) for v in ticks])
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("n (samples); d0 = " + ("2 sqrt(n)" if t == 2 else "4 n^(1/3)"))
-        ax.set_ylabel("d0 d1* (first-layer parameters)")
-        fit = [f for f in fits_ if (f["activation"], f["event"], f["source"], f["t"], f["window"]) ==
-               (act, "margin", "de", t, "n >= 256")]
-        extra = f"\nmargin (det.), n >= 256: b = {fit[0]['b']:.2f} +- {fit[0]['hi'] - fit[0]['b']:.2f}" \
-            if fit and math.isfinite(fit[0]["hi"]) else ""
-        ax.set_title(f"{act}, t = {t}: along {line.get(t, f't = {t}')}{extra}", fontsize=9)
-        ax.grid(True, which="major", alpha=0.3)
-    from matplotlib.lines import Line2D  # noqa: PLC0415
-
-    handles["lines: deterministic equivalent (no Monte Carlo)"] = Line2D([], [], color="0.4", lw=1.5)
-    if any(r["source"] == "mc" for r in thresholds):
-        handles["markers: Monte Carlo median, 95% hierarchical bootstrap (X draws, then trials)"] = Line2D(
-            [], [], color="0.4", marker="o", ls="none")
-    import textwrap  # noqa: PLC0415
-
-    width = fig.get_figwidth()
-    longest = max(len(k) for k in handles) + 6
-    ncol = max(1, min(3, int(width * 14 // longest)))  # entries never run off the figure's edge
-    rows = -(-len(handles) // ncol)
-    fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=ncol, fontsize=8,
-               handlelength=3.5, frameon=False)
-    title = ("Width thresholds d0 d1* against n (C = 1; w2 by the Eq. 19 rule w1 w2 sqrt(d0 d1) = 1; "
-             "b: slope of log d0 d1* in log n, 95% t-interval)")
-    fig.suptitle("\n".join(textwrap.wrap(title, int(width * 13))), fontsize=10)
-    fig.tight_layout(rect=(0, (0.25 + 0.16 * rows) / fig.get_figheight(), 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 #: Cases ``(n, d0, t)``: the line n = d0^2/4 (t = 2: n <= C(d0+1, 2), X^{*2} of full rank) and the
 #: line n = d0^3/64 (t = 3: n <= C(d0+2, 3)).
 T2 = [(16, 8, 2), (36, 12, 2), (64, 16, 2), (144, 24, 2), (256, 32, 2), (576, 48, 2), (1024, 64, 2),
@@ -434,7 +298,7 @@ def main(argv=None):
     fs = fits(th)
     (out / "ladder.json").write_text(json.dumps({"thresholds": th, "fits": fs, "config": {
         k: v for k, v in cfg.items()}, "seconds": time.perf_counter() - t0}, indent=1, default=float))
-    figure(th, fs, out / "ladder.png")
+    ladder_figure(th, fs, out / "ladder.png")
     for f in fs:
         print(f"fit {f['activation']:8s} t={f['t']} {f['event']:6s} {f['source']} [{f['window']}]: b = {f['b']:.3f} "
               f"({f['lo']:.3f}, {f['hi']:.3f}) "

@@ -8,7 +8,8 @@
 - ``document``: ``write_report(store, out)``, the driver that writes ``report.md`` and the PNGs.
 - one module (or folder) per report section, numbers and figures side by side:
   ``asymptotics_section`` (the deterministic equivalent beside the measurement),
-  ``scaling_section`` (the scaling claims table), ``training/`` (numbers, figures, section).
+  ``scaling_section`` (the scaling claims table), ``training/`` (numbers, figures, section),
+  ``ladder_section`` (the ladder's fits, headline figure and claims from ``ladder.json``).
 
 Rule: reads cubes; imports ``theory``, ``montecarlo`` and, of ``study``, only the cube format
 (``study.store``) and the study file parser (``study.spec``), never the driver (``run``, ``tasks``,
