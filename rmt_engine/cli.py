@@ -246,10 +246,11 @@ def cmd_check(args) -> int:
     try:
         ds = open_results(args.store)
         t = args.t
-        if t and "auto" in t:
-            if len(t) > 1:
-                raise ValueError("--t auto cannot be combined with explicit orders")
-            t = "auto"
+        for sym in ("auto", "best"):
+            if t and sym in t:
+                if len(t) > 1:
+                    raise ValueError(f"--t {sym} cannot be combined with other orders")
+                t = sym
         res = check_bound(ds, args.bound, delta=args.delta, min_rate=args.min_rate, confidence=args.confidence,
                           where=where or None, t=t)
     except (StoreError, FileNotFoundError, ValueError, KeyError) as e:
@@ -417,8 +418,8 @@ def _trial_field_words(key, fields) -> tuple[str, str]:
         return fields[key].equation, fields[key].long_name
     base, sep, order = key.rpartition("_")
     if sep and base in fields:
-        if order == "auto":
-            return fields[base].equation, f"{fields[base].long_name} (at t = t_auto)"
+        if order in ("auto", "best"):
+            return fields[base].equation, f"{fields[base].long_name} (at t = t_{order})"
         if order.startswith("t") and order[1:].isdigit():
             return fields[base].equation, f"{fields[base].long_name} (at t = {order[1:]})"
     return "", ""
@@ -511,10 +512,10 @@ def _unwritable_dir(path) -> str | None:
 
 
 def _t_arg(v: str):
-    """A Khatri-Rao order on the command line: an integer >= 1 or 'auto'."""
-    if v.strip().lower() == "auto":
-        return "auto"
-    return _int_at_least(1, "an integer order >= 1 or 'auto'")(v)
+    """A Khatri-Rao order on the command line: an integer >= 1, 'auto' or 'best'."""
+    if v.strip().lower() in ("auto", "best"):
+        return v.strip().lower()
+    return _int_at_least(1, "an integer order >= 1, 'auto' or 'best'")(v)
 
 
 def _probability_arg(what: str):

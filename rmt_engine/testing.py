@@ -330,7 +330,8 @@ def check_bound(ds, bound: str, *, delta: float | None = None, min_rate: float =
     elif t is None and AUTO_T in available_t(sub):
         sub, t_checked = at_t(sub, AUTO_T), AUTO_T  # the default order: t_auto per point, as the report's headline
     per_t = bound in PER_T_BOUNDS
-    t_auto = sub["t_auto"].load() if per_t and t_checked == AUTO_T and "t_auto" in sub else None
+    sym = t_checked if isinstance(t_checked, str) and f"t_{t_checked}" in sub else None  # "auto" / "best"
+    t_auto = sub[f"t_{sym}"].load() if per_t and sym else None  # the order each point used
     ev = b.event(sub, delta).load()
     if "trial" not in ev.dims:
         raise ValueError(f"bound {bound!r}: the cube has no trial dimension")

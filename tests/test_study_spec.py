@@ -62,7 +62,7 @@ BAD_SPECS = [
     ("d1-below-n", _with(GOOD, "d1 = [60, 90]", "d1 = [10, 90]"), "d1 < n"),
     ("unknown-activation", _with(GOOD, '"tanh"]', '"relu6x"]'), "unknown activation 'relu6x'"),
     ("unknown-data-kind", _with(GOOD, "d0 = [6]", 'd0 = [6]\ndata = ["cube"]'), "unknown data kind 'cube'"),
-    ("t-zero", _with(GOOD, "t = [2, 3]", "t = [0]"), "study.t: expected \"auto\" or an integer Khatri-Rao order in [1, 1000], got 0"),
+    ("t-zero", _with(GOOD, "t = [2, 3]", "t = [0]"), "study.t: expected \"auto\", \"best\" or an integer Khatri-Rao order in [1, 1000], got 0"),
     ("bad-dtype", _with(GOOD, "t = [2, 3]", 't = [2, 3]\ndtype = "float16"'), "unknown dtype 'float16'"),
     ("zero-trials-per-task", _with(GOOD, "trials_per_task = 2", "trials_per_task = 0"),
      "execution.trials_per_task: expected a positive integer"),

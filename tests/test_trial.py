@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 
+import rmt_engine as rmt
+
 from rmt_engine.sampling import rng
 from rmt_engine.theory.activations import activation
 from rmt_engine.sampling.data import make_data
@@ -160,3 +162,42 @@ def test_point_record_solves_each_khatri_rao_order_once(monkeypatch):
     assert sorted(calls) == sorted(set(calls)), calls
     assert ref["t_auto"] == 2.0 and {k: np.float64(v).tobytes() for k, v in again.items()} == \
         {k: np.float64(v).tobytes() for k, v in ref.items()}
+
+
+def test_t_best_is_the_admissible_order_with_the_largest_sharp_bound():
+    """t = "best" against the explicit orders 1..BEST_T_MAX computed as separate fields (two routes):
+    the largest defined eq58_lower_sharp among them; above t_auto's where another order wins."""
+    from rmt_engine.montecarlo.fields import BEST_T_MAX
+
+    orders_ = tuple(range(1, BEST_T_MAX + 1))
+    spec = TrialSpec(activation="gelu", n=100, d0=16, d1=2000, t=("auto", "best") + orders_)
+    r = run_trial(spec, 0, cache={})
+    defined = {t: r[f"eq58_lower_sharp_t{t}"] for t in orders_
+               if r[f"lower_undefined_t{t}"] == 0 and r[f"xkr_rank_deficient_t{t}"] == 0}
+    t_star = max(defined, key=defined.get)
+    assert r["t_best"] == t_star and r["eq58_lower_sharp_best"] == defined[t_star]
+    assert r["eq67_lower_sharp_best"] == r[f"eq67_lower_sharp_t{t_star}"]
+    assert r["t_auto"] == min(defined) == 2 and t_star == 4  # the smallest admissible order is not the best
+    assert r["eq58_lower_sharp_best"] > 1.5 * r["eq58_lower_sharp_auto"]
+    # without "best" the record keeps its fields (no t_best: cubes of earlier studies are unchanged)
+    plain = run_trial(TrialSpec(activation="gelu", n=100, d0=16, d1=2000, t=("auto",)), 0, cache={})
+    assert "t_best" not in plain and not any(k.endswith("_best") for k in plain)
+    with pytest.raises(ValueError, match="'best'"):
+        TrialSpec(activation="gelu", n=10, d0=4, d1=40, t=("bets",))
+
+
+def test_t_best_in_a_study_cube_report_and_check(tmp_path, capsys):
+    from rmt_engine.cli import main
+    from rmt_engine.study import Study
+
+    study = Study(grid={"activation": ["gelu"], "n": [100], "d0": [16], "d1": [2000]}, trials=2, seed=0,
+                  t=("auto", "best"))
+    assert study.run(tmp_path / "b.zarr", workers=1, progress=False).ok
+    ds = rmt.open_results(tmp_path / "b.zarr", squeeze=True)
+    assert np.all(ds["t_best"].values == 4.0) and "eq67_lower_sharp_best" in ds
+    assert "t_best" in ds["eq58_lower_sharp_best"].attrs["long_name"]
+    b = ds.rmt.bound("eq67_lower_sharp", t="best")
+    assert np.all(b.t_used.values == 4.0) and np.allclose(b.values, ds["eq67_lower_sharp_best"].values)
+    code = main(["check", str(tmp_path / "b.zarr"), "--bound", "eq67_lower_sharp", "--t", "best"])
+    out = capsys.readouterr().out
+    assert code == 2 and "t=best" in out and "│ 4 │" in out  # inconclusive with 2 trials; each point at t_best = 4

@@ -143,6 +143,18 @@ NTK_FIELDS: dict[str, FieldInfo] = {
 }
 
 AUTO_T = "auto"
+#: ``t = "best"``: the admissible order (c_t(w1) != 0, X^{*t} of full rank) in 1..``BEST_T_MAX`` with the
+#: largest sharp Eq. 58 lower bound (``t_auto`` is the smallest admissible one, not the best: gelu at n = 100
+#: has t = 4 give a 1.37x larger bound than t = 2).
+BEST_T = "best"
+BEST_T_MAX = 8
+#: The symbolic orders: each per-t field has one variable ``{field}_{name}`` for each that a study asks.
+SYMBOLIC_T = (AUTO_T, BEST_T)
+#: Fields recorded only when ``t`` holds ``"best"`` (a study without it keeps its variables).
+BEST_FIELDS = {
+    "t_best": _p(f"the admissible t in 1..{BEST_T_MAX} (c_t(w1) != 0, X^{{*t}} of full rank by count and "
+                 "numerically) with the largest sharp Eq. 58 lower bound; NaN if none", "Eq. 58, 67"),
+}
 
 
 def field_name(base: str, t: int | str | None = None) -> str:
@@ -151,27 +163,28 @@ def field_name(base: str, t: int | str | None = None) -> str:
     if info.per_t:
         if t is None:
             raise ValueError(f"field {base!r} depends on t: pass t")
-        if t == AUTO_T:
-            return f"{base}_auto"
+        if t in SYMBOLIC_T:
+            return f"{base}_{t}"
         return f"{base}_t{int(t)}"
     return base
 
 
 def int_orders(t_values) -> tuple[int, ...]:
-    """The explicit Khatri-Rao orders of ``t_values`` (without "auto")."""
-    return tuple(int(t) for t in t_values if t != AUTO_T)
+    """The explicit Khatri-Rao orders of ``t_values`` (without "auto" and "best")."""
+    return tuple(int(t) for t in t_values if t not in SYMBOLIC_T)
 
 
-def fields_of(ntk: bool = False) -> dict[str, FieldInfo]:
-    """The base fields of a record: ``FIELDS``, and ``NTK_FIELDS`` when the NTK is asked for."""
-    return {**FIELDS, **NTK_FIELDS} if ntk else FIELDS
+def fields_of(ntk: bool = False, best: bool = False) -> dict[str, FieldInfo]:
+    """The base fields of a record: ``FIELDS``, ``BEST_FIELDS`` when t holds "best", and ``NTK_FIELDS``
+    when the NTK is asked for."""
+    return {**FIELDS, **(BEST_FIELDS if best else {}), **(NTK_FIELDS if ntk else {})}
 
 
 def record_fields(t_values, ntk: bool = False) -> dict[str, FieldInfo]:
     """All record keys for Khatri-Rao orders ``t_values``, in record order, with their info
     (``ntk``: with the NTK fields)."""
     out: dict[str, FieldInfo] = {}
-    for base, info in fields_of(ntk).items():
+    for base, info in fields_of(ntk, BEST_T in tuple(t_values)).items():
         if info.per_t:
             for t in t_values:
                 out[field_name(base, t)] = info

@@ -39,7 +39,8 @@ class TrialSpec:
     Validated ranges: ``w1`` in ``W1_RANGE`` = [1e-3, 100], ``w2`` in ``W2_RANGE`` = [1e-300, 1e20]
     (the reasons are in ``validate_spec``'s messages and beside the constants).
     ``t`` are the Khatri-Rao orders of Eq. 58/67: integers ``1..MAX_T`` and/or ``"auto"`` (the
-    default: the smallest informative order of the grid point, ``t_auto`` in the record).
+    default: the smallest informative order of the grid point, ``t_auto`` in the record) and/or
+    ``"best"`` (the admissible order up to ``fields.BEST_T_MAX`` with the largest sharp bound, ``t_best``).
     ``bound_delta1``, ``bound_delta2`` are the deviations at which Eq. 67's bounds are reported
     (not the measured ``delta1``, ``delta2`` of a trial); ``C`` is the user constant of Eq. 9 (margin = C alpha_f mu^6 /
     (beta^2 nu^2 h)); ``chi_max`` bounds sigma_max(V_k) in beta (Eq. 18; default sigma_max(V0)).
@@ -135,12 +136,12 @@ def validate_spec(spec: TrialSpec) -> None:
             "sqrt(d1) and eq19_scale = w1 w2 sqrt(d0 d1) leave float64's normal range; above, the Eq. 9 margin "
             "(~ w2^-6) underflows to 0 and h0 (~ w2^2 d2 d1 n) heads for overflow")
     if not spec.t:
-        raise ValueError("TrialSpec.t must name at least one Khatri-Rao order t >= 1 or 'auto'")
+        raise ValueError("TrialSpec.t must name at least one Khatri-Rao order t >= 1, 'auto' or 'best'")
     for t in spec.t:
-        if t == "auto":
+        if t in ("auto", "best"):
             continue
         if not is_integer(t) or not 1 <= t <= MAX_T:
-            raise ValueError(f"TrialSpec.t: every Khatri-Rao order must be 'auto' or an integer in [1, {MAX_T}], "
+            raise ValueError(f"TrialSpec.t: every Khatri-Rao order must be 'auto', 'best' or an integer in [1, {MAX_T}], "
                              f"got {t!r}")
     if len(set(spec.t)) != len(spec.t):
         raise ValueError(f"TrialSpec.t has repeated orders: {spec.t}")

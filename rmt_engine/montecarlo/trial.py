@@ -31,7 +31,7 @@ from ..backend.xp import backend_name, get_xp, to_numpy
 from ..theory.activations import activation as get_activation
 from ..sampling.data import make_data
 from ..theory.expected import expected_gram, expected_ntk_gram
-from .fields import AUTO_T, FIELDS, field_name, int_orders, record_fields
+from .fields import AUTO_T, BEST_T, BEST_T_MAX, FIELDS, field_name, int_orders, record_fields
 from .gram import accumulate, accumulate_path, phi_blocks
 from ..theory.asymptotics import predict_record
 from ..theory.hadamard import hadamard_lower_bound, series_lower_bound
@@ -115,7 +115,8 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
 
     t_auto = orders.informative_t(act, w1, n, d0, X=pd.X, checked=checked)  # skips orders singular for these data
     explicit = int_orders(spec.t)
-    order = max(explicit + (t_auto or 1, 1))
+    best = BEST_T in spec.t
+    order = max(explicit + (t_auto or 1, 1) + ((BEST_T_MAX,) if best else ()))
     c = hermite_coefficients(act, order, 1.0)
     cw = hermite_coefficients(act, order, w1)
     a = normalized_hermite_coefficients(act, order, 1.0)
@@ -144,14 +145,17 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
         **predict_record(None, d1, eigenvalues=np.clip(ev_K, 0.0, None)),
     }
     rec["eq67_upper_sharp"] = bounds.eq67_upper_sharp(rec["eq58_upper_sharp"], spec.bound_delta2)
+    t_best = _best_order(act, w1, n, d0, aw, checked, d1) if best else None
+    if best:
+        rec["t_best"] = float(t_best) if t_best is not None else math.nan
     if spec.ntk:  # E[J J^T] = d1 (K + w2^2 (X^T X) o K'), exact (Hermite series of phi')
         E_ntk = expected_ntk_gram(pd.X, act, w1=w1, w2=spec.w2)
         ev_E = np.asarray(to_numpy(eigvalsh(E_ntk, overwrite=True)), dtype=np.float64)
         rec["lambda_min_E_ntk"], rec["lambda_max_E_ntk"] = d1 * float(ev_E[0]), d1 * float(ev_E[-1])
         del E_ntk
     for key in spec.t:
-        t = t_auto if key == AUTO_T else key
-        if t is None:  # no informative order: every bound field of "auto" is undefined
+        t = t_auto if key == AUTO_T else t_best if key == BEST_T else key
+        if t is None:  # no informative order: every bound field of "auto" / "best" is undefined
             rec.update({field_name(b, key): math.nan for b in _PER_T_BASES})
             rec[field_name("lower_undefined", key)] = float(orders.NO_ORDER)
             continue
@@ -177,6 +181,24 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
 
 
 _PER_T_BASES = [b for b, info in FIELDS.items() if info.per_t]
+
+
+def _best_order(act, w1: float, n: int, d0: int, aw, checked, d1: int) -> int | None:
+    """``t = "best"``: the order in 1..``BEST_T_MAX`` whose sharp Eq. 58 lower bound ``d1 a_t(w1)^2
+    sigma_min(X^{*t})^2`` is largest among the admissible ones (``orders.lower_undefined`` = 0 and X^{*t}
+    not numerically rank deficient: the orders ``t = "auto"`` may take); None when none is. Ties go
+    to the smaller t. ``checked``: the point's shared ``khatri_rao_extremes_checked``."""
+    best, value = None, -1.0
+    for t in range(1, BEST_T_MAX + 1):
+        if orders.lower_undefined(act, w1, n, d0, t):
+            continue
+        smin, _smax, _rel, deficient = checked(t)
+        if deficient:
+            continue
+        v = bounds.eq58_lower_normalized(d1, aw[t], smin)
+        if v > value:
+            best, value = t, v
+    return best
 
 
 #: Codes of the ``sigma_min_F_route`` field.

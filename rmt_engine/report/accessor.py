@@ -22,7 +22,7 @@ import json
 import xarray as xr
 
 from . import analysis as A
-from ..montecarlo.fields import AUTO_T, FIELDS
+from ..montecarlo.fields import FIELDS, SYMBOLIC_T
 
 #: The bounds ``bound()`` masks where undefined (the Eq. 58/67 lower bounds: 0 means undefined).
 LOWER_BOUNDS = ("eq58_lower", "eq58_lower_sharp", "eq67_lower", "eq67_lower_sharp")
@@ -72,10 +72,11 @@ class RmtAccessor:
         da = sub[name]
         if name in LOWER_BOUNDS:
             da = da.where(A.lower_defined(sub))
-        used = sub["t_auto"] if t == AUTO_T and "t_auto" in sub else xr.full_like(da, float(t)).isel(
+        sym = t.lower() if isinstance(t, str) and t.lower() in SYMBOLIC_T else None
+        used = sub[f"t_{sym}"] if sym and f"t_{sym}" in sub else xr.full_like(da, float(t)).isel(
             {d: 0 for d in da.dims if d == "trial"}, missing_dims="ignore")
         da = da.assign_coords(t_used=used)
-        da.attrs.update(ds[f"{name}_auto" if t == AUTO_T else name].attrs)
+        da.attrs.update(ds[f"{name}_{sym}" if sym else name].attrs)
         da.attrs["t"] = str(t)
         return da
 

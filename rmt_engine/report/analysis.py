@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from ..montecarlo.fields import AUTO_T, FIELDS
+from ..montecarlo.fields import AUTO_T, BEST_T, FIELDS, SYMBOLIC_T
 from ..study.store import CASE_DIM, GRID_AXES, OPTIONAL_AXES
 
 #: Every axis a cube may have as a grid dimension or coordinate (``data_seed`` only when the study listed it).
@@ -67,18 +67,20 @@ def _single_chunk(obj, dims):
 
 
 def available_t(ds) -> list:
-    """The Khatri-Rao orders of a cube: its explicit ``t`` coordinate, then ``"auto"`` if stored."""
+    """The Khatri-Rao orders of a cube: its explicit ``t`` coordinate, then ``"auto"`` and ``"best"`` if stored."""
     out = [int(t) for t in ds["t"].values] if "t" in ds.dims else []
-    if "lower_undefined_auto" in ds or "eq58_lower_sharp_auto" in ds:
-        out.append(AUTO_T)
+    for sym in SYMBOLIC_T:
+        if f"lower_undefined_{sym}" in ds or f"eq58_lower_sharp_{sym}" in ds:
+            out.append(sym)
     return out
 
 
 def t_label(ds, t) -> str:
-    """``"t = 3"``, or for ``"auto"`` the orders it took: ``"t = t_auto (2, 4)"`` (report and figure titles)."""
-    if t == AUTO_T and "t_auto" in ds:
-        vals = sorted({int(v) for v in np.ravel(ds["t_auto"].values) if np.isfinite(v)})
-        return "t = t_auto (" + (", ".join(map(str, vals)) or "none") + ")"
+    """``"t = 3"``, or for ``"auto"`` / ``"best"`` the orders it took: ``"t = t_auto (2, 4)"`` (report and
+    figure titles)."""
+    if t in SYMBOLIC_T and f"t_{t}" in ds:
+        vals = sorted({int(v) for v in np.ravel(ds[f"t_{t}"].values) if np.isfinite(v)})
+        return f"t = t_{t} (" + (", ".join(map(str, vals)) or "none") + ")"
     return f"t = {t}"
 
 
@@ -91,21 +93,22 @@ def default_t(ds):
 def at_t(ds, t):
     """``ds`` with every t-dependent field at one Khatri-Rao order, under its base name.
 
-    ``t``: an explicit order (``ds.sel(t=t)``) or ``"auto"`` (the ``*_auto`` variables, each at
-    its grid point's ``t_auto``). ``None`` returns ``ds`` unchanged. A ValueError names the
-    orders the cube has when ``t`` is not one of them.
+    ``t``: an explicit order (``ds.sel(t=t)``) or ``"auto"`` / ``"best"`` (the ``*_auto`` / ``*_best``
+    variables, each at its grid point's ``t_auto`` / ``t_best``). ``None`` returns ``ds`` unchanged. A
+    ValueError names the orders the cube has when ``t`` is not one of them.
     """
     if t is None:
         return ds
-    if isinstance(t, str) and t.lower() == AUTO_T:
-        ren = {f"{b}_auto": b for b in PER_T_FIELDS if f"{b}_auto" in ds}
+    if isinstance(t, str) and t.lower() in SYMBOLIC_T:
+        sym = t.lower()
+        ren = {f"{b}_{sym}": b for b in PER_T_FIELDS if f"{b}_{sym}" in ds}
         if not ren:
-            raise ValueError(f"t = 'auto' is not in this cube (its orders: {available_t(ds)})")
+            raise ValueError(f"t = {sym!r} is not in this cube (its orders: {available_t(ds)})")
         return ds.drop_vars([b for b in ren.values() if b in ds]).rename(ren)
     try:
         ti = int(t)
     except (TypeError, ValueError):
-        raise ValueError(f"t must be an integer order or 'auto', got {t!r}") from None
+        raise ValueError(f"t must be an integer order, 'auto' or 'best', got {t!r}") from None
     if "t" not in ds.dims or ti not in set(int(x) for x in ds["t"].values):
         raise ValueError(f"t = {t!r} is not in this cube (its orders: {available_t(ds)})")
     return ds.sel(t=ti)

@@ -103,7 +103,7 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
         ds = open_results(store, allow_partial=True)
         partial = True
     attrs = ds.attrs
-    ts = A.available_t(ds) if t is None else [t if t == A.AUTO_T else int(t)]
+    ts = A.available_t(ds) if t is None else [t if t in A.SYMBOLIC_T else int(t)]
     for tt in ts:
         A.at_t(ds, tt)  # a ValueError naming the cube's orders for a t it does not have
     if delta is None:
@@ -268,7 +268,7 @@ def write_report(store, out, *, delta=None, level=0.95, t=None, confidence=0.95)
 
 
 def _short_t(ds, t) -> str:
-    return "t_auto" if t == A.AUTO_T else f"t={t}"
+    return f"t_{t}" if t in A.SYMBOLIC_T else f"t={t}"
 
 
 def _undefined_words(ds, ts) -> dict:

@@ -186,15 +186,16 @@ def _check_value(kind: str, v, key: tuple):
     if kind == "t_list":
         vals = [v] if not isinstance(v, (list, tuple)) else list(v)
         if not vals:
-            raise StudySpecError('expected a non-empty list of Khatri-Rao orders (integers >= 1 or "auto")', key)
+            raise StudySpecError('expected a non-empty list of Khatri-Rao orders (integers >= 1, "auto" or "best")',
+                                 key)
         out = []
         for x in vals:
-            if isinstance(x, str) and x.strip().lower() == "auto":
-                out.append("auto")
+            if isinstance(x, str) and x.strip().lower() in ("auto", "best"):
+                out.append(x.strip().lower())
             elif is_integer(x) and 1 <= x <= MAX_T:
                 out.append(int(x))
             else:
-                raise StudySpecError(f'expected "auto" or an integer Khatri-Rao order in [1, {MAX_T}], '
+                raise StudySpecError(f'expected "auto", "best" or an integer Khatri-Rao order in [1, {MAX_T}], '
                                      f"got {_describe(x)}", key)
         if len(set(out)) != len(out):
             raise StudySpecError(f"repeated Khatri-Rao orders: {out}", key)
@@ -479,7 +480,7 @@ class Study:
                 key = (labels["activation"], labels["w1"], labels["n"], labels["d0"])
                 if key in bad:
                     continue
-                if t == "auto":
+                if t in ("auto", "best"):  # best exists exactly when auto does (auto is the smallest admissible)
                     code = orders.DEFINED if orders.informative_t(*key) is not None else orders.NO_ORDER
                 else:
                     code = orders.lower_undefined(*key, t)

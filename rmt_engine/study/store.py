@@ -6,7 +6,7 @@ Rules of this module
   then ``trial``; variables of t-dependent fields get a trailing ``t`` dimension (the explicit
   Khatri-Rao orders of the study) instead of one variable per ``_t{t}`` suffix; with ``t = "auto"``
   in the study each such field also has a variable ``{field}_auto`` without ``t`` (its value at
-  the per-point order ``t_auto``).
+  the per-point order ``t_auto``), likewise ``{field}_best`` (and ``t_best``) with ``t = "best"``.
   * per-trial fields: dims ``GRID_AXES + ("trial",) [+ ("t",)]``;
   * per-grid-point fields (``FieldInfo.per_point``): dims ``GRID_AXES [+ ("t",)]``, no ``trial``;
   * ``done``: bool, dims ``GRID_AXES + ("trial_block",)``: block ``b`` holds trials
@@ -74,7 +74,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..montecarlo.fields import AUTO_T, FIELDS, field_name, fields_of, int_orders, record_fields
+from ..montecarlo.fields import AUTO_T, BEST_T, FIELDS, SYMBOLIC_T, field_name, fields_of, int_orders, record_fields
 
 #: Bumped whenever the layout changes incompatibly; ``open_results`` refuses other versions.
 STORE_VERSION = 2
@@ -196,7 +196,7 @@ def layout(grid: dict, t_values, trials: int, trials_per_task: int, save_spectru
     orders = int_orders(t_values)
     nt = len(orders)
     out = []
-    for base, info in fields_of(ntk).items():
+    for base, info in fields_of(ntk, BEST_T in tuple(t_values)).items():
         dims, shape, chunks = gdims, gshape, gchunks
         if not info.per_point:
             dims, shape, chunks = dims + ("trial",), shape + (trials,), chunks + (trials_per_task,)
@@ -206,9 +206,10 @@ def layout(grid: dict, t_values, trials: int, trials_per_task: int, save_spectru
         if nt:
             out.append(Variable(base, base, dims + ("t",), shape + (nt,), chunks + (nt,), info.per_point, True,
                                 t_values=orders))
-        if AUTO_T in t_values:
-            out.append(Variable(field_name(base, AUTO_T), base, dims, shape, chunks, info.per_point, False,
-                                t_values=(AUTO_T,)))
+        for sym in SYMBOLIC_T:  # one variable per symbolic order the study asks ("auto", "best")
+            if sym in t_values:
+                out.append(Variable(field_name(base, sym), base, dims, shape, chunks, info.per_point, False,
+                                    t_values=(sym,)))
     if train is not None:
         from ..montecarlo.train import CURVE_DIM, CURVE_NAME, TRAIN_FIELDS, curve_iterations  # noqa: PLC0415
 
@@ -296,7 +297,7 @@ def _attrs_for(var: Variable) -> dict:
     if var.base == "spectrum":
         return {"long_name": f"eigenvalues of M0 = phi(W0 X)^T phi(W0 X), ascending (n = {var.n})",
                 "equation": "Eq. 59", "units": "1"}
-    all_fields = fields_of(ntk=True)
+    all_fields = fields_of(ntk=True, best=True)
     if var.base not in all_fields:
         from ..montecarlo.train import CURVE_FIELD, CURVE_NAME, TRAIN_FIELDS  # noqa: PLC0415
 
@@ -309,6 +310,8 @@ def _attrs_for(var: Variable) -> dict:
         attrs["long_name"] = info.long_name + " (per Khatri-Rao order t)"
     elif var.t_values == (AUTO_T,):
         attrs["long_name"] = info.long_name + " (at t = t_auto, the smallest informative order)"
+    elif var.t_values == (BEST_T,):
+        attrs["long_name"] = info.long_name + " (at t = t_best, the admissible order with the largest sharp bound)"
     return attrs
 
 
