@@ -317,3 +317,24 @@ def test_a_directory_as_data_file_is_named_as_such(tmp_path):
 
     with pytest.raises(ValueError, match="is a directory"):
         make_data("file", 4, 8, path=str(tmp_path))
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"t": 2.0}, r"TrialSpec\.t must be a Khatri-Rao order .* got 2\.0 \(float\)"),
+    ({"data_path": 123}, r"TrialSpec\.data_path must be a path .* got 123 \(int\)"),
+    ({"data_path": "x.npy"}, r"data_path is set .* but data = 'sphere' does not read a file"),
+    ({"activation": 3}, r"TrialSpec\.activation must be a name"),
+])
+def test_trial_spec_types_are_named_in_the_error(kw, match):
+    import rmt_engine as rmt
+
+    base = {"activation": "gelu", "n": 10, "d0": 4, "d1": 40, **kw}
+    with pytest.raises(ValueError, match=match):
+        rmt.TrialSpec(**base)
+
+
+def test_trial_spec_names_are_trimmed():
+    import rmt_engine as rmt
+
+    s = rmt.TrialSpec(activation=" GeLU ", n=10, d0=4, d1=40, t=(" Auto ", 2))
+    assert s.activation == "gelu" and s.t == ("auto", 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from numbers import Integral
 
@@ -82,8 +83,14 @@ class TrialSpec:
         t = self.t
         if is_integer(t) or isinstance(t, str):
             t = (t,)
-        object.__setattr__(self, "t", tuple(int(x) if is_integer(x) else x for x in t))
-        object.__setattr__(self, "activation", str(self.activation).lower())
+        if not isinstance(t, (tuple, list)):
+            raise ValueError(f"TrialSpec.t must be a Khatri-Rao order (an integer >= 1, 'auto' or 'best') or a "
+                             f"sequence of them, got {t!r} ({type(t).__name__})")
+        object.__setattr__(self, "t", tuple(int(x) if is_integer(x) else x.strip().lower() if isinstance(x, str)
+                                            else x for x in t))
+        if not isinstance(self.activation, str):
+            raise ValueError(f"TrialSpec.activation must be a name (a string), got {self.activation!r}")
+        object.__setattr__(self, "activation", self.activation.strip().lower())
         validate_spec(self)
 
     @property
@@ -148,8 +155,14 @@ def validate_spec(spec: TrialSpec) -> None:
     _activation(spec.activation)  # raises with the list of valid names
     if spec.data not in DATA_KINDS:
         raise ValueError(f"TrialSpec.data: unknown data kind {spec.data!r}; expected one of {DATA_KINDS}")
+    if spec.data_path is not None and not isinstance(spec.data_path, (str, os.PathLike)):
+        raise ValueError(f"TrialSpec.data_path must be a path (a string), got {spec.data_path!r} "
+                         f"({type(spec.data_path).__name__})")
     if spec.data == "file" and not spec.data_path:
         raise ValueError("TrialSpec.data = 'file' needs data_path (a .npy or .npz file)")
+    if spec.data != "file" and spec.data_path is not None:
+        raise ValueError(f"TrialSpec.data_path is set ({spec.data_path!r}) but data = {spec.data!r} does not read a "
+                         "file: set data = 'file', or drop data_path")
     if not is_integer(spec.seed) or spec.seed < 0:
         raise ValueError(f"TrialSpec.seed must be a non-negative integer, got {spec.seed!r}")
     if spec.data_seed is not None and (not is_integer(spec.data_seed) or spec.data_seed < 0):
