@@ -216,6 +216,16 @@ def gd_widths(act, n, d0, d1s, trials, draws):
             for e, v in ev.items()}
 
 
+def _mc_row(act, n, d0, t, event, widths, censored, d1s, n_boot) -> dict:
+    """One Monte Carlo threshold: the median crossing width over draws and trials with its hierarchical
+    bootstrap interval; ``upper_bound`` when the median trial crossed at the first width already."""
+    hb = S.hierarchical_bootstrap_threshold(widths, LEVEL, n_boot=n_boot)
+    return {"activation": act, "n": n, "d0": d0, "t": t, "event": event, "source": "mc",
+            "d1_star": float(hb["d_star"]), "lo": float(hb["lo"]), "hi": float(hb["hi"]),
+            "censored": int((censored != 0).sum()), "censored_below": int((censored < 0).sum()),
+            "trials": int(censored.size), "upper_bound": bool(float(hb["d_star"]) <= d1s[0])}
+
+
 def run(cases, activations, *, de_draws, mc_cases, mc_d1_factors, trials, mc_draws, n_boot, gd_cases=(),
         gd_d1_factors=(), gd_trials=0, gd_draws=0, log=print):
     thresholds, t0 = [], time.perf_counter()
@@ -232,27 +242,16 @@ def run(cases, activations, *, de_draws, mc_cases, mc_d1_factors, trials, mc_dra
             log(f"de {act} t={t} n={n}: " + ", ".join(f"{e} {thresholds[-k]['d1_star']:.4g}"
                                                 for k, e in ((2, 'margin'), (1, 'ck'))) +
                 f"  ({time.perf_counter() - t0:.0f} s)")
-        for n, d0, t in mc_cases:
-            d1s = [int(round(n * f)) for f in mc_d1_factors]
-            res = mc_widths(act, n, d0, d1s, trials, mc_draws)
-            for e, (d, cens) in res.items():
-                hb = S.hierarchical_bootstrap_threshold(d, LEVEL, n_boot=n_boot)
-                thresholds.append({"activation": act, "n": n, "d0": d0, "t": t, "event": e, "source": "mc",
-                                   "d1_star": float(hb["d_star"]), "lo": float(hb["lo"]), "hi": float(hb["hi"]),
-                                   "censored": int((cens != 0).sum()), "trials": int(cens.size)})
-            log(f"mc {act} t={t} n={n}: " + ", ".join(f"{r['event']} {r['d1_star']:.4g} [{r['lo']:.4g}, {r['hi']:.4g}]"
-                                                for r in thresholds[-3:]) + f"  ({time.perf_counter() - t0:.0f} s)")
-        for n, d0, t in gd_cases:
-            d1s = [int(round(n * f)) for f in gd_d1_factors]
-            res = gd_widths(act, n, d0, d1s, gd_trials, gd_draws)
-            for e, (d, cens) in res.items():
-                hb = S.hierarchical_bootstrap_threshold(d, LEVEL, n_boot=n_boot)
-                thresholds.append({"activation": act, "n": n, "d0": d0, "t": t, "event": e, "source": "mc",
-                                   "d1_star": float(hb["d_star"]), "lo": float(hb["lo"]), "hi": float(hb["hi"]),
-                                   "censored": int((cens != 0).sum()), "censored_below": int((cens < 0).sum()),
-                                   "trials": int(cens.size), "upper_bound": bool(float(hb["d_star"]) <= d1s[0])})
-            log(f"gd {act} t={t} n={n}: " + ", ".join(f"{r['event']} {r['d1_star']:.4g} [{r['lo']:.4g}, {r['hi']:.4g}]"
-                                                for r in thresholds[-2:]) + f"  ({time.perf_counter() - t0:.0f} s)")
+        for kind, cases_, factors, widths_of in (
+                ("mc", mc_cases, mc_d1_factors, lambda n, d0, d1s: mc_widths(act, n, d0, d1s, trials, mc_draws)),
+                ("gd", gd_cases, gd_d1_factors, lambda n, d0, d1s: gd_widths(act, n, d0, d1s, gd_trials, gd_draws))):
+            for n, d0, t in cases_:
+                d1s = [int(round(n * f)) for f in factors]
+                rows = [_mc_row(act, n, d0, t, e, d, cens, d1s, n_boot) for e, (d, cens) in widths_of(n, d0, d1s).items()]
+                thresholds += rows
+                log(f"{kind} {act} t={t} n={n}: " + ", ".join(f"{r['event']} {r['d1_star']:.4g} [{r['lo']:.4g}, "
+                                                            f"{r['hi']:.4g}]" for r in rows)
+                    + f"  ({time.perf_counter() - t0:.0f} s)")
     return thresholds
 
 
