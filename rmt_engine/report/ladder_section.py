@@ -126,7 +126,7 @@ def ladder_figure(thresholds, fits_, path):
             if ub:  # the median trial converged at the first width: d1* is at most that (an upper bound)
                 h = ax.plot([r["n"] * shift[ev] for r in ub], [r["d0"] * r["d1_star"] for r in ub], "v",
                             color=colors[ev], ms=7, mfc="white")[0]
-                handles.setdefault(labels[ev] + " (v: at most: the first width)", h)
+                handles.setdefault(labels[ev] + " (v: at most: the first decided width)", h)
             if de:
                 (h,) = ax.plot([r["n"] for r in de], [r["d0"] * r["d1_star"] for r in de], "-", color=colors[ev], lw=1.5)
                 handles[labels[ev]] = h
