@@ -133,20 +133,31 @@ def de_thresholds(act, n, d0, draws, *, iters=10, max_ratio=2.0**24):
     return out
 
 
-def mc_widths(act, n, d0, d1s, trials, draws):
-    """Per (draw, trial) crossing widths of the three events from width paths (NaN where censored)."""
+def mc_widths(act, n, d0, d1s, trials, draws, norm_rows=None, t=2):
+    """Per (draw, trial) crossing widths of the three events from width paths (NaN where censored).
+    ``norm_rows``: a list that receives, per checkpoint, the quantiles over draws and trials of the
+    proof's norm-route ratio ``||M0 - E M0|| / lambda_min(E M0)`` (``norm_route_fit`` fits them)."""
     import xarray as xr  # noqa: PLC0415
 
     spec = rmt.TrialSpec(activation=act, n=n, d0=d0, d1=d1s[-1], ntk=True)
     w2s = [w2_eq19(1.0, d0, d) for d in d1s]
-    cube = {e: np.full((draws, trials, len(d1s)), np.nan) for e in ("margin", "delta1", "delta_ntk")}
+    cube = {e: np.full((draws, trials, len(d1s)), np.nan) for e in ("margin", "delta1", "delta_ntk", "norm")}
     for s in range(draws):
         sp = rmt.TrialSpec(**{**spec.__dict__, "data_seed": 1000 + s, "extra": {}})
         cache = {}
         for k in range(trials):
             for j, rec in enumerate(rmt.run_trial_path(sp, k, d1s, w2s=w2s, cache=cache)):
-                for e in cube:
+                for e in ("margin", "delta1", "delta_ntk"):
                     cube[e][s, k, j] = rec[e]
+                cube["norm"][s, k, j] = rec["dev_M0"] / rec["lambda_min_EM0"] if rec["lambda_min_EM0"] > 0 else np.nan
+    if norm_rows is not None:
+        for j, d in enumerate(d1s):
+            v = cube["norm"][:, :, j].ravel()
+            v = v[np.isfinite(v)]
+            if v.size:
+                q05, med, q95 = np.quantile(v, [0.05, 0.5, 0.95])
+                norm_rows.append({"activation": act, "n": n, "d0": d0, "t": t, "d1": d, "median": float(med),
+                                  "q05": float(q05), "q95": float(q95), "trials": int(v.size)})
     coords = {"data_draw": np.arange(draws), "trial": np.arange(trials), "d1": np.asarray(d1s, float)}
     das = {e: xr.DataArray(v, dims=("data_draw", "trial", "d1"), coords=coords) for e, v in cube.items()}
     widths = {
@@ -216,6 +227,41 @@ def gd_widths(act, n, d0, d1s, trials, draws):
             for e, v in ev.items()}
 
 
+#: The deviation at which the proof's route is read: delta1 <= NORM_DELTA through the norm needs
+#: ||M0 - E M0|| / lambda_min(E M0) <= NORM_DELTA (Eq. 66-67).
+NORM_DELTA = 0.2
+
+
+def norm_route_fit(rows):
+    """Per activation and t, ``log r = alpha + a log n + c log d1`` for the median norm-route ratio r over
+    every (n, d1) checkpoint (least squares, 95% Student-t intervals on a and c), and the width the route
+    needs, ``r <= NORM_DELTA``: ``d1 ~ n^{-a/c}`` (its exponent with the interval of -a/c by the delta
+    method). Only checkpoints with d1 >= 4 n enter (below, lambda_min(M0) is near its hard edge)."""
+    from scipy import stats  # noqa: PLC0415
+
+    out = []
+    for act, t in sorted({(r["activation"], r["t"]) for r in rows}):
+        pts = [r for r in rows if (r["activation"], r["t"]) == (act, t) and r["d1"] >= 4 * r["n"] and r["median"] > 0]
+        if len(pts) < 5 or len({r["n"] for r in pts}) < 2:
+            continue
+        A = np.array([[1.0, math.log(r["n"]), math.log(r["d1"])] for r in pts])
+        y = np.log([r["median"] for r in pts])
+        coef, *_ = np.linalg.lstsq(A, y, rcond=None)
+        dof = len(y) - 3
+        res = y - A @ coef
+        cov = float(res @ res) / dof * np.linalg.inv(A.T @ A)
+        tq = float(stats.t.ppf(0.975, dof))
+        a, c = float(coef[1]), float(coef[2])
+        e = -a / c
+        grad = np.array([0.0, -1.0 / c, a / c**2])
+        se_e = math.sqrt(float(grad @ cov @ grad))
+        out.append({"activation": act, "t": t, "a": a, "a_half": tq * math.sqrt(cov[1, 1]), "c": c,
+                    "c_half": tq * math.sqrt(cov[2, 2]), "prefactor": float(math.exp(coef[0])),
+                    "width_exponent": e, "width_exponent_half": tq * se_e, "points": len(pts),
+                    "n_max": max(r["n"] for r in pts)})
+    return out
+
+
 def _mc_row(act, n, d0, t, event, widths, censored, d1s, n_boot) -> dict:
     """One Monte Carlo threshold: the median crossing width over draws and trials with its hierarchical
     bootstrap interval; ``upper_bound`` when at least half the trials are censored below (the event held
@@ -228,7 +274,7 @@ def _mc_row(act, n, d0, t, event, widths, censored, d1s, n_boot) -> dict:
 
 
 def run(cases, activations, *, de_draws, mc_cases, mc_d1_factors, trials, mc_draws, n_boot, gd_cases=(),
-        gd_d1_factors=(), gd_trials=0, gd_draws=0, log=print):
+        gd_d1_factors=(), gd_trials=0, gd_draws=0, log=print, norm_rows=None):
     thresholds, t0 = [], time.perf_counter()
     for act in activations:
         for n, d0, t in cases:
@@ -244,11 +290,13 @@ def run(cases, activations, *, de_draws, mc_cases, mc_d1_factors, trials, mc_dra
                                                 for k, e in ((2, 'margin'), (1, 'ck'))) +
                 f"  ({time.perf_counter() - t0:.0f} s)")
         for kind, cases_, factors, widths_of in (
-                ("mc", mc_cases, mc_d1_factors, lambda n, d0, d1s: mc_widths(act, n, d0, d1s, trials, mc_draws)),
-                ("gd", gd_cases, gd_d1_factors, lambda n, d0, d1s: gd_widths(act, n, d0, d1s, gd_trials, gd_draws))):
+                ("mc", mc_cases, mc_d1_factors,
+                 lambda n, d0, d1s, t: mc_widths(act, n, d0, d1s, trials, mc_draws, norm_rows, t)),
+                ("gd", gd_cases, gd_d1_factors, lambda n, d0, d1s, t: gd_widths(act, n, d0, d1s, gd_trials, gd_draws))):
             for n, d0, t in cases_:
                 d1s = [int(round(n * f)) for f in factors]
-                rows = [_mc_row(act, n, d0, t, e, d, cens, d1s, n_boot) for e, (d, cens) in widths_of(n, d0, d1s).items()]
+                rows = [_mc_row(act, n, d0, t, e, d, cens, d1s, n_boot)
+                        for e, (d, cens) in widths_of(n, d0, d1s, t).items()]
                 thresholds += rows
                 log(f"{kind} {act} t={t} n={n}: " + ", ".join(f"{r['event']} {r['d1_star']:.4g} [{r['lo']:.4g}, "
                                                             f"{r['hi']:.4g}]" for r in rows)
@@ -276,6 +324,10 @@ FULL = dict(cases=T2 + T3, activations=["gelu", "tanh", "sigmoid", "softplus"], 
             mc_cases=T2[:5] + T3[:2],
             mc_d1_factors=[1, 2, 4, 8, 16, 32, 64, 128, 256], trials=20, mc_draws=3, n_boot=2000,
             gd_cases=T2[:2], gd_d1_factors=[1.5, 3, 6, 12, 24, 48, 96], gd_trials=6, gd_draws=3)
+#: The proof's norm route alone (``--norm-route``): ||M0 - E M0|| / lambda_min(E M0) along t = 2 to n = 256
+#: (the Monte Carlo thresholds come with it; no deterministic line, no GD).
+NORM = dict(cases=[], activations=["gelu", "tanh", "sigmoid", "softplus"], de_draws=0, mc_cases=T2[:5],
+            mc_d1_factors=[4, 8, 16, 32, 64, 128, 256], trials=4, mc_draws=2, n_boot=300)
 #: The GPU / cluster size (the same script; minutes per case on one GPU): Monte Carlo to n = 1024.
 CLUSTER = dict(FULL, mc_cases=T2[:7] + T3[:4], trials=50, mc_draws=5)
 
@@ -286,23 +338,34 @@ def main(argv=None):
     ap.add_argument("--tiny", action="store_true", help="a smoke run of every code path (seconds; no claim)")
     ap.add_argument("--cluster", action="store_true", help="the GPU / cluster size (Monte Carlo to n = 1024)")
     ap.add_argument("--de-only", action="store_true", help="the deterministic thresholds alone (no Monte Carlo)")
+    ap.add_argument("--norm-route", action="store_true", help="the proof's norm-route ratio along t = 2 (minutes)")
     ap.add_argument("--out", default="ladder", help="output folder (ladder.json, ladder.png)")
     args = ap.parse_args(argv)
-    cfg = TINY if args.tiny else QUICK if args.quick else CLUSTER if args.cluster else FULL
+    cfg = (TINY if args.tiny else QUICK if args.quick else CLUSTER if args.cluster else NORM if args.norm_route
+           else FULL)
     if args.de_only:
         cfg = dict(cfg, mc_cases=[], gd_cases=[])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    th = run(**cfg)
+    norm_rows: list = []
+    th = run(**cfg, norm_rows=norm_rows)
+    if not th:
+        raise SystemExit("nothing measured (an empty configuration)")
     fs = fits(th)
-    (out / "ladder.json").write_text(json.dumps({"thresholds": th, "fits": fs, "config": {
-        k: v for k, v in cfg.items()}, "seconds": time.perf_counter() - t0}, indent=1, default=float))
+    nf = norm_route_fit(norm_rows)
+    (out / "ladder.json").write_text(json.dumps({"thresholds": th, "fits": fs, "norm_route": {
+        "points": norm_rows, "fits": nf, "delta": NORM_DELTA}, "config": {k: v for k, v in cfg.items()},
+        "seconds": time.perf_counter() - t0}, indent=1, default=float))
     ladder_figure(th, fs, out / "ladder.png")
     for f in fs:
         print(f"fit {f['activation']:8s} t={f['t']} {f['event']:6s} {f['source']} [{f['window']}]: b = {f['b']:.3f} "
               f"({f['lo']:.3f}, {f['hi']:.3f}) "
               f"over n in [{f['n_min']:g}, {f['n_max']:g}]; vs 1: {f['verdict_1']}, vs 3/2: {f['verdict_3_2']}")
+    for f in nf:
+        print(f"norm route {f['activation']:8s} t={f['t']}: ||M0 - E M0|| / lambda_min(E M0) ~ {f['prefactor']:.3g} "
+              f"n^{f['a']:.3f}(+-{f['a_half']:.3f}) d1^{f['c']:.3f}(+-{f['c_half']:.3f}); <= {NORM_DELTA} needs "
+              f"d1 ~ n^{f['width_exponent']:.2f} (+-{f['width_exponent_half']:.2f})")
     print(f"wrote {out / 'ladder.json'} and {out / 'ladder.png'} in {time.perf_counter() - t0:.0f} s")
     return th, fs
 

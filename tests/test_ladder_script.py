@@ -69,3 +69,20 @@ def test_gd_ntk_step_converges_within_the_linearized_prediction_when_wide():
     widths = lad.gd_widths("gelu", n, d0, [d1 // 2, d1], 1, 1)
     w, cens = widths["gd"]
     assert float(w.values.ravel()[0]) <= d1  # converged at the wide checkpoint, as the direct run did
+
+
+def test_norm_route_fit_recovers_a_known_law_and_the_width_it_needs():
+    """r = 13 n / sqrt(d1) (the measured gelu scale) with 3% noise: a ~ 1, c ~ -1/2, and r <= 0.2 needs
+    d1 ~ n^2 (the proof's route is quadratic where delta1 itself is not); checkpoints below 4 n are left out."""
+    import numpy as np
+
+    lad = _load()
+    rs = np.random.default_rng(3)
+    rows = [{"activation": "gelu", "n": n, "d0": 8, "t": 2, "d1": n * f,
+             "median": 13 * n / math.sqrt(n * f) * math.exp(rs.normal(0, 0.03)), "q05": 0, "q95": 0, "trials": 8}
+            for n in (16, 36, 64, 144, 256) for f in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
+    rows[0]["median"] = 1e6  # at d1 = n (the hard edge): must not enter
+    (f,) = lad.norm_route_fit(rows)
+    assert abs(f["a"] - 1.0) <= f["a_half"] and abs(f["c"] + 0.5) <= f["c_half"] and f["a_half"] < 0.05
+    assert abs(f["width_exponent"] - 2.0) <= f["width_exponent_half"] < 0.15
+    assert f["points"] == 5 * 7 and f["prefactor"] == pytest.approx(13, rel=0.1)
