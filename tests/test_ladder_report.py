@@ -67,3 +67,12 @@ def test_report_cli_on_a_ladder_folder(tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps({"thresholds": [{"activation": "gelu"}]}))
     assert main(["report", str(tmp_path / "bad.json"), "--out", str(tmp_path / "rep2")]) == 2
     assert "lacks n, d0, t, event, source, d1_star, lo, hi" in capsys.readouterr().err
+
+
+def test_report_shows_the_norm_route_when_the_ladder_has_it(tmp_path):
+    nr = {"delta": 0.2, "fits": [{"activation": "gelu", "t": 2, "prefactor": 13.0, "a": 1.0, "a_half": 0.02,
+                                  "c": -0.5, "c_half": 0.01, "width_exponent": 2.0, "width_exponent_half": 0.05,
+                                  "points": 35, "n_max": 256}]}
+    (tmp_path / "ladder.json").write_text(json.dumps({"thresholds": _synthetic(), "norm_route": nr}))
+    md = L.write_ladder_report(tmp_path, tmp_path / "rep").read_text()
+    assert "## The proof's norm route" in md and "| gelu | 2 | 13 | 1.000 +- 0.020 | -0.500 +- 0.010 | 2.00 +- 0.05 |" in md

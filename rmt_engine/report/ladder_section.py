@@ -213,7 +213,8 @@ def load_ladder(path) -> dict:
                               f"one of {EVENTS} / {tuple(SOURCE_WORDS)}")
         for k in ("d1_star", "lo", "hi"):
             r[k] = math.nan if r[k] is None else float(r[k])
-    return {"path": str(f), "thresholds": th, "seconds": data.get("seconds"), "config": data.get("config", {})}
+    return {"path": str(f), "thresholds": th, "seconds": data.get("seconds"), "config": data.get("config", {}),
+            "norm_route": data.get("norm_route") or {}}
 
 
 def _fmt(x) -> str:
@@ -263,6 +264,18 @@ def write_ladder_report(path, out) -> Path:
           "interval). A verdict says `consistent` only when the prediction lies inside the interval; the power "
           "column is the interval's half-width (what the design can resolve).", ""]
     md += claims_table(fs)
+    nr = lad["norm_route"].get("fits") or []
+    if nr:
+        delta = lad["norm_route"].get("delta", 0.2)
+        md += ["", "## The proof's norm route", "",
+               f"Eq. 66-67 bound delta1 through r = ||M0 - E M0|| / lambda_min(E M0); delta1 <= {delta} by that route "
+               f"needs r <= {delta}. Fit of the median r over the Monte Carlo checkpoints with d1 >= 4 n: "
+               "r ~ A n^a d1^c (95% intervals), so the route needs d1 ~ n^(-a/c).", "",
+               "| activation | t | A | a | c | route needs d1 ~ n^e, e | checkpoints (n <= ) |", "|---|---|---|---|---|---|---|"]
+        for f in nr:
+            md.append(f"| {f['activation']} | {f['t']} | {f['prefactor']:.3g} | {f['a']:.3f} +- {f['a_half']:.3f} | "
+                      f"{f['c']:.3f} +- {f['c_half']:.3f} | {f['width_exponent']:.2f} +- {f['width_exponent_half']:.2f} | "
+                      f"{f['points']} ({f['n_max']}) |")
     md += ["", "## Thresholds", "", "| activation | t | n | d0 | event | source | d1* | interval | d1*/n |",
            "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(th, key=lambda r: (r["activation"], r["t"], r["n"], EVENTS.index(r["event"]), r["source"])):
