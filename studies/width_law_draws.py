@@ -46,13 +46,13 @@ LEVELS = (0.95, 0.5)
 TINY = """\
 name = "width_law_tiny"
 [study]
-trials = 10
+trials = 6
 seed = 20211209
 t = ["auto"]
 eq19_scale = 1.0
 [grid]
 activation = ["gelu", "tanh"]
-d1 = [256, 512, 1024, 2048, 4096, 8192]
+d1 = [512, 1024, 2048, 4096, 8192]
 w2 = "eq19"
 [grid.linked]
 d0 = [6, 8, 10]

@@ -25,7 +25,7 @@ def _load(name):
 def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("wl")
     mod = _load("width_law_draws")
-    assert mod.main(["--tiny", "--out", str(out), "--workers", "1", "--n-boot", "100"]) == 0
+    assert mod.main(["--tiny", "--out", str(out), "--workers", "2", "--n-boot", "100"]) == 0
     return mod, out, json.loads((out / "width_law_draws.json").read_text())
 
 
