@@ -234,9 +234,11 @@ NORM_DELTA = 0.2
 
 def norm_route_fit(rows):
     """Per activation and t, ``log r = alpha + a log n + c log d1`` for the median norm-route ratio r over
-    every (n, d1) checkpoint (least squares, 95% Student-t intervals on a and c), and the width the route
-    needs, ``r <= NORM_DELTA``: ``d1 ~ n^{-a/c}`` (its exponent with the interval of -a/c by the delta
-    method). Only checkpoints with d1 >= 4 n enter (below, lambda_min(M0) is near its hard edge)."""
+    every (n, d1) checkpoint (``scaling.fit_power_law_2d``: least squares; 95% Student-t intervals on a and
+    c), and the width the route needs, ``r <= NORM_DELTA``: ``d1 ~ n^{-a/c}`` (its exponent with the interval
+    of -a/c by the delta method). Only checkpoints with d1 >= 4 n enter (below, lambda_min(M0) is near its
+    hard edge)."""
+    import xarray as xr  # noqa: PLC0415
     from scipy import stats  # noqa: PLC0415
 
     out = []
@@ -244,20 +246,17 @@ def norm_route_fit(rows):
         pts = [r for r in rows if (r["activation"], r["t"]) == (act, t) and r["d1"] >= 4 * r["n"] and r["median"] > 0]
         if len(pts) < 5 or len({r["n"] for r in pts}) < 2:
             continue
-        A = np.array([[1.0, math.log(r["n"]), math.log(r["d1"])] for r in pts])
-        y = np.log([r["median"] for r in pts])
-        coef, *_ = np.linalg.lstsq(A, y, rcond=None)
-        dof = len(y) - 3
-        res = y - A @ coef
-        cov = float(res @ res) / dof * np.linalg.inv(A.T @ A)
-        tq = float(stats.t.ppf(0.975, dof))
-        a, c = float(coef[1]), float(coef[2])
-        e = -a / c
-        grad = np.array([0.0, -1.0 / c, a / c**2])
-        se_e = math.sqrt(float(grad @ cov @ grad))
-        out.append({"activation": act, "t": t, "a": a, "a_half": tq * math.sqrt(cov[1, 1]), "c": c,
-                    "c_half": tq * math.sqrt(cov[2, 2]), "prefactor": float(math.exp(coef[0])),
-                    "width_exponent": e, "width_exponent_half": tq * se_e, "points": len(pts),
+        r_ = xr.DataArray([r["median"] for r in pts], dims="point",
+                          coords={"n": ("point", [float(r["n"]) for r in pts]),
+                                  "d1": ("point", [float(r["d1"]) for r in pts])})
+        f = S.fit_power_law_2d(r_, "n", "d1")
+        a, c = float(f["b"]), float(f["c"])
+        tq = float(stats.t.ppf(0.975, len(pts) - 3))
+        var_e = (float(f["stderr_b"]) ** 2 / c**2 + a**2 * float(f["stderr_c"]) ** 2 / c**4
+                 - 2 * a * float(f["cov_bc"]) / c**3)  # delta method for e = -a/c
+        out.append({"activation": act, "t": t, "a": a, "a_half": tq * float(f["stderr_b"]), "c": c,
+                    "c_half": tq * float(f["stderr_c"]), "prefactor": float(f["prefactor"]),
+                    "width_exponent": -a / c, "width_exponent_half": tq * math.sqrt(var_e), "points": len(pts),
                     "n_max": max(r["n"] for r in pts)})
     return out
 

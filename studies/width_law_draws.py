@@ -113,20 +113,18 @@ def crossing(ds):
 
 
 def _fit(n, y):
-    from scipy import stats
+    """d0 d1* ~ n^b over the cases (``y = d0 d1*``; at least 3 finite points): ``scaling.fit_scaling``,
+    least squares on logs with its Student-t 95% interval."""
+    import xarray as xr
+
+    from rmt_engine.report import scaling as S
 
     y = np.asarray(y, float)
     ok = np.isfinite(y) & (y > 0)
     if ok.sum() < 3:
         return {"b": math.nan, "lo": math.nan, "hi": math.nan, "points": int(ok.sum())}
-    lx, ly = np.log(np.asarray(n, float)[ok]), np.log(np.asarray(y, float)[ok])
-    A = np.vstack([np.ones_like(lx), lx]).T
-    coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
-    dof = len(lx) - 2
-    r = ly - A @ coef
-    se = math.sqrt(float(r @ r) / dof / float(((lx - lx.mean()) ** 2).sum())) if dof > 0 else math.inf
-    tq = float(stats.t.ppf(0.975, dof)) if dof > 0 else math.inf
-    return {"b": float(coef[1]), "lo": float(coef[1] - tq * se), "hi": float(coef[1] + tq * se), "points": int(ok.sum())}
+    f = S.fit_scaling(xr.DataArray(y[ok], dims="case", coords={"n": ("case", np.asarray(n, float)[ok])}), "n")
+    return {"b": float(f["exponent"]), "lo": float(f["ci_lo"]), "hi": float(f["ci_hi"]), "points": int(ok.sum())}
 
 
 def analyse_draws(ds, n_boot: int) -> dict:

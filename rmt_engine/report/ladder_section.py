@@ -16,7 +16,8 @@ writes them to ``ladder.json`` = ``{"thresholds": [{"activation", "n", "d0", "t"
   LADDER_DIR --out DIR`` calls it when the path holds a ``ladder.json``).
 
 Rule: reads a ladder.json and nothing else (no cube, no Monte Carlo); the fits are recomputed from
-the thresholds, never taken from the file. Imports only NumPy, SciPy and matplotlib.
+the thresholds, never taken from the file, by ``scaling.fit_scaling`` (the report's one power-law fit).
+Imports ``scaling`` of this folder, and matplotlib for the figure.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+from . import scaling as S
 
 LADDER_FILE = "ladder.json"
 EVENTS = ("margin", "ck", "ntk", "gd", "gd_eq13")
@@ -51,11 +54,11 @@ FIT_WINDOWS = (("all n", 0), ("n >= 256", 256))
 
 
 def fits(thresholds) -> list[dict]:
-    """``d0 d1* ~ n^b`` per (activation, event, source, t) and window (``FIT_WINDOWS``): least squares
-    on logs with a Student-t 95% interval (the points' own intervals enter the figure, not the weights:
-    the de "intervals" are ranges over data draws); verdicts against 1 and 3/2 say ``consistent`` only
-    when the value lies inside the interval."""
-    from scipy import stats  # noqa: PLC0415
+    """``d0 d1* ~ n^b`` per (activation, event, source, t) and window (``FIT_WINDOWS``), at least 3 points:
+    ``scaling.fit_scaling`` unweighted (least squares on logs, a Student-t 95% interval; the points' own
+    intervals enter the figure, not the weights: the de "intervals" are ranges over data draws);
+    verdicts against 1 and 3/2 say ``consistent`` only when the value lies inside the interval."""
+    import xarray as xr  # noqa: PLC0415
 
     out = []
     keys = sorted({(r["activation"], r["event"], r["source"], r["t"]) for r in thresholds})
@@ -66,20 +69,13 @@ def fits(thresholds) -> list[dict]:
             if len(rows) < 3:
                 continue
             n = np.array([r["n"] for r in rows], float)
-            y = np.array([r["d0"] * r["d1_star"] for r in rows], float)
-            lx, ly = np.log(n), np.log(y)
-            A = np.vstack([np.ones_like(lx), lx]).T
-            coef, *_ = np.linalg.lstsq(A, ly, rcond=None)
-            dof = len(lx) - 2
-            if dof > 0:
-                s2 = float(((ly - A @ coef) ** 2).sum()) / dof
-                se = math.sqrt(s2 / float(((lx - lx.mean()) ** 2).sum()))
-                half = float(stats.t.ppf(0.975, dof)) * se
-            else:
-                half = math.nan
-            b = float(coef[1])
+            d1 = xr.DataArray([r["d1_star"] for r in rows], dims="case",
+                              coords={"n": ("case", n), "d0": ("case", [float(r["d0"]) for r in rows])})
+            f = S.fit_scaling(d1, "n", y_factor="d0")
+            b, lo, hi = (float(f[k]) for k in ("exponent", "ci_lo", "ci_hi"))
+            half = hi - b
             out.append({"activation": act, "event": ev, "source": src, "t": t, "window": window, "b": b,
-                        "lo": b - half, "hi": b + half, "n_min": float(n.min()), "n_max": float(n.max()),
+                        "lo": lo, "hi": hi, "n_min": float(n.min()), "n_max": float(n.max()),
                         "points": len(rows), "verdict_1": _verdict(b, half, 1.0), "verdict_3_2": _verdict(b, half, 1.5)})
     return out
 
@@ -181,8 +177,6 @@ def ladder_figure(thresholds, fits_, path):
     fig.tight_layout(rect=(0, (0.25 + 0.16 * rows) / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
 
 
 def is_ladder(path) -> bool:
