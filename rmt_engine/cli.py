@@ -15,6 +15,7 @@ import sys
 
 from ._version import __version__
 from .study.cluster import ConnectionFailed
+from .montecarlo.fields import SYMBOLIC_T
 from .montecarlo.spec import DTYPES, TRIAL_SPEC_DEFAULTS
 
 EXIT_OK, EXIT_FAILED_TASKS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -246,7 +247,7 @@ def cmd_check(args) -> int:
     try:
         ds = open_results(args.store)
         t = args.t
-        for sym in ("auto", "best"):
+        for sym in SYMBOLIC_T:
             if t and sym in t:
                 if len(t) > 1:
                     raise ValueError(f"--t {sym} cannot be combined with other orders")
@@ -418,7 +419,7 @@ def _trial_field_words(key, fields) -> tuple[str, str]:
         return fields[key].equation, fields[key].long_name
     base, sep, order = key.rpartition("_")
     if sep and base in fields:
-        if order in ("auto", "best"):
+        if order in SYMBOLIC_T:
             return fields[base].equation, f"{fields[base].long_name} (at t = t_{order})"
         if order.startswith("t") and order[1:].isdigit():
             return fields[base].equation, f"{fields[base].long_name} (at t = {order[1:]})"
@@ -513,7 +514,7 @@ def _unwritable_dir(path) -> str | None:
 
 def _t_arg(v: str):
     """A Khatri-Rao order on the command line: an integer >= 1, 'auto' or 'best'."""
-    if v.strip().lower() in ("auto", "best"):
+    if v.strip().lower() in SYMBOLIC_T:
         return v.strip().lower()
     return _int_at_least(1, "an integer order >= 1, 'auto' or 'best'")(v)
 

@@ -9,6 +9,8 @@ from numbers import Integral
 
 import numpy as np
 
+from .fields import SYMBOLIC_T
+
 DTYPES = ("float64", "float32")
 #: Largest explicit Khatri-Rao order (the Hermite coefficients are accurate to order 2000; beyond
 #: a few dozen, G^{o t} is the identity to rounding for any data without repeated columns).
@@ -145,7 +147,7 @@ def validate_spec(spec: TrialSpec) -> None:
     if not spec.t:
         raise ValueError("TrialSpec.t must name at least one Khatri-Rao order t >= 1, 'auto' or 'best'")
     for t in spec.t:
-        if t in ("auto", "best"):
+        if t in SYMBOLIC_T:
             continue
         if not is_integer(t) or not 1 <= t <= MAX_T:
             raise ValueError(f"TrialSpec.t: every Khatri-Rao order must be 'auto', 'best' or an integer in [1, {MAX_T}], "

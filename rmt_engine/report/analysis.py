@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from ..montecarlo.fields import AUTO_T, BEST_T, FIELDS, SYMBOLIC_T
+from ..montecarlo.fields import AUTO_T, FIELDS, SYMBOLIC_T
 from ..study.store import CASE_DIM, GRID_AXES, OPTIONAL_AXES
 
 #: Every axis a cube may have as a grid dimension or coordinate (``data_seed`` only when the study listed it).

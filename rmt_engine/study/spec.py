@@ -36,6 +36,7 @@ import numpy as np
 
 from . import store as _store
 from .cluster import SLURM_ENGINE_KEYS, _slurm_options  # noqa: F401 - SLURM_ENGINE_KEYS re-exported
+from ..montecarlo.fields import SYMBOLIC_T
 from ..montecarlo.spec import DTYPES, MAX_T, TRIAL_SPEC_DEFAULTS, W2_RANGE, TrialSpec, is_integer
 from .store import CASE_DIM, GRID_AXES, OPTIONAL_AXES
 
@@ -190,7 +191,7 @@ def _check_value(kind: str, v, key: tuple):
                                  key)
         out = []
         for x in vals:
-            if isinstance(x, str) and x.strip().lower() in ("auto", "best"):
+            if isinstance(x, str) and x.strip().lower() in SYMBOLIC_T:
                 out.append(x.strip().lower())
             elif is_integer(x) and 1 <= x <= MAX_T:
                 out.append(int(x))
@@ -480,7 +481,7 @@ class Study:
                 key = (labels["activation"], labels["w1"], labels["n"], labels["d0"])
                 if key in bad:
                     continue
-                if t in ("auto", "best"):  # best exists exactly when auto does (auto is the smallest admissible)
+                if t in SYMBOLIC_T:  # best exists exactly when auto does (auto is the smallest admissible)
                     code = orders.DEFINED if orders.informative_t(*key) is not None else orders.NO_ORDER
                 else:
                     code = orders.lower_undefined(*key, t)
