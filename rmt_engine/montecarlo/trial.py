@@ -161,9 +161,7 @@ def _point_record(spec: TrialSpec, cache) -> dict[str, float]:
             continue
         # sigma_min(X^{*t}) = 0 by the count n > C(d0+t-1, t) or numerically for these data (then 0.0 exactly)
         smin_t, smax_t, relerr_t, deficient = checked(t)
-        code = orders.lower_undefined(act, w1, n, d0, t)
-        if deficient and not code & orders.RANK_DEFICIENT:
-            code |= orders.DATA_RANK_DEFICIENT
+        code = orders.lower_undefined(act, w1, n, d0, t, X=pd.X, checked=checked)  # bit 8 from the data
         lower = bounds.eq58_lower_normalized(d1, a[t], smin_t, paper_factor) if not code else 0.0
         lower_sharp = bounds.eq58_lower_normalized(d1, aw[t], smin_t) if not code else 0.0
         rec.update({

@@ -24,16 +24,17 @@ REASONS = {COEFFICIENT_ZERO: "c_t(w1) = 0 (parity)",
            DATA_RANK_DEFICIENT: "X^{*t} numerically rank deficient for these data (duplicate or antipodal columns)"}
 
 
-def lower_undefined(activation, w1: float, n: int, d0: int, t: int, X=None) -> int:
+def lower_undefined(activation, w1: float, n: int, d0: int, t: int, X=None, checked=None) -> int:
     """The reason code (module docstring) of the Eq. 58 lower bound at order ``t``: 0 if defined.
 
     With the data ``X`` (d0 x n) the numerical rank of ``X^{*t}`` is tested too (one eigen-solve of
-    the n x n ``G^{o t}``); without it only the count ``n > C(d0+t-1, t)``."""
+    the n x n ``G^{o t}``); without it only the count ``n > C(d0+t-1, t)``. ``checked``: ``t ->
+    khatri_rao_extremes_checked(X, t)``, to share that eigen-solve with a caller that needs it too."""
     a_t = normalized_hermite_coefficients(activation, int(t), w1)[int(t)]
     code = COEFFICIENT_ZERO if a_t == 0.0 else DEFINED
     if n > symmetric_tensor_dim(d0, int(t)):
         code |= RANK_DEFICIENT
-    elif X is not None and khatri_rao_extremes_checked(X, int(t))[3]:
+    elif X is not None and (checked(int(t)) if checked is not None else khatri_rao_extremes_checked(X, int(t)))[3]:
         code |= DATA_RANK_DEFICIENT
     return code
 
