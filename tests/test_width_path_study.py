@@ -170,3 +170,34 @@ def test_the_estimate_of_a_path_study_pays_the_pass_once_per_point():
     spec = study.trial_spec(next(iter(study.points())))
     assert 0 < pass_flops(spec) < trial_flops(spec)
     assert pass_flops(replace(spec, ntk=True)) > pass_flops(spec)
+
+
+def test_width_path_with_training_trains_each_width_it_writes(tmp_path):
+    """[train] with width_path: every width gets GD from its own Theta_0 (the same as the per-width
+    study's up to the rounding of the Eq. 13 step), and a resume trains only the widths it writes."""
+    text = TOML.format(wp="true").replace("save_spectrum = true\n", "").replace(
+        '[execution]', '[train]\nmax_iters = 300\ntol = 1e-3\n[execution]')
+    study, plain = Study.from_toml_text(text), Study.from_toml_text(text.replace("width_path = true", "width_path = false"))
+    a = st.open_results(_fill(study, tmp_path / "p.zarr"))
+    b = st.open_results(_fill(plain, tmp_path / "q.zarr"))
+    assert np.array_equal(a["gd_status"].values, b["gd_status"].values)
+    np.testing.assert_allclose(a["gd_final_loss"].values, b["gd_final_loss"].values, rtol=1e-6)
+    from rmt_engine.montecarlo import train as tr
+
+    calls = []
+    real = tr.add_training
+
+    def counting(spec, *args, **kw):
+        calls.append(spec.d1)
+        return real(spec, *args, **kw)
+
+    g = zarr.open_group(tmp_path / "p.zarr", mode="r+")
+    done = np.asarray(g["done"][...])
+    idx = [0] * done.ndim
+    idx[study.cube_axes().dims.index("d1")] = list(study.grid["d1"]).index(40)
+    done[tuple(idx)] = False
+    g["done"][...] = done
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tr, "add_training", counting)
+        _execute(study, tmp_path / "p.zarr", done)
+    assert calls and set(calls) == {40}  # d1 = 16 streamed through, not trained again

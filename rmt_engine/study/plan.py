@@ -169,7 +169,7 @@ def plan_tasks(study: Study, trials_per_task: int, done: np.ndarray | None = Non
     nb = _store.n_blocks(study.trials, trials_per_task)
     points = list(zip(study.point_indices(), study.points()))
     total = len(points) * nb
-    if getattr(study, "width_path", False):
+    if study.width_path:
         return _plan_paths(study, points, nb, trials_per_task, done), total
     tasks = []
     for point, labels in points:
@@ -182,8 +182,7 @@ def plan_tasks(study: Study, trials_per_task: int, done: np.ndarray | None = Non
 
 
 def _plan_paths(study: Study, points: list, nb: int, trials_per_task: int, done) -> list[Task]:
-    dims = [d for d, _ in study._dims()]
-    k = dims.index("d1")
+    k = study.cube_axes().dims.index("d1")
     groups: dict = {}
     for point, labels in points:
         groups.setdefault(point[:k] + point[k + 1:], []).append((point, labels))

@@ -128,7 +128,9 @@ def make_job(study: Study, store, task: Task, variables, trials_per_task: int, h
 
 def _run_trials(spec: TrialSpec, task: Task, save: bool, train) -> list[tuple[list, list, list]]:
     """``[(records, spectra, loss curves)]`` of the task's trials: one item for a per-width task, one
-    per width of ``task.path`` for a width path (``run_trial_path``: one pass over W0 per trial)."""
+    per width of ``task.path`` for a width path (``run_trial_path``: one pass over W0 per trial). Only
+    the widths the task writes (``task.writes``) keep their records and train: a done width below
+    them is streamed through (the path needs its rows), never trained again."""
     from dataclasses import replace  # noqa: PLC0415
 
     from ..montecarlo.trial import run_trial, run_trial_path  # noqa: PLC0415
@@ -138,6 +140,7 @@ def _run_trials(spec: TrialSpec, task: Task, save: bool, train) -> list[tuple[li
     else:
         specs = [spec]
     out = [([], [], []) for _ in specs]
+    keep = set(task.writes) if task.path else {0}
     cache: dict = {}
     for i in range(task.start, task.stop):
         if task.path:
@@ -145,7 +148,9 @@ def _run_trials(spec: TrialSpec, task: Task, save: bool, train) -> list[tuple[li
                                    spectrum=save)
         else:
             items = [run_trial(spec, i, spectrum=save, cache=cache)]
-        for sp, item, (records, eigs, curves) in zip(specs, items, out):
+        for j, (sp, item, (records, eigs, curves)) in enumerate(zip(specs, items, out)):
+            if j not in keep:
+                continue
             rec = item
             if save:
                 rec, eig = item
