@@ -77,12 +77,12 @@ def trial_memory_bytes(spec, train=None) -> int:
 
 
 def trial_flops(spec, train=None) -> float:
-    """Floating-point operations of one trial (module docstring)."""
+    """Floating-point operations of one trial (module docstring): its pass (``pass_flops``), then the
+    reductions at its width (the dense ones of M0, sigma_max(V0), the NTK's) and the training."""
     n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
-    f = 2.0 * d1 * d0 * n + d1 * n * n + 2 * (4.0 / 3.0) * n**3
-    f += 2.0 * d1 * d2 * n + 2.0 * d1 * d2 * d2 + EIG_FLOPS_PER_D2CUBE * float(d2) ** 3  # V0 phi(W0 X), V0 V0^T, its eig
-    if getattr(spec, "ntk", False):  # one more dsyrk per block, the Hadamard with X^T X, the NTK's extremes
-        f += d1 * n * n + 2.0 * d0 * n * n + (4.0 / 3.0) * n**3
+    f = pass_flops(spec) + 2 * (4.0 / 3.0) * n**3 + EIG_FLOPS_PER_D2CUBE * float(d2) ** 3  # M0's, V0 V0^T's eig
+    if getattr(spec, "ntk", False):  # the Hadamard with X^T X, the NTK's extremes (its dsyrk is in the pass)
+        f += 2.0 * d0 * n * n + (4.0 / 3.0) * n**3
     if train is not None:
         f += train.max_iters * train_iteration_flops(spec)
         f += 2.0 * (d2 * (d2 + 1) + 2) * d1 * n * n
@@ -90,8 +90,8 @@ def trial_flops(spec, train=None) -> float:
 
 
 def pass_flops(spec) -> float:
-    """The part of ``trial_flops`` that streams the rows of W0 (the row blocks, phi, the Gram, V0 and
-    NTK sums): what a width path pays once, at its largest width."""
+    """The part of ``trial_flops`` that streams the rows of W0 (the row blocks, phi, the Gram, V0 phi(W0 X)
+    and V0 V0^T, the NTK's dsyrk): what a width path pays once, at its largest width."""
     n, d0, d1, d2 = spec.n, spec.d0, spec.d1, spec.d2
     f = 2.0 * d1 * d0 * n + d1 * n * n + 2.0 * d1 * d2 * n + 2.0 * d1 * d2 * d2
     if getattr(spec, "ntk", False):
