@@ -169,10 +169,8 @@ def mc_widths(act, n, d0, d1s, trials, draws, norm_rows=None, t=2):
 
 
 def _censored_widths(w):
-    """``(widths, censored)`` for the quantiles: a trial censored above (never crossed up to the largest
-    width) counts as ``inf`` (so a median among them reads "not reached", never a number biased low by
-    dropping the slowest trials), one censored below as its first checkpoint (an upper bound)."""
-    return w["d1_cross"].where(w["censored"] <= 0, np.inf), w["censored"]
+    """``(widths, censored)``: the widths as the quantiles take them (``scaling.widths_for_quantiles``)."""
+    return S.widths_for_quantiles(w), w["censored"]
 
 
 #: Gradient descent (the fourth threshold): reach h <= GD_TOL h0. The NTK step lr = 1/(2 lambda_max(J J^T))

@@ -108,8 +108,7 @@ def crossing(ds):
     from rmt_engine.report import scaling as S
 
     cw = S.crossing_widths(var=ds["margin"], threshold=1.0, sense=">")
-    w = cw["d1_cross"].where(cw["censored"] <= 0, np.inf)
-    return cw, w
+    return cw, S.widths_for_quantiles(cw)
 
 
 def _fit(n, y):

@@ -155,3 +155,13 @@ def test_hierarchical_bootstrap_keeps_censored_above_as_not_reached():
     finite = np.sort(w[np.isfinite(w)])
     assert float(med["d_star"]) > float(np.quantile(finite, 0.5))  # not biased low by dropping the slowest
     assert np.isfinite(float(med["lo"])) and float(med["lo"]) <= float(med["d_star"]) <= float(med["hi"])
+
+
+def test_widths_for_quantiles_marks_censored_above_as_not_reached():
+    from rmt_engine.report.scaling import crossing_widths, widths_for_quantiles
+
+    var = xr.DataArray([[0.5, 0.8, 2.0, 3.0], [2.0, 3.0, 4.0, 5.0], [0.1, 0.2, 0.3, 0.4]], dims=("trial", "d1"),
+                       coords={"d1": [10.0, 20.0, 40.0, 80.0]})
+    cw = crossing_widths(var=var, threshold=1.0, sense=">")
+    w = widths_for_quantiles(cw).values
+    assert 20 <= w[0] <= 40 and w[1] == 10.0 and np.isinf(w[2])  # crossed, censored below, never reached

@@ -701,6 +701,15 @@ def data_draw_variance(widths, draw_dim: str = "data_draw", trial_dim: str = "tr
     return out
 
 
+def widths_for_quantiles(cw):
+    """The per-trial widths of a ``crossing_widths`` result as the quantile estimators take them: a
+    trial censored above (the event never held up to the largest width) is ``+inf`` -- so a quantile
+    among such trials reads "not reached" instead of a number biased low by dropping the slowest
+    trials -- and one censored below keeps its first checkpoint (an upper bound, conservative for a
+    threshold). Feed it to ``hierarchical_bootstrap_threshold``."""
+    return cw["d1_cross"].where(cw["censored"] <= 0, np.inf)
+
+
 def hierarchical_bootstrap_threshold(widths, level: float = 0.5, draw_dim: str = "data_draw",
                                      trial_dim: str = "trial", *, confidence: float = 0.95, n_boot: int = 2000,
                                      seed: int = 0):
