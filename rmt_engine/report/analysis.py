@@ -32,10 +32,7 @@ import math
 import numpy as np
 
 from ..montecarlo.fields import AUTO_T, FIELDS, SYMBOLIC_T
-from ..study.store import CASE_DIM, GRID_AXES, OPTIONAL_AXES
-
-#: Every axis a cube may have as a grid dimension or coordinate (``data_seed`` only when the study listed it).
-ALL_AXES = GRID_AXES + OPTIONAL_AXES
+from ..study.store import ALL_AXES, CASE_DIM, GRID_AXES  # noqa: F401 - re-exported: A.GRID_AXES, A.ALL_AXES
 
 PER_T_FIELDS = tuple(b for b, info in FIELDS.items() if info.per_t)
 

@@ -38,7 +38,7 @@ from . import store as _store
 from .cluster import SLURM_ENGINE_KEYS, _slurm_options  # noqa: F401 - SLURM_ENGINE_KEYS re-exported
 from ..montecarlo.fields import SYMBOLIC_T
 from ..montecarlo.spec import DTYPES, MAX_T, TRIAL_SPEC_DEFAULTS, W2_RANGE, TrialSpec, is_integer
-from .store import CASE_DIM, GRID_AXES, OPTIONAL_AXES
+from .store import ALL_AXES, CASE_DIM, GRID_AXES, OPTIONAL_AXES
 
 #: Accepted range of ``[study] eq19_scale`` (the constant of ``w2 = "eq19"``): with w1 in [1e-3, 100]
 #: and d0 d1 >= 1, the derived w2 = eq19_scale / (w1 sqrt(d0 d1)) stays near ``W2_RANGE``; each grid
@@ -73,9 +73,8 @@ STUDY_KEYS = {
 }
 AXIS_KINDS = {"activation": "str", "data": "str", "n": "posint", "d0": "posint", "d1": "posint",
               "d2": "posint", "w1": "float", "w2": "float", "data_seed": "nonnegint"}
-#: Every axis a [grid] may list: ``GRID_AXES`` (always cube dimensions) and ``OPTIONAL_AXES``
-#: (dimensions only when listed: ``data_seed``, several draws of X in one cube).
-ALL_AXES = GRID_AXES + OPTIONAL_AXES
+#: A [grid] may list every axis of ``store.ALL_AXES``: ``GRID_AXES`` (always cube dimensions) and
+#: ``OPTIONAL_AXES`` (dimensions only when listed: ``data_seed``, several draws of X in one cube).
 EXECUTION_KEYS = {
     "cluster": ("str", "local"),
     "workers": ("posint", None),

@@ -82,6 +82,8 @@ GRID_AXES = ("activation", "data", "n", "d0", "d1", "d2", "w1", "w2")
 #: Grid axes that are a cube dimension only when the study's [grid] lists them (after ``GRID_AXES``):
 #: ``data_seed``, the seed of the data X alone (several draws of X per case, one cube).
 OPTIONAL_AXES = ("data_seed",)
+#: Every axis a cube may have as a grid dimension or coordinate.
+ALL_AXES = GRID_AXES + OPTIONAL_AXES
 #: The cube dimension of linked axes ([grid.linked]).
 CASE_DIM = "case"
 STRING_AXES = ("activation", "data")
@@ -1106,7 +1108,7 @@ def open_results(path, *, allow_partial: bool = False, chunks="auto", squeeze: b
     if allow_partial:
         ds = _mask_not_done(p, ds, attrs)
     if squeeze:
-        ds = ds.squeeze([d for d in (*GRID_AXES, *OPTIONAL_AXES, CASE_DIM) if d in ds.dims and ds.sizes[d] == 1])
+        ds = ds.squeeze([d for d in (*ALL_AXES, CASE_DIM) if d in ds.dims and ds.sizes[d] == 1])
     if not allow_partial:
         try:
             audit = audit_regions(p, deep=False, limit=20)
@@ -1367,10 +1369,10 @@ def _summarize(path, quantiles, fields) -> dict:
     ds = open_results(path, allow_partial=True)
     attrs = dict(ds.attrs)
     cube_dims = list(attrs.get("cube_dims", GRID_AXES))
-    grid = {a: [v.item() if hasattr(v, "item") else v for v in np.ravel(ds[a].values)] for a in GRID_AXES + OPTIONAL_AXES
+    grid = {a: [v.item() if hasattr(v, "item") else v for v in np.ravel(ds[a].values)] for a in ALL_AXES
             if a in ds.coords}
     dim_values = {d: [v.item() if hasattr(v, "item") else v for v in ds[d].values] for d in cube_dims}
-    linked = [a for a in GRID_AXES + OPTIONAL_AXES if a in ds.coords and ds[a].dims == (CASE_DIM,)]
+    linked = [a for a in ALL_AXES if a in ds.coords and ds[a].dims == (CASE_DIM,)]
     done = np.asarray(ds["done"].values, dtype=bool)
     trials = ds.sizes["trial"]
     tpt = int(attrs.get("trials_per_task", trials))
@@ -1411,7 +1413,7 @@ def _summarize(path, quantiles, fields) -> dict:
         for k, arr in point.items():
             row["point"][k] = float(arr[idx]) if done[idx][0] else None
         rows.append(row)
-    varying = [a for a in GRID_AXES + OPTIONAL_AXES if (a in linked and len(dim_values.get(CASE_DIM, [])) > 1)
+    varying = [a for a in ALL_AXES if (a in linked and len(dim_values.get(CASE_DIM, [])) > 1)
                or (a in dim_values and len(dim_values[a]) > 1)]
     return {"attrs": attrs, "grid": grid, "varying": varying,
             "regions_done": int(done.sum()), "regions_total": int(done.size), "trials_done": int(tmask.sum()),

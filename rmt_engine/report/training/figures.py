@@ -18,7 +18,7 @@ from .. import analysis as A
 from . import numbers as TR
 from ..plots import (BAND, NothingToDraw, _colors, _computed_panels, _grid_ticks, _panels, _save, _series, _style_legend,
                      fixed_words as _fixed_words)
-from ...study.store import GRID_AXES, OPTIONAL_AXES
+from ...study.store import ALL_AXES
 
 __all__ = ["plot_convergence", "plot_gd_thresholds", "plot_rate_ratio", "plot_ball", "plot_lazy",
            "plot_loss_curves", "NothingToDraw"]
@@ -423,7 +423,7 @@ def plot_loss_curves(ds, path=None, *, tol=None, line_dim="d1"):
     if "gd_loss" not in ds:
         raise NothingToDraw("the cube has no loss curves (gd_loss)")
     held = TR.held_curves(ds).clip(max=1e6)
-    rows_dims = [d for d in GRID_AXES + OPTIONAL_AXES if d in held.dims and held.sizes[d] > 1 and d not in ("activation", line_dim)]
+    rows_dims = [d for d in ALL_AXES if d in held.dims and held.sizes[d] > 1 and d not in ("activation", line_dim)]
     nrows = int(np.prod([held.sizes[d] for d in rows_dims])) if rows_dims else 1
     acts = [str(a) for a in np.ravel(held["activation"].values)] if "activation" in held.dims else [""]
     if nrows * len(acts) > _MAX_PANELS:

@@ -42,7 +42,7 @@ import numpy as np
 
 from .. import analysis as A
 from ..format import fmt
-from ...study.store import GRID_AXES, OPTIONAL_AXES
+from ...study.store import ALL_AXES
 
 #: The per-trial fields the section reads besides the TRAIN_FIELDS (all optional but margin).
 RECORD_FIELDS = ("margin", "mu", "rho", "lazy_ratio", "eq19_scale", "eta_max")
@@ -293,7 +293,7 @@ _fmt = fmt  # the reports' one number format (rmt_engine.report.format)
 
 def _varying(ds, exclude=()):
     """Grid axes of ``ds`` with more than one value (in GRID_AXES order), minus ``exclude``."""
-    return [d for d in GRID_AXES + OPTIONAL_AXES if d in ds.dims and ds.sizes[d] > 1 and d not in exclude]
+    return [d for d in ALL_AXES if d in ds.dims and ds.sizes[d] > 1 and d not in exclude]
 
 
 def _index_rows(ds, dims, keep=None):
@@ -334,7 +334,7 @@ def _sel(da, labels):
 
 def _scalar(da, labels):
     v = _sel(da, labels)
-    for d in GRID_AXES + OPTIONAL_AXES:
+    for d in ALL_AXES:
         if d in v.dims:
             v = v.isel({d: 0})
     return float(np.asarray(v.values).reshape(-1)[0]) if np.asarray(v.values).size else math.nan
